@@ -1,0 +1,67 @@
+"""pcscale: predictive coding networks at large width and depth, with their BP twins."""
+
+import importlib.metadata
+
+from . import nn as nn
+from ._compare import (
+    EquilibriumComparison as EquilibriumComparison,
+    GradientAlignment as GradientAlignment,
+    compare_at_equilibrium as compare_at_equilibrium,
+    compare_gradients as compare_gradients,
+)
+from ._energy import (
+    AbstractOutputEnergy as AbstractOutputEnergy,
+    CrossEntropy as CrossEntropy,
+    MSE as MSE,
+    gaussian_energy as gaussian_energy,
+)
+from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
+from ._infer import infer as infer
+from ._layer import PCLayer as PCLayer
+from ._model import PCModel as PCModel
+from ._optimiser import (
+    AbstractOptimiser as AbstractOptimiser,
+    Adam as Adam,
+    FromOptax as FromOptax,
+    SGD as SGD,
+    make_optimiser as make_optimiser,
+)
+from ._parameterisation import (
+    AbstractParameterisation as AbstractParameterisation,
+    AdamRule as AdamRule,
+    CompleteP as CompleteP,
+    DepthMuP as DepthMuP,
+    Init as Init,
+    MuP as MuP,
+    MuPC as MuPC,
+    NetworkShape as NetworkShape,
+    NTP as NTP,
+    Role as Role,
+    Scaling as Scaling,
+    SP as SP,
+    WeightRole as WeightRole,
+)
+from ._solution import (
+    InferenceSolution as InferenceSolution,
+    InferenceStats as InferenceStats,
+    RESULTS as RESULTS,
+)
+from ._solver import (
+    AbstractInferenceSolver as AbstractInferenceSolver,
+    GradientDescent as GradientDescent,
+    OptaxSolver as OptaxSolver,
+)
+from ._train import (
+    BPStepMetrics as BPStepMetrics,
+    ComparisonMetrics as ComparisonMetrics,
+    PCStepMetrics as PCStepMetrics,
+    TrainingRun as TrainingRun,
+    bp_step as bp_step,
+    pc_step as pc_step,
+    train as train,
+)
+
+try:
+    __version__ = importlib.metadata.version("pcscale")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+    __version__ = "0.0.0"

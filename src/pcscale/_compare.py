@@ -1,0 +1,125 @@
+"""Gradient alignment between PC and BP: cosines and norm ratios, per layer and overall."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from ._gradients import bp_gradients, pc_gradients
+from ._infer import solve_activities
+from ._model import PCModel
+from ._solution import InferenceStats
+from ._solver import AbstractInferenceSolver, GradientDescent
+from ._validation import as_float_array, check_finite
+
+
+class GradientAlignment(eqx.Module):
+    """How closely one gradient (PC) matches another (BP).
+
+    - `cosine`: cos(g_PC, g_BP) over all parameters flattened together.
+    - `norm_ratio`: ‖g_PC‖/‖g_BP‖.
+    - `defined`: False when either norm is zero; `cosine` and `norm_ratio` are then NaN
+      (never 0, which would read as "orthogonal").
+    - `layer_cosines`, `layer_norm_ratios`, `layer_defined`: the same for each layer map
+      f_1 … f_L (NaN and False for layers without parameters or with a zero gradient).
+    """
+
+    cosine: Float[Array, ""]
+    norm_ratio: Float[Array, ""]
+    defined: Bool[Array, ""]
+    layer_cosines: Float[Array, " L"]
+    layer_norm_ratios: Float[Array, " L"]
+    layer_defined: Bool[Array, " L"]
+
+
+def _dot_and_norms(a, b) -> tuple[Array, Array, Array]:
+    leaves_a = jax.tree.leaves(eqx.filter(a, eqx.is_array))
+    leaves_b = jax.tree.leaves(eqx.filter(b, eqx.is_array))
+    if len(leaves_a) != len(leaves_b):
+        raise ValueError("the two gradients have different structures; compare gradients of the same model.")
+    if not leaves_a:
+        zero = jnp.zeros(())
+        return zero, zero, zero
+    dot = sum(jnp.vdot(u, v) for u, v in zip(leaves_a, leaves_b))
+    norm_a = jnp.sqrt(sum(jnp.vdot(u, u) for u in leaves_a))
+    norm_b = jnp.sqrt(sum(jnp.vdot(v, v) for v in leaves_b))
+    return dot, norm_a, norm_b
+
+
+def _cosine_and_ratio(dot, norm_a, norm_b):
+    defined = (norm_a > 0) & (norm_b > 0)
+    safe = jnp.where(defined, norm_a * norm_b, 1.0)
+    cosine = jnp.where(defined, dot / safe, jnp.nan)
+    ratio = jnp.where(defined, norm_a / jnp.where(norm_b > 0, norm_b, 1.0), jnp.nan)
+    return cosine, ratio, defined
+
+
+def compare_gradients(pc_grads: PCModel, bp_grads: PCModel) -> GradientAlignment:
+    """Cosine similarities and norm ratios of two gradients of the same
+    [`PCModel`][pcscale.PCModel] (e.g. from `eqx.filter_grad`), overall and per layer.
+
+    **Returns:** a [`GradientAlignment`][pcscale.GradientAlignment].
+    """
+    per_layer = [_dot_and_norms(a, b) for a, b in zip(pc_grads.layers, bp_grads.layers)]
+    dots, norms_a, norms_b = (jnp.stack(values) for values in zip(*per_layer))
+    layer_cos, layer_ratio, layer_defined = _cosine_and_ratio(dots, norms_a, norms_b)
+    dot = jnp.sum(dots)
+    cos, ratio, defined = _cosine_and_ratio(dot, jnp.sqrt(jnp.sum(norms_a**2)), jnp.sqrt(jnp.sum(norms_b**2)))
+    return GradientAlignment(cos, ratio, defined, layer_cos, layer_ratio, layer_defined)
+
+
+class EquilibriumComparison(eqx.Module):
+    """PC against BP at the same weights (lockstep).
+
+    - `alignment`: [`GradientAlignment`][pcscale.GradientAlignment] of ∇_θF(z*) with ∇_θ𝓛.
+    - `energy`: F at the equilibrium activities z*; `loss`: the BP loss 𝓛.
+    - `energy_loss_ratio`: F(z*)/𝓛 (≤ 1/… and → λ as the PC energy approaches the loss).
+    - `inference`: the [`InferenceStats`][pcscale.InferenceStats] of the solve.
+    """
+
+    alignment: GradientAlignment
+    energy: Float[Array, ""]
+    loss: Float[Array, ""]
+    energy_loss_ratio: Float[Array, ""]
+    inference: InferenceStats
+
+
+def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractInferenceSolver):
+    """`compare_at_equilibrium` for validated inputs, callable inside jit; also returns
+    both gradients for callers that update weights with them."""
+    solution = solve_activities(model, x, y, solver)
+    energy, pc_grads = pc_gradients(model, solution.activities, x, y)
+    loss, bp_grads = bp_gradients(model, x, y)
+    comparison = EquilibriumComparison(
+        alignment=compare_gradients(pc_grads, bp_grads),
+        energy=energy,
+        loss=loss,
+        energy_loss_ratio=energy / loss,
+        inference=solution.stats,
+    )
+    return comparison, pc_grads, bp_grads
+
+
+@eqx.filter_jit
+def _compare_jit(model, x, y, solver):
+    model._check(x, y)
+    x, y = check_finite(x, "x"), check_finite(y, "y")
+    return equilibrium_comparison(model, x, y, solver)[0]
+
+
+def compare_at_equilibrium(
+    model: PCModel, x, y, *, solver: AbstractInferenceSolver | None = None
+) -> EquilibriumComparison:
+    """Run inference, then compare the PC weight gradient at the equilibrium with the
+    BP gradient at the same weights.
+
+    **Arguments:** `model`, `x`, `y` and `solver` as for [`infer`][pcscale.infer].
+
+    **Returns:** an [`EquilibriumComparison`][pcscale.EquilibriumComparison].
+    """
+    solver = GradientDescent() if solver is None else solver
+    if not isinstance(solver, AbstractInferenceSolver):
+        raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
+    return _compare_jit(model, as_float_array(x, "x"), as_float_array(y, "y"), solver)

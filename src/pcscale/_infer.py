@@ -1,0 +1,138 @@
+"""infer(model, x, y, *, solver) -> InferenceSolution: minimise the energy over the
+free activities, entirely inside one jitted `lax.while_loop`."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._custom_types import Activities
+from ._model import PCModel
+from ._solution import RESULTS, InferenceSolution, InferenceStats
+from ._solver import AbstractInferenceSolver, GradientDescent
+from ._validation import as_float_array, check_finite
+
+_RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
+
+
+def tree_norm(tree) -> Array:
+    """Euclidean norm of all leaves of a pytree taken together."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros(())
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+
+
+def summed_energy_and_grad(model: PCModel, x: Array, y: Array):
+    """value_and_grad of Σ_i F_i in the activities; its gradient is the stack of
+    per-sample gradients ∇_{z_i} F_i."""
+
+    def total(z: Activities) -> Array:
+        return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
+
+    return jax.value_and_grad(total)
+
+
+def solve_activities(
+    model: PCModel,
+    x: Array,
+    y: Array,
+    solver: AbstractInferenceSolver,
+    z0: Activities | None = None,
+) -> InferenceSolution:
+    """The inference loop, for already-validated inputs (callable inside jit)."""
+    batch = x.shape[0]
+    fn = summed_energy_and_grad(model, x, y)
+    z = jax.vmap(model._activities_one)(x) if z0 is None else tuple(z0)
+    energy0, grad0 = fn(z)
+    residual0 = tree_norm(grad0)
+    tolerance = solver.atol + solver.rtol * residual0
+    threshold = solver.divergence_factor * jnp.maximum(energy0, jnp.finfo(energy0.dtype).tiny)
+    status0 = jnp.where(residual0 <= tolerance, _CONVERGED, _RUNNING)
+    one = jnp.array(1, dtype=jnp.int32)
+    carry = (jnp.array(0, dtype=jnp.int32), z, energy0, grad0, residual0, solver.init(z, grad0), one, status0)
+
+    def cond(carry):
+        step, *_, status = carry
+        return (status == _RUNNING) & (step < solver.max_steps)
+
+    def body(carry):
+        step, z, _, grad, _, state, evals, _ = carry
+        z, energy, grad, state, used = solver.step(fn, z, grad, state)
+        residual = tree_norm(grad)
+        diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
+        status = jnp.where(diverged, _DIVERGED, jnp.where(residual <= tolerance, _CONVERGED, _RUNNING))
+        return step + 1, z, energy, grad, residual, state, evals + used, status
+
+    if solver.max_steps > 0:
+        carry = jax.lax.while_loop(cond, body, carry)
+    steps, z, energy, _, residual, _, evals, status = carry
+    result = RESULTS.where(
+        status == _CONVERGED,
+        RESULTS.converged,
+        RESULTS.where(status == _DIVERGED, RESULTS.diverged, RESULTS.max_steps),
+    )
+    relative = jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0)
+    stats = InferenceStats(
+        energy=energy / batch,
+        initial_energy=energy0 / batch,
+        residual=residual,
+        initial_residual=residual0,
+        relative_residual=relative,
+        steps=steps,
+        grad_evals=evals,
+        result=result,
+    )
+    return InferenceSolution(activities=z, stats=stats)
+
+
+@eqx.filter_jit
+def _infer_jit(model, x, y, solver, z0):
+    # Shape checks run once, at trace time; finiteness checks run on device.
+    model._check(x, y, z0)
+    x = check_finite(x, "x")
+    y = check_finite(y, "y")
+    return solve_activities(model, x, y, solver, z0)
+
+
+def infer(
+    model: PCModel,
+    x,
+    y,
+    *,
+    solver: AbstractInferenceSolver | None = None,
+    z0: Activities | None = None,
+) -> InferenceSolution:
+    """Minimise the energy F over the free activities z_1 … z_H, weights fixed.
+
+    The whole loop is one jitted `lax.while_loop`. It starts from the feedforward
+    activities (or `z0`), and stops when the residual ‖∇_z Σ_i F_i‖ meets the solver's
+    tolerance, when its step budget runs out, or when the energy diverges; the
+    [`InferenceSolution`][pcscale.InferenceSolution] says which, in `result`. The
+    reported energy is at the final activities.
+
+    **Arguments:**
+
+    - `model`: a [`PCModel`][pcscale.PCModel].
+    - `x`: inputs, batch on axis 0.
+    - `y`: targets, batch on axis 0, each of the model's output shape (one-hot for
+      cross-entropy).
+    - `solver`: an inference solver; default `GradientDescent()` (β = 0.1 per sample,
+      rtol = 1e-5, at most 10 000 steps).
+    - `z0`: starting activities; default the feedforward state.
+
+    **Returns:** an [`InferenceSolution`][pcscale.InferenceSolution].
+    """
+    if solver is None:
+        solver = GradientDescent()
+    if not isinstance(solver, AbstractInferenceSolver):
+        raise TypeError(
+            f"`solver` must be a pcscale inference solver, got {type(solver).__name__}; e.g. "
+            "pcscale.GradientDescent(step_size=0.1)."
+        )
+    if not isinstance(model, PCModel):
+        raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
+    x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    return _infer_jit(model, x, y, solver, z0)

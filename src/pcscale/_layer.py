@@ -1,0 +1,76 @@
+"""PCLayer: one prediction μ_l = f_l(z_{l−1}) of a predictive coding network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, PyTree
+
+from ._parameterisation import Init, Scaling
+
+
+def _identity(z: Array) -> Array:
+    return z
+
+
+class PCLayer(eqx.Module):
+    """One layer map of a PC network, for a single (unbatched) sample:
+
+    f(z) = s·z + a·module(φ(z)),
+
+    with φ the `activation` applied to the incoming activity, a the forward multiplier
+    `scaling.multiplier` and s = 1 when `skip` is set (a residual layer), else 0.
+
+    **Arguments:**
+
+    - `module`: any Equinox module (or callable pytree) mapping one unbatched activity to
+      the branch output. Its array leaves are the layer's parameters.
+    - `scaling`: the [`Scaling`][pcscale.Scaling] of the layer's matrices (leaves with two
+      or more axes): forward multiplier and learning-rate, ε and weight-decay scales.
+      Default: all ones (a plain layer).
+    - `vector_scaling`: the [`Scaling`][pcscale.Scaling] of its vectors (leaves with at most
+      one axis: biases, gains). Only the optimiser scales are read.
+    - `skip`: add the incoming activity (residual layer). Shapes must match.
+    - `activation`: φ, applied to the incoming activity before `module`. Default identity.
+    """
+
+    module: PyTree
+    scaling: Scaling = eqx.field(static=True, default=Scaling())
+    vector_scaling: Scaling = eqx.field(
+        static=True, default=Scaling(init=Init.ZEROS, init_std=0.0, weight_decay_scale=0.0)
+    )
+    skip: bool = eqx.field(static=True, default=False)
+    activation: Callable[[Array], Array] = eqx.field(static=True, default=_identity)
+
+    def __check_init__(self):
+        if not isinstance(self.scaling, Scaling):
+            raise TypeError(f"`scaling` must be a pcscale.Scaling, got {type(self.scaling).__name__}.")
+        if not isinstance(self.vector_scaling, Scaling):
+            raise TypeError(
+                f"`vector_scaling` must be a pcscale.Scaling, got {type(self.vector_scaling).__name__}."
+            )
+        if not callable(self.module):
+            raise TypeError(
+                f"`module` must be a callable Equinox module, got {type(self.module).__name__}."
+            )
+
+    @property
+    def multiplier(self) -> float:
+        """The forward multiplier a of the branch."""
+        return self.scaling.multiplier
+
+    def __call__(self, z: Array) -> Array:
+        out = self.scaling.multiplier * self.module(self.activation(z))
+        return z + out if self.skip else out
+
+    def parameter_scalings(self) -> PyTree:
+        """The [`Scaling`][pcscale.Scaling] of each array leaf of the layer, as a pytree
+        with the structure of `eqx.filter(layer, eqx.is_array)`."""
+
+        def pick(leaf):
+            return self.scaling if jax.numpy.ndim(leaf) >= 2 else self.vector_scaling
+
+        params = eqx.filter(self, eqx.is_array)
+        return jax.tree.map(pick, params)

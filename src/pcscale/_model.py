@@ -1,0 +1,179 @@
+"""PCModel: a tuple of PCLayers, with its feedforward pass, activities and energies."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from ._custom_types import Activities
+from ._energy import AbstractOutputEnergy, CrossEntropy, gaussian_energy
+from ._layer import PCLayer
+from ._validation import as_float_array, check_x, check_y
+
+
+class PCModel(eqx.Module):
+    r"""A predictive coding network: layer maps f_1 … f_L and an output energy.
+
+    The free activities are z_1 … z_H (H = L − 1), z_l being the output of map l;
+    z_0 = x is clamped. Per sample,
+
+    $$F_i = \sum_{l=1}^{H} \tfrac12\|z_l - f_l(z_{l-1})\|^2 + \lambda\,\ell(y, f_L(z_H)),$$
+
+    and `energy` returns the batch mean F = (1/B)·Σ_i F_i. The feedforward pass
+    `model(x)` *is* the backpropagation network, and its loss `loss(x, y)` is the batch
+    mean of ℓ.
+
+    Every public method takes **batched** arrays (batch on axis 0) and vectorises over
+    the batch in one place; the layers themselves are unbatched.
+
+    **Arguments:**
+
+    - `layers`: the [`PCLayer`][pcscale.PCLayer]s f_1 … f_L (at least one).
+    - `output_energy`: ℓ, an [`AbstractOutputEnergy`][pcscale.AbstractOutputEnergy]
+      (`MSE()` or `CrossEntropy()`).
+    - `output_precision`: λ > 0, the weight of the output term. Default 1.
+    """
+
+    layers: tuple[PCLayer, ...]
+    output_energy: AbstractOutputEnergy
+    output_precision: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        if not isinstance(self.layers, tuple) or len(self.layers) < 1:
+            raise ValueError(
+                f"`layers` must be a non-empty tuple of PCLayer, got {self.layers!r}."
+            )
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, PCLayer):
+                raise TypeError(
+                    f"`layers[{index}]` must be a PCLayer, got {type(layer).__name__}; wrap "
+                    "the module as PCLayer(module)."
+                )
+        if not isinstance(self.output_energy, AbstractOutputEnergy):
+            raise TypeError(
+                f"`output_energy` must be MSE() or CrossEntropy(), got {self.output_energy!r}."
+            )
+        precision = self.output_precision
+        if not (isinstance(precision, (int, float)) and precision > 0 and precision < float("inf")):
+            raise ValueError(
+                f"`output_precision` must be a positive finite float, got {precision!r}; the "
+                "default is 1.0."
+            )
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def depth(self) -> int:
+        """L, the number of layer maps."""
+        return len(self.layers)
+
+    @property
+    def num_hidden(self) -> int:
+        """H = L − 1, the number of free activities."""
+        return len(self.layers) - 1
+
+    # -------------------------------------------------------- unbatched maths
+    def _forward_one(self, x: Array) -> Array:
+        z = x
+        for layer in self.layers:
+            z = layer(z)
+        return z
+
+    def _activities_one(self, x: Array) -> Activities:
+        activities = []
+        z = x
+        for layer in self.layers[:-1]:
+            z = layer(z)
+            activities.append(z)
+        return tuple(activities)
+
+    def _layer_energies_one(self, z: Activities, x: Array, y: Array) -> Float[Array, " L"]:
+        inputs = (x,) + tuple(z)
+        terms = [gaussian_energy(z_l, layer(z_prev)) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)]
+        prediction = self.layers[-1](inputs[-1])
+        terms.append(self.output_precision * self.output_energy(prediction, y))
+        return jnp.stack(terms)
+
+    def _energy_one(self, z: Activities, x: Array, y: Array) -> Float[Array, ""]:
+        return jnp.sum(self._layer_energies_one(z, x, y))
+
+    # --------------------------------------------------------------- checks
+    def _check(self, x, y=None, z=None) -> tuple[Array, Array | None]:
+        x = as_float_array(x, "x")
+        check_x(x)
+        if y is not None:
+            y = as_float_array(y, "y")
+            try:
+                out = jax.eval_shape(self._forward_one, x[0])
+            except Exception as error:  # noqa: BLE001 - re-raised with context
+                raise ValueError(
+                    f"the model cannot take inputs of per-sample shape {tuple(x.shape[1:])}: "
+                    f"{error}. Check the input dimension the model was built with."
+                ) from error
+            check_y(x, y, out.shape, isinstance(self.output_energy, CrossEntropy))
+        if z is not None:
+            expected = jax.eval_shape(self._activities_one, x[0])
+            if not isinstance(z, tuple) or len(z) != len(expected):
+                raise ValueError(
+                    f"`z` must be a tuple of {len(expected)} activity arrays (one per hidden "
+                    f"layer), got {type(z).__name__} of length {len(z) if isinstance(z, tuple) else '?'}."
+                )
+            for index, (z_l, e_l) in enumerate(zip(z, expected)):
+                if tuple(jnp.shape(z_l)) != (x.shape[0],) + tuple(e_l.shape):
+                    raise ValueError(
+                        f"`z[{index}]` has shape {tuple(jnp.shape(z_l))}, expected "
+                        f"{(x.shape[0],) + tuple(e_l.shape)} (batch, *activity shape)."
+                    )
+        return x, y
+
+    # ------------------------------------------------------- batched, public
+    def __call__(self, x: Float[Array, "batch *input"]) -> Float[Array, "batch *output"]:
+        """The feedforward pass ŷ = f_L(… f_1(x)) for a batch: the BP network."""
+        x, _ = self._check(x)
+        return jax.vmap(self._forward_one)(x)
+
+    def init_activities(self, x: Float[Array, "batch *input"]) -> Activities:
+        """Feedforward activities z_l = f_l(z_{l−1}) for l = 1 … H, z_0 = x.
+
+        At this state every hidden error is zero and `energy` equals λ·`loss`.
+        """
+        x, _ = self._check(x)
+        return jax.vmap(self._activities_one)(x)
+
+    def errors(self, z: Activities, x: Float[Array, "batch *input"]) -> Activities:
+        """Hidden prediction errors ε_l = z_l − f_l(z_{l−1}), l = 1 … H."""
+        x, _ = self._check(x, z=z)
+        inputs = (x,) + tuple(z)
+        return tuple(
+            z_l - jax.vmap(layer)(z_prev) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)
+        )
+
+    def sample_energies(self, z: Activities, x, y) -> Float[Array, " batch"]:
+        """Per-sample energies F_i."""
+        x, y = self._check(x, y, z)
+        return jax.vmap(self._energy_one)(z, x, y)
+
+    def energy(self, z: Activities, x, y) -> Float[Array, ""]:
+        """Batch-mean energy F = (1/B)·Σ_i F_i."""
+        return jnp.mean(self.sample_energies(z, x, y))
+
+    def layer_energies(self, z: Activities, x, y) -> Float[Array, " L"]:
+        """Batch-mean energy of each layer: H hidden terms, then λ·ℓ."""
+        x, y = self._check(x, y, z)
+        return jnp.mean(jax.vmap(self._layer_energies_one)(z, x, y), axis=0)
+
+    def loss(self, x, y) -> Float[Array, ""]:
+        """BP loss 𝓛 = (1/B)·Σ_i ℓ(y_i, ŷ_i) of the feedforward pass."""
+        x, y = self._check(x, y)
+        return jnp.mean(jax.vmap(lambda xi, yi: self.output_energy(self._forward_one(xi), yi))(x, y))
+
+    def parameter_scalings(self) -> PyTree:
+        """The [`Scaling`][pcscale.Scaling] of every parameter, as a pytree with the
+        structure of `eqx.filter(model, eqx.is_array)`."""
+        return eqx.tree_at(
+            lambda m: m.layers,
+            eqx.filter(self, eqx.is_array),
+            tuple(layer.parameter_scalings() for layer in self.layers),
+            is_leaf=lambda node: node is None,
+        )

@@ -1,0 +1,72 @@
+"""InferenceSolution and the RESULTS enumeration."""
+
+from __future__ import annotations
+
+import equinox as eqx
+from jaxtyping import Array, Bool, Float, Int
+
+from ._custom_types import Activities
+
+
+class RESULTS(eqx.Enumeration):
+    """How an inference run ended. Compare with `solution.result == RESULTS.converged`."""
+
+    converged = "The residual tolerance was met."
+    max_steps = "The step budget ran out before the tolerance was met."
+    diverged = (
+        "The energy became non-finite or grew past the divergence threshold; reduce the "
+        "step size (β < 2/λ_max of the activity Hessian) or use a more stable solver."
+    )
+
+
+class InferenceStats(eqx.Module):
+    """Scalar diagnostics of one inference run (no activities, cheap to keep per step).
+
+    - `energy`: batch-mean energy F at the **final** activities.
+    - `initial_energy`: F at the starting activities (λ·𝓛 when they are feedforward).
+    - `residual`: ‖∇_z Σ_i F_i‖ at the final activities: the norm of all per-sample
+      activity gradients stacked together.
+    - `initial_residual`: the same at the start.
+    - `relative_residual`: `residual / initial_residual` (0 when both are 0).
+    - `steps`: number of activity updates taken.
+    - `grad_evals`: number of energy-gradient (or Hessian-vector) evaluations used,
+      counting the one at the start.
+    - `result`: a [`RESULTS`][pcscale.RESULTS] member.
+    """
+
+    energy: Float[Array, ""]
+    initial_energy: Float[Array, ""]
+    residual: Float[Array, ""]
+    initial_residual: Float[Array, ""]
+    relative_residual: Float[Array, ""]
+    steps: Int[Array, ""]
+    grad_evals: Int[Array, ""]
+    result: RESULTS
+
+    @property
+    def converged(self) -> Bool[Array, ""]:
+        return self.result == RESULTS.converged
+
+    @property
+    def diverged(self) -> Bool[Array, ""]:
+        return self.result == RESULTS.diverged
+
+
+class InferenceSolution(eqx.Module):
+    """What [`infer`][pcscale.infer] returns: the final activities and their
+    [`InferenceStats`][pcscale.InferenceStats] (whose fields are also readable here,
+    e.g. `solution.energy`, `solution.result`)."""
+
+    activities: Activities
+    stats: InferenceStats
+
+    energy = property(lambda self: self.stats.energy)
+    initial_energy = property(lambda self: self.stats.initial_energy)
+    residual = property(lambda self: self.stats.residual)
+    initial_residual = property(lambda self: self.stats.initial_residual)
+    relative_residual = property(lambda self: self.stats.relative_residual)
+    steps = property(lambda self: self.stats.steps)
+    grad_evals = property(lambda self: self.stats.grad_evals)
+    result = property(lambda self: self.stats.result)
+    converged = property(lambda self: self.stats.converged)
+    diverged = property(lambda self: self.stats.diverged)

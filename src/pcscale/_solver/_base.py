@@ -1,0 +1,61 @@
+"""The interface every inference solver implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+from jaxtyping import Array, Int
+
+from .._custom_types import Activities
+
+# value_and_grad of the summed per-sample energy Σ_i F_i with respect to the activities.
+EnergyAndGrad = Callable[[Activities], tuple[Array, Activities]]
+
+
+def check_tolerances(solver) -> None:
+    """Shared validation of the stopping fields every solver carries."""
+    for name in ("rtol", "atol"):
+        value = getattr(solver, name)
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"`{name}` must be a non-negative float, got {value!r}.")
+    if not (isinstance(solver.max_steps, int) and solver.max_steps >= 0):
+        raise ValueError(
+            f"`max_steps` must be a non-negative int, got {solver.max_steps!r}; e.g. max_steps=1000."
+        )
+    factor = solver.divergence_factor
+    if not (isinstance(factor, (int, float)) and factor > 1):
+        raise ValueError(f"`divergence_factor` must be a float > 1, got {factor!r}.")
+
+
+class AbstractInferenceSolver(eqx.Module):
+    """Base of all inference solvers.
+
+    A solver minimises the summed per-sample energy Σ_i F_i over the activities (so every
+    sample moves by its own gradient and step sizes are per sample, independent of the
+    batch size). The loop in [`infer`][pcscale.infer] calls `init` once, then `step`
+    until the residual ‖∇_z Σ_i F_i‖ ≤ `atol` + `rtol`·(initial residual), the budget
+    `max_steps` runs out, or the energy diverges (non-finite, or above
+    `divergence_factor` × its initial value).
+
+    Every solver carries the stopping fields `rtol`, `atol`, `max_steps` and
+    `divergence_factor`. Setting `rtol = atol = 0` runs the full budget (the reference
+    implementation's fixed-budget behaviour), still reporting the residual reached.
+    """
+
+    # Concrete solvers declare rtol, atol, max_steps and divergence_factor as fields
+    # (not AbstractVars, so that solvers may put required fields first).
+
+    @abc.abstractmethod
+    def init(self, z: Activities, grad: Activities) -> Any:
+        """Solver state, from the starting activities and their energy gradient."""
+
+    @abc.abstractmethod
+    def step(
+        self, fn: EnergyAndGrad, z: Activities, grad: Activities, state: Any
+    ) -> tuple[Activities, Array, Activities, Any, Int[Array, ""]]:
+        """One update. Returns the new activities, their summed energy and gradient (so
+        the loop never re-evaluates), the new state and the number of gradient
+        evaluations this step used."""

@@ -1,0 +1,46 @@
+"""Any optax optimiser on the activities (momentum, Nesterov, Adam …)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from ._base import AbstractInferenceSolver, check_tolerances
+
+
+class OptaxSolver(AbstractInferenceSolver):
+    """Inference with an optax gradient transformation applied to the per-sample
+    activity gradients ∇_{z_i} F_i (the gradient of Σ_i F_i), so that learning rates
+    are per sample exactly as for [`GradientDescent`][pcscale.GradientDescent]:
+    `OptaxSolver(optax.sgd(β))` is gradient descent with step β.
+
+    **Arguments:**
+
+    - `optimiser`: an `optax.GradientTransformation`, e.g. `optax.sgd(0.1, momentum=0.9)`
+      or `optax.adam(0.05)`.
+    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
+      [`GradientDescent`][pcscale.GradientDescent].
+    """
+
+    optimiser: optax.GradientTransformation
+    rtol: float = 1e-5
+    atol: float = 0.0
+    max_steps: int = 10_000
+    divergence_factor: float = 1e4
+
+    def __check_init__(self):
+        if not isinstance(self.optimiser, optax.GradientTransformation):
+            raise TypeError(
+                f"`optimiser` must be an optax.GradientTransformation, got "
+                f"{type(self.optimiser).__name__}; e.g. optax.sgd(0.1, momentum=0.9)."
+            )
+        check_tolerances(self)
+
+    def init(self, z, grad):
+        return self.optimiser.init(z)
+
+    def step(self, fn, z, grad, state):
+        updates, state = self.optimiser.update(grad, state, z)
+        z = optax.apply_updates(z, updates)
+        energy, grad = fn(z)
+        return z, energy, grad, state, jnp.array(1, dtype=jnp.int32)

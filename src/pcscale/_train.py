@@ -1,0 +1,275 @@
+"""Jitted PC and BP training steps, and a training loop that compares them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Float, PyTree
+
+from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
+from ._gradients import bp_gradients, pc_gradients
+from ._infer import solve_activities, tree_norm
+from ._model import PCModel
+from ._solution import RESULTS, InferenceStats
+from ._solver import AbstractInferenceSolver
+from ._validation import as_float_array, check_finite
+
+
+class PCStepMetrics(eqx.Module):
+    """Metrics of one PC step, all measured at θ_t before the update.
+
+    - `energy`: F at the final activities; `loss`: the feedforward (BP) loss 𝓛(θ_t).
+    - `grad_norm`: ‖∇_θ F‖.
+    - `inference`: [`InferenceStats`][pcscale.InferenceStats] of the solve.
+    - `updated`: False when the update was refused (diverged inference, or a non-finite
+      gradient, unless `allow_diverged`).
+    """
+
+    energy: Float[Array, ""]
+    loss: Float[Array, ""]
+    grad_norm: Float[Array, ""]
+    inference: InferenceStats
+    updated: Bool[Array, ""]
+
+
+class BPStepMetrics(eqx.Module):
+    """Metrics of one BP step at θ_t: `loss`, `grad_norm`, `updated` (False for a
+    non-finite gradient, which is skipped)."""
+
+    loss: Float[Array, ""]
+    grad_norm: Float[Array, ""]
+    updated: Bool[Array, ""]
+
+
+def _apply(model, opt_state, grads, optimiser, accept):
+    """Optimiser update, applied only where `accept` holds (a refused step keeps the
+    old weights and optimiser state)."""
+    params = eqx.filter(model, eqx.is_array)
+    updates, new_state = optimiser.update(eqx.filter(grads, eqx.is_array), opt_state, params)
+    new_model = eqx.apply_updates(model, updates)
+    keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
+    model = eqx.combine(jax.tree.map(keep, eqx.filter(new_model, eqx.is_array), params), model)
+    opt_state = jax.tree.map(lambda new, old: keep(new, old) if eqx.is_array(new) else new, new_state, opt_state)
+    return model, opt_state
+
+
+def _checked(model, x, y):
+    model._check(x, y)
+    return check_finite(x, "x"), check_finite(y, "y")
+
+
+@eqx.filter_jit
+def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged):
+    x, y = _checked(model, x, y)
+    solution = solve_activities(model, x, y, solver)
+    energy, grads = pc_gradients(model, solution.activities, x, y)
+    grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
+    accept = jnp.isfinite(grad_norm)
+    if not allow_diverged:
+        accept = accept & (solution.result != RESULTS.diverged)
+    model, opt_state = _apply(model, opt_state, grads, optimiser, accept)
+    loss = solution.initial_energy / model.output_precision
+    return model, opt_state, PCStepMetrics(energy, loss, grad_norm, solution.stats, accept)
+
+
+def pc_step(
+    model: PCModel,
+    opt_state: PyTree,
+    x,
+    y,
+    *,
+    optimiser: optax.GradientTransformation,
+    solver: AbstractInferenceSolver,
+    allow_diverged: bool = False,
+) -> tuple[PCModel, PyTree, PCStepMetrics]:
+    """One jitted PC training step: inference from the feedforward state, the weight
+    gradient ∇_θF at the returned activities, then an optimiser update.
+
+    If inference diverged, the step refuses to update (weights and optimiser state are
+    returned unchanged and `metrics.updated` is False) unless `allow_diverged=True`. A
+    non-finite gradient is never applied.
+
+    **Arguments:**
+
+    - `model`, `x`, `y`: as for [`infer`][pcscale.infer].
+    - `opt_state`: `optimiser.init(eqx.filter(model, eqx.is_array))`.
+    - `optimiser`: from [`make_optimiser`][pcscale.make_optimiser].
+    - `solver`: the inference solver.
+    - `allow_diverged`: update even from a diverged inference state.
+
+    **Returns:** `(model, opt_state, PCStepMetrics)`.
+    """
+    if not isinstance(solver, AbstractInferenceSolver):
+        raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
+    x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    return _pc_step(model, opt_state, x, y, optimiser, solver, bool(allow_diverged))
+
+
+@eqx.filter_jit
+def _bp_step(model, opt_state, x, y, optimiser):
+    x, y = _checked(model, x, y)
+    loss, grads = bp_gradients(model, x, y)
+    grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
+    accept = jnp.isfinite(grad_norm)
+    model, opt_state = _apply(model, opt_state, grads, optimiser, accept)
+    return model, opt_state, BPStepMetrics(loss, grad_norm, accept)
+
+
+def bp_step(
+    model: PCModel, opt_state: PyTree, x, y, *, optimiser: optax.GradientTransformation
+) -> tuple[PCModel, PyTree, BPStepMetrics]:
+    """One jitted BP step on the same model: ∇_θ𝓛 of the feedforward pass, then an
+    optimiser update (skipped, and `metrics.updated` False, if the gradient is not
+    finite). Arguments as for [`pc_step`][pcscale.pc_step].
+
+    **Returns:** `(model, opt_state, BPStepMetrics)`.
+    """
+    x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    return _bp_step(model, opt_state, x, y, optimiser)
+
+
+class ComparisonMetrics(eqx.Module):
+    """Per-step metrics of a PC model trained beside its BP twin, at θ_t before update t.
+
+    - `pc`: [`PCStepMetrics`][pcscale.PCStepMetrics] of the PC model.
+    - `bp_loss`: the BP twin's loss 𝓛(θ_t^BP).
+    - `lockstep`: alignment of ∇F(θ_t^PC) with ∇𝓛(θ_t^PC) (same weights).
+    - `trajectory`: alignment of ∇F(θ_t^PC) with ∇𝓛(θ_t^BP) (separate trajectories).
+    - `energy_loss_ratio`: F(z*; θ_t^PC)/𝓛(θ_t^PC).
+    """
+
+    pc: PCStepMetrics
+    bp_loss: Float[Array, ""]
+    lockstep: GradientAlignment
+    trajectory: GradientAlignment
+    energy_loss_ratio: Float[Array, ""]
+
+
+@eqx.filter_jit
+def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged):
+    x, y = _checked(pc_model, x, y)
+    comparison, pc_grads, lock_grads = equilibrium_comparison(pc_model, x, y, solver)
+    bp_loss, bp_grads = bp_gradients(bp_model, x, y)
+    grad_norm = tree_norm(eqx.filter(pc_grads, eqx.is_array))
+    accept = jnp.isfinite(grad_norm)
+    if not allow_diverged:
+        accept = accept & (comparison.inference.result != RESULTS.diverged)
+    bp_norm = tree_norm(eqx.filter(bp_grads, eqx.is_array))
+    pc_model, pc_state = _apply(pc_model, pc_state, pc_grads, optimiser, accept)
+    bp_model, bp_state = _apply(bp_model, bp_state, bp_grads, optimiser, jnp.isfinite(bp_norm))
+    metrics = ComparisonMetrics(
+        pc=PCStepMetrics(comparison.energy, comparison.loss, grad_norm, comparison.inference, accept),
+        bp_loss=bp_loss,
+        lockstep=comparison.alignment,
+        trajectory=compare_gradients(pc_grads, bp_grads),
+        energy_loss_ratio=comparison.energy_loss_ratio,
+    )
+    return pc_model, bp_model, pc_state, bp_state, metrics
+
+
+class TrainingRun(eqx.Module):
+    """What [`train`][pcscale.train] returns: the trained PC model, its BP twin, and
+    `history`, a [`ComparisonMetrics`][pcscale.ComparisonMetrics] whose every leaf is
+    stacked over steps (axis 0 = step t, measured before update t). `final_pc_loss` and
+    `final_bp_loss` are the losses at θ_T."""
+
+    pc_model: PCModel
+    bp_model: PCModel
+    history: ComparisonMetrics
+    final_pc_loss: Float[Array, ""]
+    final_bp_loss: Float[Array, ""]
+
+
+def _batches(data, steps: int):
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple):
+        x, y = as_float_array(data[0], "data[0]"), as_float_array(data[1], "data[1]")
+        for _ in range(steps):
+            yield x, y
+        return
+    iterator = iter(data)
+    for step in range(steps):
+        try:
+            x, y = next(iterator)
+        except StopIteration:
+            raise ValueError(
+                f"`data` ran out of batches after {step} steps but `steps={steps}`; pass a "
+                "longer iterable or a fixed batch (x, y)."
+            ) from None
+        yield as_float_array(x, "x"), as_float_array(y, "y")
+
+
+def train(
+    model: PCModel,
+    data: tuple[Array, Array] | Iterable[tuple[Array, Array]],
+    *,
+    optimiser: optax.GradientTransformation,
+    solver: AbstractInferenceSolver,
+    steps: int,
+    allow_diverged: bool = False,
+    progress: bool = True,
+) -> TrainingRun:
+    """Train `model` by PC and a copy of it (its BP twin) by BP, side by side, from the
+    same initial weights with the same optimiser, comparing gradients at every step in
+    both modes (lockstep and separate trajectories). Only scalar and per-layer metrics
+    are kept; gradients are discarded after each step.
+
+    **Arguments:**
+
+    - `model`: the [`PCModel`][pcscale.PCModel] at θ_0 (also the BP twin's start).
+    - `data`: a fixed batch `(x, y)` used at every step (the paper's protocol), or an
+      iterable of `(x, y)` batches.
+    - `optimiser`: from [`make_optimiser`][pcscale.make_optimiser]; used for both twins.
+    - `solver`: the inference solver.
+    - `steps`: number of training steps T ≥ 1.
+    - `allow_diverged`: see [`pc_step`][pcscale.pc_step].
+    - `progress`: show a progress bar.
+
+    **Returns:** a [`TrainingRun`][pcscale.TrainingRun].
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
+    if not isinstance(solver, AbstractInferenceSolver):
+        raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
+    from tqdm.auto import tqdm
+
+    pc_model, bp_model = model, model
+    params = eqx.filter(model, eqx.is_array)
+    pc_state = bp_state = optimiser.init(params)
+    history = []
+    bar = tqdm(total=steps, disable=not progress, desc="PC vs BP", unit="step")
+    skipped = 0
+    for step, (x, y) in enumerate(_batches(data, steps)):
+        pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(
+            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, bool(allow_diverged)
+        )
+        history.append(metrics)
+        if progress and (step % 10 == 0 or step == steps - 1):
+            bar.set_postfix(
+                loss=f"{float(metrics.pc.loss):.4g}",
+                cos=f"{float(metrics.lockstep.cosine):.4f}",
+                infer=int(metrics.pc.inference.steps),
+            )
+        bar.update(1)
+    bar.close()
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *history)
+    skipped = int(jnp.sum(~stacked.pc.updated))
+    if skipped:
+        import warnings
+
+        warnings.warn(
+            f"{skipped} of {steps} PC updates were refused (diverged inference or non-finite "
+            "gradients); see history.pc.updated and history.pc.inference.result.",
+            stacklevel=2,
+        )
+    x, y = next(_batches(data, 1)) if isinstance(data, tuple) else (x, y)
+    return TrainingRun(
+        pc_model=pc_model,
+        bp_model=bp_model,
+        history=stacked,
+        final_pc_loss=pc_model.loss(x, y),
+        final_bp_loss=bp_model.loss(x, y),
+    )

@@ -1,0 +1,67 @@
+"""Boundary checks shared by the public entry points (model, inference, training)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+
+def as_float_array(value, name: str) -> Array:
+    """Convert to a JAX array and reject non-numeric input with a clear error."""
+    try:
+        array = jnp.asarray(value)
+    except TypeError as error:
+        raise TypeError(f"`{name}` must be an array, got {type(value).__name__}: {error}") from None
+    if not (jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.bool_)):
+        raise TypeError(f"`{name}` must be numeric, got dtype {array.dtype}.")
+    return array
+
+
+def check_finite(array: Array, name: str) -> Array:
+    """Raise (eagerly or inside jit, via `eqx.error_if`) if `array` has a NaN or inf."""
+    if isinstance(array, jax.core.Tracer):
+        return eqx.error_if(
+            array,
+            ~jnp.all(jnp.isfinite(array)),
+            f"`{name}` contains NaN or inf values; clean or mask the data before passing it.",
+        )
+    if not bool(np.all(np.isfinite(np.asarray(array)))):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+        raise ValueError(
+            f"`{name}` contains {bad} NaN or inf value(s); clean or mask the data before "
+            "passing it."
+        )
+    return array
+
+
+def check_x(x: Array) -> None:
+    if x.ndim < 2:
+        raise ValueError(
+            f"`x` must be batched with the batch on axis 0, got shape {x.shape}; add a batch "
+            "axis, e.g. x[None] for one sample."
+        )
+    if x.shape[0] < 1:
+        raise ValueError(f"`x` must hold at least one sample, got shape {x.shape}.")
+
+
+def check_y(x: Array, y: Array, output_shape: tuple[int, ...], needs_probabilities: bool) -> None:
+    if y.ndim < 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"`x` and `y` must have the same batch size (axis 0), got x.shape={x.shape} and "
+            f"y.shape={y.shape}; pass one target per input."
+        )
+    if needs_probabilities and jnp.issubdtype(y.dtype, jnp.integer):
+        raise TypeError(
+            f"`y` holds integer labels (dtype {y.dtype}, shape {y.shape}) but the output "
+            "energy is cross-entropy, which needs one-hot targets; convert them with "
+            f"jax.nn.one_hot(y, {output_shape[-1] if output_shape else 'num_classes'})."
+        )
+    if tuple(y.shape[1:]) != tuple(output_shape):
+        raise ValueError(
+            f"`y` has per-sample shape {tuple(y.shape[1:])} but the model's output has shape "
+            f"{tuple(output_shape)}; the target width must equal the output width "
+            "(build the model with output_dim matching the targets, or one-hot encode labels)."
+        )

@@ -1,0 +1,38 @@
+"""The activation functions builders accept by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+from jaxtyping import Array
+
+
+def identity(z: Array) -> Array:
+    """φ(z) = z (linear networks)."""
+    return z
+
+
+def gelu(z: Array) -> Array:
+    """Exact GELU, z·Φ(z)."""
+    return jax.nn.gelu(z, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "linear": identity,
+    "identity": identity,
+    "tanh": jax.nn.tanh,
+    "relu": jax.nn.relu,
+    "gelu": gelu,
+}
+
+
+def resolve_activation(activation: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """A callable from a name in `ACTIVATIONS`, or the callable itself."""
+    if callable(activation):
+        return activation
+    if isinstance(activation, str) and activation.lower() in ACTIVATIONS:
+        return ACTIVATIONS[activation.lower()]
+    raise ValueError(
+        f"`activation` must be one of {sorted(ACTIVATIONS)} or a callable, got {activation!r}."
+    )
