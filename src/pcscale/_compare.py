@@ -12,6 +12,7 @@ from ._infer import solve_activities
 from ._model import PCModel
 from ._solution import InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
+from ._solver._base import with_traced_numbers
 from ._validation import as_float_array, check_finite
 
 
@@ -122,4 +123,4 @@ def compare_at_equilibrium(
     solver = GradientDescent() if solver is None else solver
     if not isinstance(solver, AbstractInferenceSolver):
         raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
-    return _compare_jit(model, as_float_array(x, "x"), as_float_array(y, "y"), solver)
+    return _compare_jit(model, as_float_array(x, "x"), as_float_array(y, "y"), with_traced_numbers(solver))

@@ -12,6 +12,7 @@ from ._custom_types import Activities
 from ._model import PCModel
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
+from ._solver._base import with_traced_numbers
 from ._validation import as_float_array, check_finite
 
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
@@ -66,8 +67,7 @@ def solve_activities(
         status = jnp.where(diverged, _DIVERGED, jnp.where(residual <= tolerance, _CONVERGED, _RUNNING))
         return step + 1, z, energy, grad, residual, state, evals + used, status
 
-    if solver.max_steps > 0:
-        carry = jax.lax.while_loop(cond, body, carry)
+    carry = jax.lax.while_loop(cond, body, carry)
     steps, z, energy, _, residual, _, evals, status = carry
     result = RESULTS.where(
         status == _CONVERGED,
@@ -135,4 +135,4 @@ def infer(
     if not isinstance(model, PCModel):
         raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    return _infer_jit(model, x, y, solver, z0)
+    return _infer_jit(model, x, y, with_traced_numbers(solver), z0)

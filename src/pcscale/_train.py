@@ -16,6 +16,7 @@ from ._infer import solve_activities, tree_norm
 from ._model import PCModel
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
+from ._solver._base import with_traced_numbers
 from ._validation import as_float_array, check_finite
 
 
@@ -106,7 +107,7 @@ def pc_step(
     if not isinstance(solver, AbstractInferenceSolver):
         raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    return _pc_step(model, opt_state, x, y, optimiser, solver, bool(allow_diverged))
+    return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged))
 
 
 @eqx.filter_jit
@@ -237,6 +238,7 @@ def train(
     from tqdm.auto import tqdm
 
     pc_model, bp_model = model, model
+    traced_solver = with_traced_numbers(solver)
     params = eqx.filter(model, eqx.is_array)
     pc_state = bp_state = optimiser.init(params)
     history = []
@@ -244,7 +246,7 @@ def train(
     skipped = 0
     for step, (x, y) in enumerate(_batches(data, steps)):
         pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(
-            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, bool(allow_diverged)
+            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, traced_solver, bool(allow_diverged)
         )
         history.append(metrics)
         if progress and (step % 10 == 0 or step == steps - 1):

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Int
 
 from .._custom_types import Activities
@@ -28,6 +30,19 @@ def check_tolerances(solver) -> None:
     factor = solver.divergence_factor
     if not (isinstance(factor, (int, float)) and factor > 1):
         raise ValueError(f"`divergence_factor` must be a float > 1, got {factor!r}.")
+
+
+def with_traced_numbers(solver):
+    """The solver with its numeric fields (β, tolerances, budget …) turned into
+    weakly-typed arrays, so that jitted callers trace them instead of recompiling for
+    every new value. Booleans and non-numeric leaves (e.g. optax functions) are kept."""
+
+    def convert(leaf):
+        if isinstance(leaf, (int, float)) and not isinstance(leaf, bool):
+            return jnp.asarray(leaf)
+        return leaf
+
+    return jax.tree.map(convert, solver)
 
 
 class AbstractInferenceSolver(eqx.Module):
