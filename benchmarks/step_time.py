@@ -2,12 +2,12 @@
 
     python benchmarks/step_time.py [--out PATH] [--repeats N] [--quick] [--cases a b]
 
-For each case it times (median of repeated calls, after warm-up, each call followed by
-`jax.block_until_ready`): `pcscale.bp_step`; `pcscale.pc_step` with a fixed budget of
-0, T and 2T inference steps; and a "Python loop" PC step written the way many PC
-codebases write it (a jitted per-iteration activity update called T times from Python,
-then a jitted weight update). All ratios are against the BP step measured in the same
-run. Results go to a table on stdout and to JSON (see README.md).
+For each case it times `pcscale.bp_step`; `pcscale.pc_step` with a fixed budget of 0, T
+and 2T inference steps; and a "Python loop" PC step written the way many PC codebases
+write it (a jitted per-iteration activity update called T times from Python, then a
+jitted weight update). Each figure is the median of repeated calls after warm-up, each
+call followed by `jax.block_until_ready`. Ratios are against the BP step of the same
+run. Results go to a table on stdout and to JSON (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import equinox as eqx
@@ -32,8 +33,8 @@ import optax
 
 import pcscale
 
-# Both cases use MSE on one-hot targets, float32, Adam(1e-3) for the weights, and a
-# fixed inference budget (rtol = atol = 0, so the solver runs exactly max_steps steps).
+# Both cases: MSE on one-hot targets, float32, Adam(1e-3) on the weights, and a fixed
+# inference budget (rtol = atol = 0, so the solver runs exactly max_steps steps).
 CASES = {
     "a": dict(builder="mlp", parameterisation="SP", activation="tanh", input_dim=784, width=128,
               output_dim=10, depth=8, batch=64, T=20, step_size=0.1, repeats=50,
@@ -43,6 +44,7 @@ CASES = {
               target=("marginal_2T_over_bp", 0.45)),
 }
 PARAMETERISATIONS = {"SP": pcscale.SP, "MuPC": pcscale.MuPC}
+BASELINES = ("baseline_jax_jit", "baseline_filter_jit")
 WARMUP = 3
 LEARNING_RATE = 1e-3
 
@@ -50,42 +52,44 @@ LEARNING_RATE = 1e-3
 def build(cfg: dict, key):
     """Model and one batch (x ~ N(0, 1), y one-hot of uniform labels) from one key."""
     k_model, k_x, k_y = jax.random.split(key, 3)
-    builder = getattr(pcscale.nn, cfg["builder"])
-    model = builder(
+    model = getattr(pcscale.nn, cfg["builder"])(
         cfg["input_dim"], cfg["width"], cfg["output_dim"], cfg["depth"],
-        parameterisation=PARAMETERISATIONS[cfg["parameterisation"]](),
-        activation=cfg["activation"], output_energy=pcscale.MSE(), dtype=jnp.float32, key=k_model,
+        parameterisation=PARAMETERISATIONS[cfg["parameterisation"]](), activation=cfg["activation"],
+        output_energy=pcscale.MSE(), dtype=jnp.float32, key=k_model,
     )
     x = jax.random.normal(k_x, (cfg["batch"], cfg["input_dim"]), jnp.float32)
     labels = jax.random.randint(k_y, (cfg["batch"],), 0, cfg["output_dim"])
-    y = jax.nn.one_hot(labels, cfg["output_dim"], dtype=jnp.float32)
-    return model, x, y
+    return model, x, jax.nn.one_hot(labels, cfg["output_dim"], dtype=jnp.float32)
 
 
 def solver(cfg: dict, steps: int) -> pcscale.GradientDescent:
     return pcscale.GradientDescent(step_size=cfg["step_size"], rtol=0.0, atol=0.0, max_steps=steps)
 
 
-def time_call(fn, repeats: int) -> dict:
-    """Median (and spread) of `repeats` timed calls of `fn()` after WARMUP untimed ones.
-
-    Every call starts from the same inputs (no state is chained between calls), so each
-    does identical work; the first warm-up call also pays for compilation."""
-    for _ in range(WARMUP):
-        jax.block_until_ready(fn())
-    times = []
+def time_calls(calls: dict, repeats: int) -> dict:
+    """Median (and spread) of `repeats` timed calls of each `fn()` in `calls`, after WARMUP
+    untimed ones (the first also compiles). The calls are interleaved round-robin so that
+    slow drift of the machine (clock, other load) hits every quantity alike and the ratios
+    stay fair. Every call starts from the same inputs (no state is chained between calls),
+    so each repeat does identical work."""
+    for fn in calls.values():
+        for _ in range(WARMUP):
+            jax.block_until_ready(fn())
+    times = {label: [] for label in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "times": times}
+        for label, fn in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[label].append(time.perf_counter() - start)
+    return {label: {"median": statistics.median(t), "min": min(t), "max": max(t), "times": t}
+            for label, t in times.items()}
 
 
 def python_loop_step(optimiser, beta: float, steps: int, jit):
     """The common hand-written PC step: T separately dispatched activity updates
     z <- z - beta * grad_z sum_i F_i, then a jitted weight gradient + optimiser update.
-    `jit` is `jax.jit` or `eqx.filter_jit` (the two usual choices; they differ in
-    per-call dispatch overhead, which a Python loop pays T + 2 times)."""
+    `jit` is `jax.jit` or `eqx.filter_jit`, the two usual choices; they differ in
+    per-call dispatch overhead, which a Python loop pays T + 2 times."""
 
     @jit
     def init_z(model, x):
@@ -93,8 +97,7 @@ def python_loop_step(optimiser, beta: float, steps: int, jit):
 
     @jit
     def activity_update(model, z, x, y):
-        total = lambda z: jnp.sum(jax.vmap(model._energy_one)(z, x, y))  # noqa: E731
-        grad = jax.grad(total)(z)
+        grad = jax.grad(lambda z: jnp.sum(jax.vmap(model._energy_one)(z, x, y)))(z)
         return jax.tree.map(lambda z_l, g_l: z_l - beta * g_l, z, grad)
 
     @jit
@@ -114,8 +117,8 @@ def python_loop_step(optimiser, beta: float, steps: int, jit):
 
 
 def max_param_diff(model_a, model_b) -> float:
-    leaves = zip(jax.tree.leaves(eqx.filter(model_a, eqx.is_array)), jax.tree.leaves(eqx.filter(model_b, eqx.is_array)))
-    return max(float(jnp.max(jnp.abs(a - b))) for a, b in leaves)
+    leaves = lambda model: jax.tree.leaves(eqx.filter(model, eqx.is_array))  # noqa: E731
+    return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves(model_a), leaves(model_b)))
 
 
 def run_case(name: str, cfg: dict, repeats: int, key) -> dict:
@@ -123,82 +126,82 @@ def run_case(name: str, cfg: dict, repeats: int, key) -> dict:
     optimiser = pcscale.make_optimiser(model, pcscale.Adam(LEARNING_RATE))
     opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
     T = cfg["T"]
-    timings, inference = {}, {}
-
-    timings["bp"] = time_call(lambda: pcscale.bp_step(model, opt_state, x, y, optimiser=optimiser), repeats)
-    for label, steps in (("pc_0", 0), ("pc_T", T), ("pc_2T", 2 * T)):
+    budgets = {"pc_0": 0, "pc_T": T, "pc_2T": 2 * T}
+    calls = {"bp": partial(pcscale.bp_step, model, opt_state, x, y, optimiser=optimiser)}
+    for label, steps in budgets.items():
         gd = solver(cfg, steps)
-        call = lambda gd=gd: pcscale.pc_step(model, opt_state, x, y, optimiser=optimiser, solver=gd)  # noqa: E731
-        timings[label] = time_call(call, repeats)
-        # A fixed budget only means something if the loop really ran all of it (the
-        # solver stops early on divergence); record what it did.
-        stats = call()[2].inference
-        inference[label] = {"requested": steps, "steps": int(stats.steps), "result": str(stats.result)}
+        calls[label] = partial(pcscale.pc_step, model, opt_state, x, y, optimiser=optimiser, solver=gd)
+    for label, jit in zip(BASELINES, (jax.jit, eqx.filter_jit)):
+        calls[label] = partial(python_loop_step(optimiser, cfg["step_size"], T, jit), model, opt_state, x, y)
+
+    # A fixed budget only means something if the loop really ran all of it (the solver
+    # stops early on divergence): record what each pc_step did.
+    inference = {}
+    for label, steps in budgets.items():
+        stats = calls[label]()[2].inference
+        result = next(r for r in ("converged", "max_steps", "diverged")
+                      if bool(stats.result == getattr(pcscale.RESULTS, r)))
+        inference[label] = {"requested": steps, "steps": int(stats.steps), "result": result}
         if int(stats.steps) != steps:
-            print(f"WARNING case {name}: {label} ran {int(stats.steps)} of {steps} steps ({stats.result})")
+            print(f"WARNING case {name}: {label} ran {int(stats.steps)} of {steps} steps ({result})")
+    # The baselines must produce the same update as pc_step (same z trajectory, same
+    # Adam step) for the comparison to be like for like.
+    reference = calls["pc_T"]()[0]
+    agreement = {label: max_param_diff(calls[label]()[0], reference) for label in BASELINES}
 
-    # Baselines: also check they compute the same update as pc_step (same z trajectory,
-    # same Adam step), so the comparison is like for like.
-    reference, _, _ = pcscale.pc_step(model, opt_state, x, y, optimiser=optimiser, solver=solver(cfg, T))
-    agreement = {}
-    for label, jit in (("baseline_jax_jit", jax.jit), ("baseline_filter_jit", eqx.filter_jit)):
-        step = python_loop_step(optimiser, cfg["step_size"], T, jit)
-        timings[label] = time_call(lambda step=step: step(model, opt_state, x, y), repeats)
-        agreement[label] = max_param_diff(step(model, opt_state, x, y)[0], reference)
-
+    timings = time_calls(calls, repeats)
     med = {label: t["median"] for label, t in timings.items()}
-    baseline = min(("baseline_jax_jit", "baseline_filter_jit"), key=med.get)  # the stronger one
+    baseline = min(BASELINES, key=med.get)  # the headline speed-up is against the faster one
+    marginal_2T = (med["pc_2T"] - med["pc_T"]) / T  # headline: free of the fixed per-step cost
     marginal_0 = (med["pc_T"] - med["pc_0"]) / T
-    marginal_2T = (med["pc_2T"] - med["pc_T"]) / T
     ratios = {
         "pc_T_over_bp": med["pc_T"] / med["bp"],
         "pc_0_over_bp": med["pc_0"] / med["bp"],
-        "marginal_2T_over_bp": marginal_2T / med["bp"],  # headline marginal cost
+        "pc_2T_over_bp": med["pc_2T"] / med["bp"],
+        "marginal_2T_over_bp": marginal_2T / med["bp"],
         "marginal_0_over_bp": marginal_0 / med["bp"],
         "speedup_vs_baseline": med[baseline] / med["pc_T"],
-        "speedup_vs_baseline_jax_jit": med["baseline_jax_jit"] / med["pc_T"],
-        "speedup_vs_baseline_filter_jit": med["baseline_filter_jit"] / med["pc_T"],
+        **{f"speedup_vs_{label}": med[label] / med["pc_T"] for label in BASELINES},
     }
-    metric, threshold = cfg["target"]
+    metric, limit = cfg["target"]
+    config = {k: v for k, v in cfg.items() if k != "target"} | {
+        "repeats": repeats, "warmup": WARMUP, "output_energy": "MSE, one-hot targets", "dtype": "float32",
+        "optimiser": f"pcscale.Adam({LEARNING_RATE})", "data": "x ~ N(0,1), y one-hot of uniform labels",
+        "solver": f"GradientDescent(step_size={cfg['step_size']}, rtol=0, atol=0, max_steps=budget)",
+    }
     return {
-        "config": {k: v for k, v in cfg.items() if k != "target"} | {
-            "repeats": repeats, "warmup": WARMUP, "output_energy": "MSE (one-hot targets)",
-            "dtype": "float32", "optimiser": f"pcscale.Adam({LEARNING_RATE})",
-            "solver": f"GradientDescent(step_size={cfg['step_size']}, rtol=0, atol=0, max_steps=T)",
-        },
-        "timings_s": timings,
+        "config": config, "timings_s": timings, "ratios": ratios, "inference": inference,
         "marginal_step_s": {"from_2T_and_T": marginal_2T, "from_T_and_0": marginal_0},
-        "ratios": ratios,
-        "baseline_headline": baseline,
-        "baseline_max_abs_param_diff_vs_pc_step": agreement,
-        "inference": inference,
-        "target": {"metric": metric, "max": threshold, "value": ratios[metric], "pass": ratios[metric] <= threshold},
+        "baseline_headline": baseline, "baseline_max_abs_param_diff_vs_pc_step": agreement,
+        "target": {"metric": metric, "max": limit, "value": ratios[metric], "pass": ratios[metric] <= limit},
     }
 
 
 def print_case(name: str, result: dict) -> None:
-    cfg, med = result["config"], {k: v["median"] for k, v in result["timings_s"].items()}
-    r, T, bp = result["ratios"], cfg["T"], med["bp"]
-    target = result["target"]
-    verdict = lambda metric: (  # noqa: E731
-        f"  target <= {target['max']}: {'PASS' if target['pass'] else 'FAIL'}" if metric == target["metric"] else ""
-    )
-    print(f"\ncase ({name}) {cfg['builder']} {cfg['parameterisation']} {cfg['activation']} "
-          f"{cfg['input_dim']}->{cfg['width']}x{cfg['depth']}->{cfg['output_dim']}, B={cfg['batch']}, "
-          f"T={T}, beta={cfg['step_size']}, median of {cfg['repeats']}")
-    rows = [("t_bp (bp_step)", bp, 1.0), ("t_pc(0)", med["pc_0"], r["pc_0_over_bp"]),
-            (f"t_pc(T={T})", med["pc_T"], r["pc_T_over_bp"]), (f"t_pc(2T={2 * T})", med["pc_2T"], med["pc_2T"] / bp),
-            ("python loop, jax.jit", med["baseline_jax_jit"], med["baseline_jax_jit"] / bp),
-            ("python loop, eqx.filter_jit", med["baseline_filter_jit"], med["baseline_filter_jit"] / bp),
-            ("marginal step (2T-T)/T", result["marginal_step_s"]["from_2T_and_T"], r["marginal_2T_over_bp"]),
-            ("marginal step (T-0)/T", result["marginal_step_s"]["from_T_and_0"], r["marginal_0_over_bp"])]
-    metric_of = {f"t_pc(T={T})": "pc_T_over_bp", "marginal step (2T-T)/T": "marginal_2T_over_bp"}
-    print(f"  {'quantity':<30}{'time [ms]':>12}{'x t_bp':>10}")
-    for label, seconds, ratio in rows:
-        print(f"  {label:<30}{seconds * 1e3:>12.3f}{ratio:>10.3f}{verdict(metric_of.get(label))}")
-    print(f"  speed-up of pc_step over python loop: {r['speedup_vs_baseline']:.2f}x "
-          f"(vs {result['baseline_headline']}; jax.jit {r['speedup_vs_baseline_jax_jit']:.2f}x, "
-          f"filter_jit {r['speedup_vs_baseline_filter_jit']:.2f}x)")
+    cfg, r, target = result["config"], result["ratios"], result["target"]
+    med = {label: t["median"] for label, t in result["timings_s"].items()}
+    T, marginal = cfg["T"], result["marginal_step_s"]
+    print(f"\ncase ({name}): {cfg['builder']}, {cfg['parameterisation']}, {cfg['activation']}, "
+          f"{cfg['input_dim']} -> {cfg['width']} x {cfg['depth']} layers -> {cfg['output_dim']}, "
+          f"B={cfg['batch']}, T={T}, beta={cfg['step_size']}; median of {cfg['repeats']}")
+    rows = [  # (label, seconds, ratio key or None for t_bp itself)
+        ("t_bp  (bp_step)", med["bp"], None), ("t_pc(0)", med["pc_0"], "pc_0_over_bp"),
+        (f"t_pc(T={T})", med["pc_T"], "pc_T_over_bp"), (f"t_pc(2T={2 * T})", med["pc_2T"], "pc_2T_over_bp"),
+        ("marginal step (2T-T)/T", marginal["from_2T_and_T"], "marginal_2T_over_bp"),
+        ("marginal step (T-0)/T", marginal["from_T_and_0"], "marginal_0_over_bp"),
+        ("python loop, jax.jit", med["baseline_jax_jit"], None),
+        ("python loop, eqx.filter_jit", med["baseline_filter_jit"], None),
+    ]
+    print(f"  {'quantity':<30}{'ms':>11}{'x t_bp':>9}")
+    for label, seconds, key in rows:
+        ratio = r[key] if key else seconds / med["bp"]
+        verdict = ""
+        if key == target["metric"]:
+            verdict = f"   target <= {target['max']}: {'PASS' if target['pass'] else 'FAIL'}"
+        print(f"  {label:<30}{seconds * 1e3:>11.3f}{ratio:>9.3f}{verdict}")
+    print(f"  speed-up t_baseline / t_pc(T): {r['speedup_vs_baseline']:.2f}x vs the faster loop "
+          f"({r['speedup_vs_baseline_jax_jit']:.2f}x vs jax.jit, {r['speedup_vs_baseline_filter_jit']:.2f}x "
+          "vs eqx.filter_jit)")
 
 
 def environment() -> dict:
@@ -208,12 +211,15 @@ def environment() -> dict:
         "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "equinox": eqx.__version__,
                      "optax": optax.__version__, "numpy": np.__version__, "pcscale": pcscale.__version__},
         "python": sys.version.split()[0], "cpu_count": os.cpu_count(), "machine": platform.machine(),
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Atomic write: a temp file in the target directory, then os.replace."""
+    """Atomic write: a temp file in the target directory, then os.replace, so a reader
+    never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
         json.dump(payload, handle, indent=2)
@@ -223,11 +229,12 @@ def write_json(path: Path, payload: dict) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/step_time-<platform>.json)")
-    parser.add_argument("--repeats", type=int, help="timed calls per measurement (default 50 for (a), 20 for (b))")
-    parser.add_argument("--quick", action="store_true", help="5 repeats per measurement (smoke test)")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
-    parser.add_argument("--seed", type=int, default=0)
+    add = parser.add_argument
+    add("--out", type=Path, help="JSON path (default benchmarks/results/step_time-<platform>.json)")
+    add("--repeats", type=int, help="timed calls per quantity (default 50 for (a), 20 for (b))")
+    add("--quick", action="store_true", help="5 repeats per quantity, for smoke tests")
+    add("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
+    add("--seed", type=int, default=0, help="PRNG seed for weights and data (default 0)")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -244,9 +251,12 @@ def main(argv=None) -> None:
         print_case(name, results[name])
 
     out = args.out or Path(__file__).resolve().parent / "results" / f"step_time-{env['platform']}.json"
-    write_json(out, {"benchmark": "step_time", "environment": env, "seed": args.seed, "quick": args.quick,
-                     "argv": sys.argv[1:], "cases": results,
-                     "all_targets_pass": all(r["target"]["pass"] for r in results.values())})
+    write_json(out, {
+        "benchmark": "step_time", "argv": sys.argv[1:], "seed": args.seed, "quick": args.quick,
+        "environment": env, "cases": results,
+        "targets": {name: result["target"] for name, result in results.items()},
+        "all_targets_pass": all(result["target"]["pass"] for result in results.values()),
+    })
     print(f"\nwrote {out}")
 
 

@@ -1,0 +1,155 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pcscale as pc
+from helpers import data, hand_energy, mse, mup_multipliers, weights_of
+
+D, N, C, L = 6, 16, 3, 4
+
+
+def _model(parameterisation=None, **kwargs):
+    return pc.nn.residual_mlp(D, N, C, L, parameterisation=parameterisation or pc.MuPC(gamma0=2.0),
+                              dtype=jnp.float64, key=jax.random.PRNGKey(0), **kwargs)
+
+
+def _params(model):
+    return eqx.filter(model, eqx.is_array)
+
+
+def test_sgd_applies_the_mupc_rate_to_every_layer():
+    model = _model()
+    eta = 0.01
+    optimiser = pc.make_optimiser(model, pc.SGD(eta))
+    grads = jax.tree.map(jnp.ones_like, _params(model))
+    updates, _ = optimiser.update(grads, optimiser.init(_params(model)), _params(model))
+    rate = eta * 2.0**2 * N  # η·γ0²·N for all layers (science.md §3.1)
+    for layer in updates.layers:
+        np.testing.assert_allclose(layer.module.weight, -rate, rtol=1e-12)
+
+
+def test_adam_first_step_has_the_reference_rate_and_scaled_eps():
+    model = _model()
+    eta = 1e-3
+    optimiser = pc.make_optimiser(model, pc.Adam(eta))
+    key = jax.random.PRNGKey(1)
+    grads = jax.tree.map(lambda w: jax.random.normal(key, w.shape, w.dtype), _params(model))
+    updates, _ = optimiser.update(grads, optimiser.init(_params(model)), _params(model))
+    # The first Adam step is −lr·g/(|g| + ε) ≈ −lr·sign(g), lr = η/√(N·L) with skips.
+    rate = eta / np.sqrt(N * L)
+    for update, grad in zip(weights_of(updates), weights_of(grads)):
+        np.testing.assert_allclose(update, -rate * jnp.sign(grad), rtol=1e-4)
+
+
+def test_per_role_adam_gives_input_and_output_the_base_rate():
+    model = _model(pc.MuPC(adam_rule=pc.AdamRule.PER_ROLE))
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-3))
+    grads = jax.tree.map(jnp.ones_like, _params(model))
+    updates, _ = optimiser.update(grads, optimiser.init(_params(model)), _params(model))
+    rates = [float(-u.mean()) for u in weights_of(updates)]
+    np.testing.assert_allclose(rates, [1e-3, 1e-3 / np.sqrt(N * L), 1e-3 / np.sqrt(N * L), 1e-3], rtol=1e-6)
+
+
+def test_from_optax_scales_any_optimiser():
+    model = _model()
+    optimiser = pc.make_optimiser(model, pc.FromOptax(optax.sgd, 0.01, adaptive=False))
+    grads = jax.tree.map(jnp.ones_like, _params(model))
+    updates, _ = optimiser.update(grads, optimiser.init(_params(model)), _params(model))
+    np.testing.assert_allclose(weights_of(updates)[0], -0.01 * 4.0 * N, rtol=1e-12)
+
+
+def test_pc_step_updates_with_the_energy_gradient_at_equilibrium():
+    model = _model(pc.MuPC())
+    x, y = data(jax.random.PRNGKey(2), 8, D, C)
+    eta = 0.05
+    optimiser = pc.make_optimiser(model, pc.SGD(eta))
+    solver = pc.GradientDescent(step_size=0.3, rtol=1e-8, max_steps=20_000)
+    new, _, metrics = pc.pc_step(model, optimiser.init(_params(model)), x, y, optimiser=optimiser, solver=solver)
+    z = pc.infer(model, x, y, solver=solver).activities
+    a = mup_multipliers(D, N, L)
+    grads = jax.grad(lambda w: hand_energy(z, w, a, x, y, skips=True))(weights_of(model))
+    for w_new, w_old, g in zip(weights_of(new), weights_of(model), grads):
+        np.testing.assert_allclose(w_new, w_old - eta * N * g, rtol=1e-9, atol=1e-12)
+    assert bool(metrics.updated) and metrics.inference.result == pc.RESULTS.converged
+    np.testing.assert_allclose(metrics.loss, jnp.mean(mse(model(x), y)), rtol=1e-10)
+
+
+def test_bp_step_updates_with_the_loss_gradient():
+    model = _model(pc.MuPC())
+    x, y = data(jax.random.PRNGKey(2), 8, D, C)
+    optimiser = pc.make_optimiser(model, pc.SGD(0.05))
+    new, _, metrics = pc.bp_step(model, optimiser.init(_params(model)), x, y, optimiser=optimiser)
+    a = mup_multipliers(D, N, L)
+
+    def loss(weights):
+        h = a[0] * x @ weights[0].T
+        for W, m in zip(weights[1:-1], a[1:-1]):
+            h = h + m * jnp.tanh(h) @ W.T
+        return jnp.mean(mse(a[-1] * jnp.tanh(h) @ weights[-1].T, y))
+
+    grads = jax.grad(loss)(weights_of(model))
+    for w_new, w_old, g in zip(weights_of(new), weights_of(model), grads):
+        np.testing.assert_allclose(w_new, w_old - 0.05 * N * g, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(metrics.loss, loss(weights_of(model)), rtol=1e-12)
+
+
+def test_pc_step_refuses_to_update_from_a_diverged_state():
+    model = _model(pc.MuPC())
+    x, y = data(jax.random.PRNGKey(3), 8, D, C)
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-3))
+    state = optimiser.init(_params(model))
+    solver = pc.GradientDescent(step_size=3.0, max_steps=1000)
+    new, new_state, metrics = pc.pc_step(model, state, x, y, optimiser=optimiser, solver=solver)
+    assert metrics.inference.result == pc.RESULTS.diverged and not bool(metrics.updated)
+    assert all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(_params(new)), jax.tree.leaves(_params(model))))
+    assert all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)))
+    forced, _, metrics = pc.pc_step(model, state, x, y, optimiser=optimiser, solver=solver, allow_diverged=True)
+    assert bool(metrics.updated)
+    assert not np.array_equal(weights_of(forced)[-1], weights_of(model)[-1])
+
+
+def test_train_compares_both_modes_and_keeps_the_twin_on_its_own_trajectory():
+    model = _model(pc.MuPC())
+    x, y = data(jax.random.PRNGKey(4), 8, D, C)
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-2))
+    solver = pc.GradientDescent(step_size=0.3, rtol=1e-6, max_steps=5000)
+    steps = 4
+    run = pc.train(model, (x, y), optimiser=optimiser, solver=solver, steps=steps, progress=False)
+    assert run.history.lockstep.cosine.shape == (steps,)
+    assert run.history.lockstep.layer_cosines.shape == (steps, L)
+    # At t = 0 both twins have the same weights, so the two modes coincide.
+    assert float(run.history.lockstep.cosine[0]) == float(run.history.trajectory.cosine[0])
+    # The BP twin follows plain BP steps from the same start.
+    bp_model, state = model, optimiser.init(_params(model))
+    losses = []
+    for _ in range(steps):
+        bp_model, state, metrics = pc.bp_step(bp_model, state, x, y, optimiser=optimiser)
+        losses.append(float(metrics.loss))
+    np.testing.assert_allclose(run.history.bp_loss, losses, rtol=1e-10)
+    np.testing.assert_allclose(run.final_bp_loss, bp_model.loss(x, y), rtol=1e-10)
+    # The PC model follows PC steps.
+    pc_model, state = model, optimiser.init(_params(model))
+    for _ in range(steps):
+        pc_model, state, _ = pc.pc_step(pc_model, state, x, y, optimiser=optimiser, solver=solver)
+    np.testing.assert_allclose(run.final_pc_loss, pc_model.loss(x, y), rtol=1e-10)
+    # Metrics are measured before each update: the step-0 loss is the initial loss.
+    np.testing.assert_allclose(run.history.pc.loss[0], model.loss(x, y), rtol=1e-10)
+
+
+def test_train_accepts_an_iterable_of_batches_and_checks_its_length():
+    model = _model(pc.MuPC())
+    batches = [data(jax.random.PRNGKey(i), 4, D, C) for i in range(3)]
+    optimiser = pc.make_optimiser(model, pc.SGD(0.01))
+    solver = pc.GradientDescent(step_size=0.3, rtol=1e-4, max_steps=500)
+    run = pc.train(model, batches, optimiser=optimiser, solver=solver, steps=3, progress=False)
+    bp_model, state, losses = model, optimiser.init(_params(model)), []
+    for x, y in batches:
+        bp_model, state, metrics = pc.bp_step(bp_model, state, x, y, optimiser=optimiser)
+        losses.append(float(metrics.loss))
+    np.testing.assert_allclose(run.history.bp_loss, losses, rtol=1e-10)
+    np.testing.assert_allclose(run.final_bp_loss, bp_model.loss(*batches[-1]), rtol=1e-10)
+    with pytest.raises(ValueError, match="ran out of batches after 3 steps"):
+        pc.train(model, batches, optimiser=optimiser, solver=solver, steps=5, progress=False)
