@@ -1,0 +1,1 @@
+"""Experiments: one module per study, each with a frozen config and a `run`."""

@@ -1,0 +1,119 @@
+"""The built-in demo: a μPC tanh residual MLP trained by PC and by BP on generated data,
+with the per-layer gradient alignment printed for a narrow and a wide network."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pcscale as pc
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the demo. Data: x ~ N(0, I_D), labels = argmax of a fixed random
+    linear teacher (d_y classes), one fixed batch; cross-entropy; Adam with the μPC
+    reference rule; gradient-descent inference from the feedforward state."""
+
+    widths: tuple[int, ...] = (16, 256)
+    depth: int = 8
+    input_dim: int = 32
+    classes: int = 10
+    batch: int = 64
+    steps: int = 10
+    learning_rate: float = 0.1
+    step_size: float = 0.3
+    rtol: float = 1e-4
+    max_inference_steps: int = 20_000
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.widths or any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"`widths` must be positive integers, got {self.widths!r}.")
+        for name in ("depth", "input_dim", "classes", "batch", "steps", "max_inference_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthResult:
+    width: int
+    layer_cosines_start: np.ndarray
+    layer_cosines_end: np.ndarray
+    cosine_start: float
+    cosine_end: float
+    inference_steps: np.ndarray
+    relative_residuals: np.ndarray
+    all_converged: bool
+    pc_loss: float
+    bp_loss: float
+
+
+def generated_classification(config: DemoConfig):
+    """One fixed batch (x, one-hot y) from a random linear teacher."""
+    data_key, teacher_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    x = jax.random.normal(data_key, (config.batch, config.input_dim))
+    teacher = jax.random.normal(teacher_key, (config.input_dim, config.classes))
+    labels = jnp.argmax(x @ teacher, axis=-1)
+    return x, jax.nn.one_hot(labels, config.classes)
+
+
+def run(config: DemoConfig, *, progress: bool = True) -> list[WidthResult]:
+    """Train one PC model and its BP twin per width; return alignment summaries."""
+    x, y = generated_classification(config)
+    model_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    solver = pc.GradientDescent(step_size=config.step_size, rtol=config.rtol, max_steps=config.max_inference_steps)
+    results = []
+    for width in config.widths:
+        model = pc.nn.residual_mlp(
+            config.input_dim, int(width), config.classes, config.depth,
+            parameterisation=pc.MuPC(), activation="tanh", output_energy=pc.CrossEntropy(), key=model_key,
+        )
+        optimiser = pc.make_optimiser(model, pc.Adam(config.learning_rate))
+        run_ = pc.train(model, (x, y), optimiser=optimiser, solver=solver, steps=config.steps, progress=progress)
+        history = run_.history
+        results.append(
+            WidthResult(
+                width=int(width),
+                layer_cosines_start=np.asarray(history.lockstep.layer_cosines[0]),
+                layer_cosines_end=np.asarray(history.lockstep.layer_cosines[-1]),
+                cosine_start=float(history.lockstep.cosine[0]),
+                cosine_end=float(history.lockstep.cosine[-1]),
+                inference_steps=np.asarray(history.pc.inference.steps),
+                relative_residuals=np.asarray(history.pc.inference.relative_residual),
+                all_converged=bool(np.all(np.asarray(history.pc.inference.result == pc.RESULTS.converged))),
+                pc_loss=float(run_.final_pc_loss),
+                bp_loss=float(run_.final_bp_loss),
+            )
+        )
+    return results
+
+
+def format_table(config: DemoConfig, results: list[WidthResult]) -> str:
+    """A plain-text summary: per-layer PC–BP cosine at the first and last step."""
+    lines = [
+        f"μPC tanh residual MLP, depth L = {config.depth}, batch {config.batch}, {config.steps} steps "
+        f"(Adam η = {config.learning_rate:g}, GD inference β = {config.step_size:g}, rtol = {config.rtol:g})",
+        "cosine(∇F at equilibrium, ∇loss) at the same weights, per layer (t = 0 → t = T−1):",
+        "",
+    ]
+    header = "layer  " + "  ".join(f"{'N = ' + str(r.width):>17}" for r in results)
+    lines.append(header)
+    for layer in range(config.depth):
+        cells = [f"{r.layer_cosines_start[layer]:7.4f} → {r.layer_cosines_end[layer]:7.4f}" for r in results]
+        lines.append(f"{layer + 1:>5}  " + "  ".join(f"{c:>17}" for c in cells))
+    lines.append("all    " + "  ".join(f"{f'{r.cosine_start:7.4f} → {r.cosine_end:7.4f}':>17}" for r in results))
+    lines.append("")
+    for r in results:
+        status = "all converged" if r.all_converged else "NOT all converged"
+        lines.append(
+            f"N = {r.width}: inference {int(r.inference_steps.min())}–{int(r.inference_steps.max())} steps, "
+            f"max relative residual {float(r.relative_residuals.max()):.1e} ({status}); "
+            f"final loss PC {r.pc_loss:.4f}, BP {r.bp_loss:.4f}"
+        )
+    lines.append("")
+    lines.append("Wider networks align better: PC computes BP's gradients when width ≫ depth.")
+    return "\n".join(lines)
