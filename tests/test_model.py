@@ -148,3 +148,21 @@ def test_custom_equinox_modules_get_the_same_machinery():
     z = model.init_activities(x)
     y = jnp.zeros((2, 2))
     np.testing.assert_allclose(model.energy(z, x, y), jnp.mean(mse(expected, y)), rtol=1e-6)
+
+
+def test_biases_enter_the_forward_pass_and_get_vector_scales():
+    model = pc.nn.mlp(D, N, C, 3, parameterisation=pc.MuPC(), use_bias=True, dtype=jnp.float64,
+                      key=jax.random.PRNGKey(0))
+    assert all(float(jnp.abs(layer.bias).max()) == 0.0 for layer in model.layers)
+    import equinox as eqx
+
+    shifted = eqx.tree_at(lambda m: m.layers[-1].bias, model, jnp.arange(C, dtype=jnp.float64))
+    x, _ = data(jax.random.PRNGKey(1), 4, D, C)
+    W = weights_of(model)
+    a = mup_multipliers(D, N, 3, skips=False)
+    _, out = hand_forward(W, a, x)
+    # The bias sits outside the multiplier: f(z) = a·W·φ(z) + b.
+    np.testing.assert_allclose(shifted(x), out + jnp.arange(C), rtol=1e-12)
+    scalings = model.parameter_scalings()
+    assert scalings.layers[0].bias.init is pc.Init.ZEROS
+    assert scalings.layers[0].module.weight.init is pc.Init.NORMAL

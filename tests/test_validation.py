@@ -107,7 +107,7 @@ def test_bad_optimiser_settings(model):
 
 
 def test_bad_model_settings():
-    layer = pc.PCLayer(pc.nn.Linear(jnp.ones((2, 2)), None))
+    layer = pc.PCLayer(pc.nn.Linear(jnp.ones((2, 2))))
     with pytest.raises(ValueError, match="output_precision"):
         pc.PCModel((layer,), pc.MSE(), output_precision=0.0)
     with pytest.raises(ValueError, match="non-empty tuple"):

@@ -18,25 +18,29 @@ def _identity(z: Array) -> Array:
 class PCLayer(eqx.Module):
     """One layer map of a PC network, for a single (unbatched) sample:
 
-    f(z) = s·z + a·module(φ(z)),
+    f(z) = s·z + a·module(φ(z)) + b,
 
     with φ the `activation` applied to the incoming activity, a the forward multiplier
-    `scaling.multiplier` and s = 1 when `skip` is set (a residual layer), else 0.
+    `scaling.multiplier`, s = 1 when `skip` is set (a residual layer), else 0, and b an
+    optional bias outside the multiplier (so that its effective size and update do not
+    shrink with a).
 
     **Arguments:**
 
     - `module`: any Equinox module (or callable pytree) mapping one unbatched activity to
       the branch output. Its array leaves are the layer's parameters.
+    - `bias`: optional bias vector b of the layer's output shape. Default none.
     - `scaling`: the [`Scaling`][pcscale.Scaling] of the layer's matrices (leaves with two
       or more axes): forward multiplier and learning-rate, ε and weight-decay scales.
       Default: all ones (a plain layer).
     - `vector_scaling`: the [`Scaling`][pcscale.Scaling] of its vectors (leaves with at most
-      one axis: biases, gains). Only the optimiser scales are read.
+      one axis: `bias`, gains inside `module`). Only the optimiser scales are read.
     - `skip`: add the incoming activity (residual layer). Shapes must match.
     - `activation`: φ, applied to the incoming activity before `module`. Default identity.
     """
 
     module: PyTree
+    bias: Array | None = None
     scaling: Scaling = eqx.field(static=True, default=Scaling())
     vector_scaling: Scaling = eqx.field(
         static=True, default=Scaling(init=Init.ZEROS, init_std=0.0, weight_decay_scale=0.0)
@@ -63,6 +67,8 @@ class PCLayer(eqx.Module):
 
     def __call__(self, z: Array) -> Array:
         out = self.scaling.multiplier * self.module(self.activation(z))
+        if self.bias is not None:
+            out = out + self.bias
         return z + out if self.skip else out
 
     def parameter_scalings(self) -> PyTree:

@@ -23,14 +23,13 @@ from ._activation import identity, resolve_activation
 
 
 class Linear(eqx.Module):
-    """y = W·x (+ b) for one unbatched vector; scalings live in the enclosing PCLayer."""
+    """y = W·x for one unbatched vector; the multiplier and the bias live in the
+    enclosing PCLayer."""
 
     weight: Float[Array, "out in"]
-    bias: Float[Array, " out"] | None
 
     def __call__(self, x: Float[Array, " in"]) -> Float[Array, " out"]:
-        out = self.weight @ x
-        return out if self.bias is None else out + self.bias
+        return self.weight @ x
 
 
 def _positive_int(value, name: str, hint: str) -> int:
@@ -80,7 +79,8 @@ def _build(
         bias = vector_scaling.sample((fan_out,), dtype, key=keys[2 * index + 1]) if use_bias else None
         layers.append(
             PCLayer(
-                Linear(weight, bias),
+                Linear(weight),
+                bias=bias,
                 scaling=scaling,
                 vector_scaling=vector_scaling,
                 skip=role.branch,
