@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -32,17 +33,27 @@ def check_tolerances(solver) -> None:
         raise ValueError(f"`divergence_factor` must be a float > 1, got {factor!r}.")
 
 
-def with_traced_numbers(solver):
-    """The solver with its numeric fields (β, tolerances, budget …) turned into
-    weakly-typed arrays, so that jitted callers trace them instead of recompiling for
-    every new value. Booleans and non-numeric leaves (e.g. optax functions) are kept."""
-
+def _convert(solver):
     def convert(leaf):
         if isinstance(leaf, (int, float)) and not isinstance(leaf, bool):
             return jnp.asarray(leaf)
         return leaf
 
     return jax.tree.map(convert, solver)
+
+
+_converted = functools.lru_cache(maxsize=64)(_convert)
+
+
+def with_traced_numbers(solver):
+    """The solver with its numeric fields (β, tolerances, budget …) turned into
+    weakly-typed arrays, so that jitted callers trace them instead of recompiling for
+    every new value. Booleans and non-numeric leaves (e.g. optax functions) are kept.
+    Conversions are cached, so a training loop pays for them once."""
+    try:
+        return _converted(solver)
+    except TypeError:  # an unhashable field: convert without caching
+        return _convert(solver)
 
 
 class AbstractInferenceSolver(eqx.Module):
