@@ -120,8 +120,10 @@ def test_train_compares_both_modes_and_keeps_the_twin_on_its_own_trajectory():
     run = pc.train(model, (x, y), optimiser=optimiser, solver=solver, steps=steps, progress=False)
     assert run.history.lockstep.cosine.shape == (steps,)
     assert run.history.lockstep.layer_cosines.shape == (steps, L)
-    # At t = 0 both twins have the same weights, so the two modes coincide.
-    assert float(run.history.lockstep.cosine[0]) == float(run.history.trajectory.cosine[0])
+    # At t = 0 both twins have the same weights, so the two modes coincide (up to the
+    # reduction order of two separately fused gradient computations on accelerators).
+    np.testing.assert_allclose(run.history.lockstep.cosine[0], run.history.trajectory.cosine[0], rtol=1e-12)
+    np.testing.assert_allclose(run.history.lockstep.layer_cosines[0], run.history.trajectory.layer_cosines[0], rtol=1e-12)
     # The BP twin follows plain BP steps from the same start.
     bp_model, state = model, optimiser.init(_params(model))
     losses = []
