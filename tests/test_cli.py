@@ -13,7 +13,13 @@ def test_quick_demo_prints_a_per_layer_alignment_table(capsys):
     overall = next(line for line in out.splitlines() if line.startswith("all "))
     narrow_start, _, wide_start, _ = (float(v) for v in re.findall(r"-?\d\.\d{4}", overall))
     assert 0 < narrow_start < wide_start <= 1  # the wider network aligns better
-    assert "all converged" in out
+    assert out.count("(all converged)") == 2 and "NOT all converged" not in out
+
+
+def test_quick_cannot_silently_override_sizes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--quick", "--depth", "6"])
+    assert "--quick sets the sizes itself; drop --depth" in capsys.readouterr().err
 
 
 def test_bad_widths_are_rejected(capsys):

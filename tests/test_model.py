@@ -107,7 +107,11 @@ def test_vmapped_energy_equals_a_per_example_loop():
     x, y = data(jax.random.PRNGKey(7), 5, D, C)
     z = tuple(z_l + 0.1 for z_l in model.init_activities(x))
     batched = model.sample_energies(z, x, y)
-    looped = [model.energy(tuple(z_l[i : i + 1] for z_l in z), x[i : i + 1], y[i : i + 1]) for i in range(5)]
+    W, a = weights_of(model), mup_multipliers(D, N, L)
+    looped = [
+        hand_energy(tuple(z_l[i : i + 1] for z_l in z), W, a, x[i : i + 1], y[i : i + 1], skips=True)
+        for i in range(5)
+    ]
     np.testing.assert_allclose(batched, jnp.stack(looped), rtol=1e-12)
     np.testing.assert_allclose(model.energy(z, x, y), np.mean(looped), rtol=1e-12)
 
@@ -166,3 +170,36 @@ def test_biases_enter_the_forward_pass_and_get_vector_scales():
     scalings = model.parameter_scalings()
     assert scalings.layers[0].bias.init is pc.Init.ZEROS
     assert scalings.layers[0].module.weight.init is pc.Init.NORMAL
+
+
+@pytest.mark.parametrize("parameterisation, ntk", [(pc.NTP(), True), (pc.MuP(), False), (pc.CompleteP(), False)])
+def test_normal_presets_build_standard_normal_weights_and_their_forward(parameterisation, ntk):
+    model = pc.nn.residual_mlp(D, 256, C, L, parameterisation=parameterisation, dtype=jnp.float64,
+                               key=jax.random.PRNGKey(5))
+    hidden = jnp.concatenate([w.ravel() for w in weights_of(model)[1:-1]])
+    assert float(jnp.mean(hidden)) == pytest.approx(0.0, abs=0.01)
+    assert float(jnp.std(hidden)) == pytest.approx(1.0, rel=0.01)
+    x, _ = data(jax.random.PRNGKey(1), 3, D, C)
+    if ntk:  # 1/√fan_in, 1/√(N·L) on branches, 1/√N readout
+        a = [1 / np.sqrt(D)] + [1 / np.sqrt(256 * L)] * (L - 2) + [1 / np.sqrt(256)]
+    else:
+        a = mup_multipliers(D, 256, L, alpha=0.0 if isinstance(parameterisation, pc.MuP) else 1.0)
+    _, expected = hand_forward(weights_of(model), a, x, skips=True)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12)
+
+
+def test_float32_models_compute_in_float32_whatever_the_input_dtype():
+    model = pc.nn.mlp(D, N, C, L, key=jax.random.PRNGKey(0))
+    x, y = data(jax.random.PRNGKey(1), 3, D, C, dtype=jnp.float64)
+    assert model(x).dtype == jnp.float32
+    assert model.loss(x, y).dtype == jnp.float32
+    assert all(z_l.dtype == jnp.float32 for z_l in model.init_activities(x))
+
+
+def test_float64_without_x64_is_an_error():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="`dtype` is float64 but JAX's 64-bit mode is off"):
+            pc.nn.mlp(D, N, C, L, dtype=jnp.float64, key=jax.random.PRNGKey(0))
+    finally:
+        jax.config.update("jax_enable_x64", True)

@@ -42,6 +42,8 @@ ROWS = [
     ("CompleteP", pc.CompleteP(gamma0=G), INPUT, RES, 1 / math.sqrt(D), Init.NORMAL, 1.0, G**2 * N * L, 1 / math.sqrt(N)),
     ("CompleteP", pc.CompleteP(gamma0=G), BRANCH, RES, 1 / (math.sqrt(N) * L), Init.NORMAL, 1.0, G**2 * N * L, 1 / math.sqrt(N)),
     ("CompleteP", pc.CompleteP(gamma0=G), OUTPUT, RES, 1 / (G * N), Init.NORMAL, 1.0, G**2 * N * L, 1 / math.sqrt(N)),
+    # Without residual branches there is no depth factor [D]: CompleteP is μP.
+    ("CompleteP", pc.CompleteP(gamma0=G), HIDDEN, PLAIN, 1 / math.sqrt(N), Init.NORMAL, 1.0, G**2 * N, 1 / math.sqrt(N)),
     # general α = 0.75: branch L^(−α)/√N; SGD η·γ0²·N·L^(2α−1); Adam η·L^(α−1)/√N.
     ("alpha=0.75", pc.DepthMuP(alpha=0.75, gamma0=G), INPUT, RES, 1 / math.sqrt(D), Init.NORMAL, 1.0,
      G**2 * N * L**0.5, L**-0.25 / math.sqrt(N)),
@@ -49,6 +51,8 @@ ROWS = [
      G**2 * N * L**0.5, L**-0.25 / math.sqrt(N)),
     ("alpha=0.75", pc.DepthMuP(alpha=0.75, gamma0=G), OUTPUT, RES, 1 / (G * N), Init.NORMAL, 1.0,
      G**2 * N * L**0.5, L**-0.25 / math.sqrt(N)),
+    ("alpha=0.75", pc.DepthMuP(alpha=0.75, gamma0=G), HIDDEN, PLAIN, 1 / math.sqrt(N), Init.NORMAL, 1.0,
+     G**2 * N, 1 / math.sqrt(N)),
 ]
 
 
@@ -64,6 +68,8 @@ def test_preset_table(name, preset, role, shape, multiplier, init, init_std, sgd
     assert scaling.init_std == pytest.approx(init_std, rel=1e-12)
     assert scaling.sgd_lr_scale == pytest.approx(sgd, rel=1e-12)
     assert scaling.adam_lr_scale == pytest.approx(adam, rel=1e-12)
+    # MLP presets: no ε scaling; matrices decay at the base rate.
+    assert scaling.adam_eps_scale == 1.0 and scaling.weight_decay_scale == 1.0
 
 
 def test_per_role_adam_rule():
@@ -74,9 +80,14 @@ def test_per_role_adam_rule():
 
 
 @pytest.mark.parametrize("preset", [pc.SP(), pc.NTP(), pc.MuP(), pc.MuPC(), pc.CompleteP()])
-def test_vectors_start_at_zero_without_decay(preset):
-    scaling = preset.scaling(WeightRole(Role.VECTOR, fan_in=N), RES)
-    assert scaling.init is Init.ZEROS and scaling.weight_decay_scale == 0.0
+def test_biases_start_at_zero_and_gains_at_one_without_decay(preset):
+    bias = preset.scaling(WeightRole(Role.VECTOR, fan_in=N), RES)
+    gain = preset.scaling(WeightRole(Role.GAIN, fan_in=N), RES)
+    assert bias.init is Init.ZEROS and gain.init is Init.ONES
+    assert bias.weight_decay_scale == gain.weight_decay_scale == 0.0
+    assert bias.multiplier == gain.multiplier == 1.0
+    # Vectors share the global SGD rule of the preset.
+    assert bias.sgd_lr_scale == preset.scaling(INPUT, RES).sgd_lr_scale
 
 
 def test_attention_logit_scale():
@@ -94,7 +105,7 @@ def test_uniform_init_has_the_default_bound():
     assert float(w.std()) == pytest.approx(1 / math.sqrt(3 * D), rel=0.02)
 
 
-@pytest.mark.parametrize("alpha", [0.4, 1.1, -1.0])
+@pytest.mark.parametrize("alpha", [0.4, 1.1, -1.0, True, "0.5"])
 def test_alpha_outside_range_is_rejected(alpha):
     with pytest.raises(ValueError, match=r"alpha.*\[1/2, 1\].*got"):
         pc.DepthMuP(alpha=alpha)
@@ -113,3 +124,11 @@ def test_bad_shapes_are_rejected():
         NetworkShape(width=4, depth=0)
     with pytest.raises(ValueError, match="branch"):
         WeightRole(Role.OUTPUT, fan_in=3, branch=True)
+    with pytest.raises(ValueError, match="fan_in.*got 2.5"):
+        WeightRole(Role.HIDDEN, fan_in=2.5)
+
+
+def test_numpy_scalars_are_accepted():
+    import numpy as np
+
+    assert pc.DepthMuP(alpha=np.float32(0.5)).scaling(BRANCH, RES).multiplier == pytest.approx(1 / math.sqrt(N * L))

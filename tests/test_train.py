@@ -155,3 +155,17 @@ def test_train_accepts_an_iterable_of_batches_and_checks_its_length():
     np.testing.assert_allclose(run.final_bp_loss, bp_model.loss(*batches[-1]), rtol=1e-10)
     with pytest.raises(ValueError, match="ran out of batches after 3 steps"):
         pc.train(model, batches, optimiser=optimiser, solver=solver, steps=5, progress=False)
+
+
+def test_pc_step_jit_and_eager_agree():
+    model = _model(pc.MuPC())
+    x, y = data(jax.random.PRNGKey(6), 4, D, C)
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-2))
+    state = optimiser.init(_params(model))
+    solver = pc.GradientDescent(step_size=0.3, rtol=0.0, max_steps=15)
+    jitted, _, jit_metrics = pc.pc_step(model, state, x, y, optimiser=optimiser, solver=solver)
+    with jax.disable_jit():
+        eager, _, eager_metrics = pc.pc_step(model, state, x, y, optimiser=optimiser, solver=solver)
+    for u, v in zip(weights_of(jitted), weights_of(eager)):
+        np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(jit_metrics.energy, eager_metrics.energy, rtol=1e-10)

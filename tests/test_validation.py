@@ -129,3 +129,15 @@ def test_bad_steps(model):
     optimiser = pc.make_optimiser(model, pc.SGD(0.1))
     with pytest.raises(ValueError, match="`steps` must be a positive int, got 0"):
         pc.train(model, (jnp.ones((2, D)), jnp.ones((2, C))), optimiser=optimiser, solver=SOLVER, steps=0)
+
+
+def test_an_optimiser_config_is_not_an_optimiser(model):
+    import equinox as eqx
+
+    with pytest.raises(TypeError, match=r"`optimiser` must be an optax.GradientTransformation, got Adam.*make_optimiser"):
+        pc.bp_step(model, None, jnp.ones((2, D)), jnp.ones((2, C)), optimiser=pc.Adam(1e-3))
+
+
+def test_integer_settings_are_floats():
+    assert pc.GradientDescent(step_size=1) == pc.GradientDescent(step_size=1.0)
+    assert isinstance(pc.GradientDescent(rtol=0).rtol, float)

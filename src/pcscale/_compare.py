@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ._gradients import bp_gradients, pc_gradients
+from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities
 from ._model import PCModel
 from ._solution import InferenceStats
@@ -76,7 +76,8 @@ class EquilibriumComparison(eqx.Module):
 
     - `alignment`: [`GradientAlignment`][pcscale.GradientAlignment] of ∇_θF(z*) with ∇_θ𝓛.
     - `energy`: F at the equilibrium activities z*; `loss`: the BP loss 𝓛.
-    - `energy_loss_ratio`: F(z*)/𝓛 (≤ 1/… and → λ as the PC energy approaches the loss).
+    - `energy_loss_ratio`: F(z*)/𝓛 (NaN when 𝓛 = 0). For a linear network with λ = 1 it
+      is at most 1, and it tends to 1 as width ≫ depth.
     - `inference`: the [`InferenceStats`][pcscale.InferenceStats] of the solve.
     """
 
@@ -91,13 +92,13 @@ def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractI
     """`compare_at_equilibrium` for validated inputs, callable inside jit; also returns
     both gradients for callers that update weights with them."""
     solution = solve_activities(model, x, y, solver)
-    energy, pc_grads = pc_gradients(model, solution.activities, x, y)
-    loss, bp_grads = bp_gradients(model, x, y)
+    energy, pc_grads = energy_gradients(model, solution.activities, x, y)
+    loss, bp_grads = loss_gradients(model, x, y)
     comparison = EquilibriumComparison(
         alignment=compare_gradients(pc_grads, bp_grads),
         energy=energy,
         loss=loss,
-        energy_loss_ratio=energy / loss,
+        energy_loss_ratio=jnp.where(loss > 0, energy / jnp.where(loss > 0, loss, 1.0), jnp.nan),
         inference=solution.stats,
     )
     return comparison, pc_grads, bp_grads
@@ -105,7 +106,7 @@ def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractI
 
 @eqx.filter_jit
 def _compare_jit(model, x, y, solver):
-    model._check(x, y)
+    x, y = model._check(x, y)
     x, y = check_finite(x, "x"), check_finite(y, "y")
     return equilibrium_comparison(model, x, y, solver)[0]
 

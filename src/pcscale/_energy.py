@@ -8,6 +8,7 @@ multiplies it by the output precision λ.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -21,7 +22,13 @@ def gaussian_energy(z: Float[Array, "..."], mu: Float[Array, "..."]) -> Float[Ar
 
 
 class AbstractOutputEnergy(eqx.Module):
-    """The per-sample output loss ℓ(y, ŷ) of a model (before the precision λ)."""
+    """The per-sample output loss ℓ(y, ŷ) of a model (before the precision λ).
+
+    Subclasses set `categorical = True` when targets must be probability vectors
+    (one-hot), so that integer labels are rejected at the boundary.
+    """
+
+    categorical: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, prediction: Float[Array, "..."], target: Float[Array, "..."]) -> Float[Array, ""]:
@@ -51,6 +58,8 @@ class CrossEntropy(AbstractOutputEnergy):
     Integer class labels are rejected at the boundary: convert them with
     `jax.nn.one_hot(labels, num_classes)`.
     """
+
+    categorical: ClassVar[bool] = True
 
     def __call__(self, prediction, target):
         return -jnp.sum(target * jax.nn.log_softmax(prediction, axis=-1))

@@ -9,12 +9,12 @@ from jaxtyping import Array
 
 from ._custom_types import Activities
 from ._model import PCModel
+from ._validation import as_float_array, check_finite
 
 
-def pc_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple[Array, PCModel]:
-    """F(z; θ) and ∇_θ F at fixed activities z (batch-mean energy): the PC update
-    direction, built only from each layer's local error. Inputs must be validated."""
-    z = jax.lax.stop_gradient(z)
+def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple[Array, PCModel]:
+    """`pc_gradients` for validated inputs (callable inside jit)."""
+    z = jax.lax.stop_gradient(tuple(z))
 
     def energy(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(m._energy_one)(z, x, y))
@@ -22,10 +22,32 @@ def pc_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple[Arr
     return eqx.filter_value_and_grad(energy)(model)
 
 
-def bp_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
-    """𝓛(θ) and ∇_θ 𝓛 of the feedforward pass (batch-mean loss) by backpropagation."""
+def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
+    """`bp_gradients` for validated inputs (callable inside jit)."""
 
     def loss(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(lambda xi, yi: m.output_energy(m._forward_one(xi), yi))(x, y))
 
     return eqx.filter_value_and_grad(loss)(model)
+
+
+def pc_gradients(model: PCModel, z: Activities, x, y) -> tuple[Array, PCModel]:
+    """F(z; θ) and ∇_θF at fixed activities z (batch-mean energy): the PC weight update
+    direction, which uses only each layer's local error.
+
+    **Arguments:** `model`, `x`, `y` as for [`infer`][pcscale.infer]; `z` the activities
+    (e.g. `infer(...).activities`).
+
+    **Returns:** `(energy, gradient)`, the gradient a PCModel-shaped pytree.
+    """
+    x, y = model._check(as_float_array(x, "x"), as_float_array(y, "y"), z)
+    return energy_gradients(model, z, check_finite(x, "x"), check_finite(y, "y"))
+
+
+def bp_gradients(model: PCModel, x, y) -> tuple[Array, PCModel]:
+    """𝓛(θ) and ∇_θ𝓛 of the feedforward pass (batch-mean loss), by backpropagation.
+
+    **Returns:** `(loss, gradient)`, the gradient a PCModel-shaped pytree.
+    """
+    x, y = model._check(as_float_array(x, "x"), as_float_array(y, "y"))
+    return loss_gradients(model, check_finite(x, "x"), check_finite(y, "y"))

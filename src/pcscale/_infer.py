@@ -91,7 +91,7 @@ def solve_activities(
 @eqx.filter_jit
 def _infer_jit(model, x, y, solver, z0):
     # Shape checks run once, at trace time; finiteness checks run on device.
-    model._check(x, y, z0)
+    x, y = model._check(x, y, z0)
     x = check_finite(x, "x")
     y = check_finite(y, "y")
     return solve_activities(model, x, y, solver, z0)

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from ._custom_types import Activities
-from ._energy import AbstractOutputEnergy, CrossEntropy, gaussian_energy
+from ._energy import AbstractOutputEnergy, gaussian_energy
 from ._layer import PCLayer
-from ._validation import as_float_array, check_x, check_y
+from ._validation import as_float_array, cast_to, check_x, check_y
 
 
 class PCModel(eqx.Module):
@@ -43,7 +43,8 @@ class PCModel(eqx.Module):
     def __check_init__(self):
         if not isinstance(self.layers, tuple) or len(self.layers) < 1:
             raise ValueError(
-                f"`layers` must be a non-empty tuple of PCLayer, got {self.layers!r}."
+                f"`layers` must be a non-empty tuple of PCLayer, got {self.layers!r}; pass "
+                "e.g. (PCLayer(module_1), PCLayer(module_2))."
             )
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, PCLayer):
@@ -53,7 +54,8 @@ class PCModel(eqx.Module):
                 )
         if not isinstance(self.output_energy, AbstractOutputEnergy):
             raise TypeError(
-                f"`output_energy` must be MSE() or CrossEntropy(), got {self.output_energy!r}."
+                f"`output_energy` must be an AbstractOutputEnergy such as pcscale.MSE() or "
+                f"pcscale.CrossEntropy(), got {self.output_energy!r}."
             )
         precision = self.output_precision
         if not (isinstance(precision, (int, float)) and precision > 0 and precision < float("inf")):
@@ -98,26 +100,42 @@ class PCModel(eqx.Module):
     def _energy_one(self, z: Activities, x: Array, y: Array) -> Float[Array, ""]:
         return jnp.sum(self._layer_energies_one(z, x, y))
 
+    @property
+    def dtype(self):
+        """The floating dtype of the parameters (inputs and targets are cast to it)."""
+        for leaf in jax.tree.leaves(eqx.filter(self, eqx.is_inexact_array)):
+            return leaf.dtype
+        return None
+
     # --------------------------------------------------------------- checks
     def _check(self, x, y=None, z=None) -> tuple[Array, Array | None]:
+        """Validate shapes (static, so inside jit this runs at trace time only) and cast
+        floating inputs and the targets to the model's dtype."""
         x = as_float_array(x, "x")
         check_x(x)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            x = cast_to(x, self.dtype)
         if y is not None:
             y = as_float_array(y, "y")
             try:
                 out = jax.eval_shape(self._forward_one, x[0])
-            except Exception as error:  # noqa: BLE001 - re-raised with context
+            except (TypeError, ValueError) as error:
                 raise ValueError(
                     f"the model cannot take inputs of per-sample shape {tuple(x.shape[1:])}: "
                     f"{error}. Check the input dimension the model was built with."
                 ) from error
-            check_y(x, y, out.shape, isinstance(self.output_energy, CrossEntropy))
+            check_y(x, y, out.shape, self.output_energy.categorical)
+            y = cast_to(y, self.dtype)
         if z is not None:
             expected = jax.eval_shape(self._activities_one, x[0])
+            if isinstance(z, list):
+                z = tuple(z)
             if not isinstance(z, tuple) or len(z) != len(expected):
+                length = len(z) if isinstance(z, tuple) else "not a tuple"
                 raise ValueError(
                     f"`z` must be a tuple of {len(expected)} activity arrays (one per hidden "
-                    f"layer), got {type(z).__name__} of length {len(z) if isinstance(z, tuple) else '?'}."
+                    f"layer), got {type(z).__name__} ({length}); pass the activities returned "
+                    "by init_activities or infer."
                 )
             for index, (z_l, e_l) in enumerate(zip(z, expected)):
                 if tuple(jnp.shape(z_l)) != (x.shape[0],) + tuple(e_l.shape):

@@ -14,13 +14,13 @@ from ._parameterisation import Scaling
 
 
 def _check_rate(value, name: str) -> None:
-    if not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"`{name}` must be a positive float, got {value!r}.")
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
+        raise ValueError(f"`{name}` must be a positive float, got {value!r}; e.g. {name}=1e-3.")
 
 
 def _check_non_negative(value, name: str) -> None:
-    if not (isinstance(value, (int, float)) and value >= 0):
-        raise ValueError(f"`{name}` must be a non-negative float, got {value!r}.")
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
+        raise ValueError(f"`{name}` must be a non-negative float, got {value!r}; use 0 to disable it.")
 
 
 class AbstractOptimiser(eqx.Module):

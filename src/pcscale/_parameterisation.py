@@ -19,6 +19,7 @@ import abc
 import dataclasses
 import enum
 import math
+import numbers
 
 import equinox as eqx
 import jax
@@ -36,7 +37,9 @@ class Role(enum.Enum):
     OUTPUT = "output"
     """The readout, from the width to the output (fan-in N)."""
     VECTOR = "vector"
-    """A gain or bias vector."""
+    """A bias vector (starts at zero)."""
+    GAIN = "gain"
+    """A gain vector, e.g. of a normalisation layer (starts at one)."""
 
 
 class Init(enum.Enum):
@@ -48,6 +51,8 @@ class Init(enum.Enum):
     """U(−√3·std, +√3·std), which has standard deviation std."""
     ZEROS = "zeros"
     """All zeros (biases)."""
+    ONES = "ones"
+    """All ones (gains)."""
 
 
 class AdamRule(enum.Enum):
@@ -57,6 +62,14 @@ class AdamRule(enum.Enum):
     """One global rate for every weight, as the paper's reference code does."""
     PER_ROLE = "per_role"
     """Input, output and vector weights get η; hidden and branch weights the scaled rate."""
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +93,7 @@ class WeightRole:
             raise TypeError(
                 f"`kind` must be a pcscale.Role, got {self.kind!r}; use e.g. Role.HIDDEN."
             )
-        if int(self.fan_in) < 1:
+        if not _is_positive_int(self.fan_in):
             raise ValueError(
                 f"`fan_in` must be a positive integer, got {self.fan_in!r}; pass the "
                 "number of inputs of the map."
@@ -110,11 +123,11 @@ class NetworkShape:
     residual: bool = False
 
     def __post_init__(self):
-        if int(self.width) < 1:
+        if not _is_positive_int(self.width):
             raise ValueError(
                 f"`width` must be a positive integer, got {self.width!r}; pass e.g. width=128."
             )
-        if int(self.depth) < 1:
+        if not _is_positive_int(self.depth):
             raise ValueError(
                 f"`depth` must be a positive integer, got {self.depth!r}; pass e.g. depth=4."
             )
@@ -144,19 +157,33 @@ class Scaling:
         """Draw a raw weight of `shape` from this scaling's init distribution."""
         if self.init is Init.ZEROS:
             return jnp.zeros(shape, dtype)
+        if self.init is Init.ONES:
+            return jnp.ones(shape, dtype)
         if self.init is Init.UNIFORM:
             bound = math.sqrt(3.0) * self.init_std
             return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
         return self.init_std * jax.random.normal(key, shape, dtype)
 
 
-def _check_gamma0(gamma0: float) -> float:
-    gamma0 = float(gamma0)
-    if not (math.isfinite(gamma0) and gamma0 > 0):
+def _check_gamma0(gamma0) -> None:
+    if not (_is_real(gamma0) and math.isfinite(gamma0) and gamma0 > 0):
         raise ValueError(
             f"`gamma0` must be a positive finite number, got {gamma0!r}; the default is 1.0."
         )
-    return gamma0
+
+
+def _check_adam_rule(rule) -> None:
+    if not isinstance(rule, AdamRule):
+        raise TypeError(
+            f"`adam_rule` must be a pcscale.AdamRule, got {rule!r}; use AdamRule.REFERENCE "
+            "or AdamRule.PER_ROLE."
+        )
+
+
+def _vector_scaling(role: WeightRole, **scales) -> Scaling:
+    """Biases start at zero, gains at one; neither has weight decay or a multiplier."""
+    init = Init.ONES if role.kind is Role.GAIN else Init.ZEROS
+    return Scaling(init=init, init_std=0.0, weight_decay_scale=0.0, **scales)
 
 
 class AbstractParameterisation(eqx.Module):
@@ -191,8 +218,8 @@ class SP(AbstractParameterisation):
         _check_gamma0(self.gamma0)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        if role.kind is Role.VECTOR:
-            return Scaling(init=Init.ZEROS, init_std=0.0, weight_decay_scale=0.0)
+        if role.kind in (Role.VECTOR, Role.GAIN):
+            return _vector_scaling(role)
         multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else 1.0
         return Scaling(
             multiplier=multiplier,
@@ -221,8 +248,8 @@ class NTP(AbstractParameterisation):
         _check_gamma0(self.gamma0)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        if role.kind is Role.VECTOR:
-            return Scaling(init=Init.ZEROS, init_std=0.0, weight_decay_scale=0.0)
+        if role.kind in (Role.VECTOR, Role.GAIN):
+            return _vector_scaling(role)
         multiplier = 1.0 / math.sqrt(role.fan_in)
         if role.branch:
             multiplier /= math.sqrt(shape.depth)
@@ -256,14 +283,8 @@ class _MuPFamily(AbstractParameterisation):
             adam = adam_scaled
         else:
             adam = 1.0
-        if role.kind is Role.VECTOR:
-            return Scaling(
-                init=Init.ZEROS,
-                init_std=0.0,
-                sgd_lr_scale=sgd,
-                adam_lr_scale=adam,
-                weight_decay_scale=0.0,
-            )
+        if role.kind in (Role.VECTOR, Role.GAIN):
+            return _vector_scaling(role, sgd_lr_scale=sgd, adam_lr_scale=adam)
         multiplier = 1.0 / math.sqrt(role.fan_in)
         if role.kind is Role.OUTPUT:
             multiplier = 1.0 / (self.gamma0 * role.fan_in)
@@ -293,6 +314,7 @@ class MuP(_MuPFamily):
 
     def __check_init__(self):
         _check_gamma0(self.gamma0)
+        _check_adam_rule(self.adam_rule)
 
 
 class DepthMuP(_MuPFamily):
@@ -315,15 +337,12 @@ class DepthMuP(_MuPFamily):
 
     def __check_init__(self):
         _check_gamma0(self.gamma0)
-        if not (isinstance(self.alpha, (int, float)) and 0.5 <= float(self.alpha) <= 1.0):
+        if not (_is_real(self.alpha) and 0.5 <= float(self.alpha) <= 1.0):
             raise ValueError(
                 f"`alpha` must lie in [1/2, 1], got {self.alpha!r}; use alpha=0.5 "
                 "(μPC / Depth-μP) or alpha=1.0 (CompleteP), or MuP() for no depth scaling."
             )
-        if not isinstance(self.adam_rule, AdamRule):
-            raise TypeError(
-                f"`adam_rule` must be a pcscale.AdamRule, got {self.adam_rule!r}."
-            )
+        _check_adam_rule(self.adam_rule)
 
 
 def MuPC(gamma0: float = 1.0, *, adam_rule: AdamRule = AdamRule.REFERENCE) -> DepthMuP:

@@ -11,7 +11,7 @@ import optax
 from jaxtyping import Array, Bool, Float, PyTree
 
 from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
-from ._gradients import bp_gradients, pc_gradients
+from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities, tree_norm
 from ._model import PCModel
 from ._solution import RESULTS, InferenceStats
@@ -58,8 +58,25 @@ def _apply(model, opt_state, grads, optimiser, accept):
     return model, opt_state
 
 
+def _check_optimiser(optimiser) -> None:
+    if not isinstance(optimiser, optax.GradientTransformation):
+        raise TypeError(
+            f"`optimiser` must be an optax.GradientTransformation, got {type(optimiser).__name__}; "
+            "build it with pcscale.make_optimiser(model, pcscale.Adam(1e-3)) (one call serves "
+            "the PC model and its BP twin)."
+        )
+
+
+def _check_solver(solver) -> None:
+    if not isinstance(solver, AbstractInferenceSolver):
+        raise TypeError(
+            f"`solver` must be a pcscale inference solver, got {type(solver).__name__}; e.g. "
+            "pcscale.GradientDescent(step_size=0.1)."
+        )
+
+
 def _checked(model, x, y):
-    model._check(x, y)
+    x, y = model._check(x, y)
     return check_finite(x, "x"), check_finite(y, "y")
 
 
@@ -67,7 +84,7 @@ def _checked(model, x, y):
 def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged):
     x, y = _checked(model, x, y)
     solution = solve_activities(model, x, y, solver)
-    energy, grads = pc_gradients(model, solution.activities, x, y)
+    energy, grads = energy_gradients(model, solution.activities, x, y)
     grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
     accept = jnp.isfinite(grad_norm)
     if not allow_diverged:
@@ -104,8 +121,8 @@ def pc_step(
 
     **Returns:** `(model, opt_state, PCStepMetrics)`.
     """
-    if not isinstance(solver, AbstractInferenceSolver):
-        raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
+    _check_solver(solver)
+    _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged))
 
@@ -113,7 +130,7 @@ def pc_step(
 @eqx.filter_jit
 def _bp_step(model, opt_state, x, y, optimiser):
     x, y = _checked(model, x, y)
-    loss, grads = bp_gradients(model, x, y)
+    loss, grads = loss_gradients(model, x, y)
     grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
     accept = jnp.isfinite(grad_norm)
     model, opt_state = _apply(model, opt_state, grads, optimiser, accept)
@@ -129,6 +146,7 @@ def bp_step(
 
     **Returns:** `(model, opt_state, BPStepMetrics)`.
     """
+    _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     return _bp_step(model, opt_state, x, y, optimiser)
 
@@ -137,7 +155,8 @@ class ComparisonMetrics(eqx.Module):
     """Per-step metrics of a PC model trained beside its BP twin, at θ_t before update t.
 
     - `pc`: [`PCStepMetrics`][pcscale.PCStepMetrics] of the PC model.
-    - `bp_loss`: the BP twin's loss 𝓛(θ_t^BP).
+    - `bp_loss`: the BP twin's loss 𝓛(θ_t^BP); `bp_updated`: False when its gradient was
+      not finite and the update was skipped.
     - `lockstep`: alignment of ∇F(θ_t^PC) with ∇𝓛(θ_t^PC) (same weights).
     - `trajectory`: alignment of ∇F(θ_t^PC) with ∇𝓛(θ_t^BP) (separate trajectories).
     - `energy_loss_ratio`: F(z*; θ_t^PC)/𝓛(θ_t^PC).
@@ -145,6 +164,7 @@ class ComparisonMetrics(eqx.Module):
 
     pc: PCStepMetrics
     bp_loss: Float[Array, ""]
+    bp_updated: Bool[Array, ""]
     lockstep: GradientAlignment
     trajectory: GradientAlignment
     energy_loss_ratio: Float[Array, ""]
@@ -154,17 +174,18 @@ class ComparisonMetrics(eqx.Module):
 def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged):
     x, y = _checked(pc_model, x, y)
     comparison, pc_grads, lock_grads = equilibrium_comparison(pc_model, x, y, solver)
-    bp_loss, bp_grads = bp_gradients(bp_model, x, y)
+    bp_loss, bp_grads = loss_gradients(bp_model, x, y)
     grad_norm = tree_norm(eqx.filter(pc_grads, eqx.is_array))
     accept = jnp.isfinite(grad_norm)
     if not allow_diverged:
         accept = accept & (comparison.inference.result != RESULTS.diverged)
-    bp_norm = tree_norm(eqx.filter(bp_grads, eqx.is_array))
+    bp_accept = jnp.isfinite(tree_norm(eqx.filter(bp_grads, eqx.is_array)))
     pc_model, pc_state = _apply(pc_model, pc_state, pc_grads, optimiser, accept)
-    bp_model, bp_state = _apply(bp_model, bp_state, bp_grads, optimiser, jnp.isfinite(bp_norm))
+    bp_model, bp_state = _apply(bp_model, bp_state, bp_grads, optimiser, bp_accept)
     metrics = ComparisonMetrics(
         pc=PCStepMetrics(comparison.energy, comparison.loss, grad_norm, comparison.inference, accept),
         bp_loss=bp_loss,
+        bp_updated=bp_accept,
         lockstep=comparison.alignment,
         trajectory=compare_gradients(pc_grads, bp_grads),
         energy_loss_ratio=comparison.energy_loss_ratio,
@@ -176,7 +197,7 @@ class TrainingRun(eqx.Module):
     """What [`train`][pcscale.train] returns: the trained PC model, its BP twin, and
     `history`, a [`ComparisonMetrics`][pcscale.ComparisonMetrics] whose every leaf is
     stacked over steps (axis 0 = step t, measured before update t). `final_pc_loss` and
-    `final_bp_loss` are the losses at θ_T."""
+    `final_bp_loss` are the losses at θ_T, on the last batch used."""
 
     pc_model: PCModel
     bp_model: PCModel
@@ -232,9 +253,9 @@ def train(
     **Returns:** a [`TrainingRun`][pcscale.TrainingRun].
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
-    if not isinstance(solver, AbstractInferenceSolver):
-        raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
+        raise ValueError(f"`steps` must be a positive int, got {steps!r}; e.g. steps=100.")
+    _check_solver(solver)
+    _check_optimiser(optimiser)
     from tqdm.auto import tqdm
 
     pc_model, bp_model = model, model
@@ -243,7 +264,6 @@ def train(
     pc_state = bp_state = optimiser.init(params)
     history = []
     bar = tqdm(total=steps, disable=not progress, desc="PC vs BP", unit="step")
-    skipped = 0
     for step, (x, y) in enumerate(_batches(data, steps)):
         pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(
             pc_model, bp_model, pc_state, bp_state, x, y, optimiser, traced_solver, bool(allow_diverged)
@@ -258,16 +278,18 @@ def train(
         bar.update(1)
     bar.close()
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *history)
-    skipped = int(jnp.sum(~stacked.pc.updated))
-    if skipped:
+    refused = int(jnp.sum(~stacked.pc.updated))
+    skipped = int(jnp.sum(~stacked.bp_updated))
+    if refused or skipped:
         import warnings
 
         warnings.warn(
-            f"{skipped} of {steps} PC updates were refused (diverged inference or non-finite "
-            "gradients); see history.pc.updated and history.pc.inference.result.",
+            f"{refused} of {steps} PC updates were refused (diverged inference or non-finite "
+            f"gradients) and {skipped} BP updates skipped (non-finite gradients); see "
+            "history.pc.updated, history.pc.inference.result and history.bp_updated.",
             stacklevel=2,
         )
-    x, y = next(_batches(data, 1)) if isinstance(data, tuple) else (x, y)
+    # (x, y) is the last batch used: the final losses are measured on it.
     return TrainingRun(
         pc_model=pc_model,
         bp_model=bp_model,

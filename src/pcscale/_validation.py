@@ -14,10 +14,20 @@ def as_float_array(value, name: str) -> Array:
     try:
         array = jnp.asarray(value)
     except TypeError as error:
-        raise TypeError(f"`{name}` must be an array, got {type(value).__name__}: {error}") from None
+        raise TypeError(
+            f"`{name}` must be an array, got {type(value).__name__} ({error}); pass a JAX or NumPy array."
+        ) from None
     if not (jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.bool_)):
-        raise TypeError(f"`{name}` must be numeric, got dtype {array.dtype}.")
+        raise TypeError(f"`{name}` must be numeric, got dtype {array.dtype}; pass a float array.")
     return array
+
+
+def cast_to(array: Array, dtype) -> Array:
+    """Cast floating or integer data to the model's floating dtype, so that a float32
+    model never silently computes in float64 (or the reverse)."""
+    if dtype is None or array.dtype == dtype:
+        return array
+    return array.astype(dtype)
 
 
 def check_finite(array: Array, name: str) -> Array:
@@ -44,7 +54,7 @@ def check_x(x: Array) -> None:
             "axis, e.g. x[None] for one sample."
         )
     if x.shape[0] < 1:
-        raise ValueError(f"`x` must hold at least one sample, got shape {x.shape}.")
+        raise ValueError(f"`x` must hold at least one sample, got shape {x.shape}; pass a non-empty batch.")
 
 
 def check_y(x: Array, y: Array, output_shape: tuple[int, ...], needs_probabilities: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -18,19 +19,33 @@ from .._custom_types import Activities
 EnergyAndGrad = Callable[[Activities], tuple[Array, Activities]]
 
 
+def to_float(value):
+    """Field converter: real numbers become Python floats (so that `1` and `1.0` trace
+    and cache alike); anything else is left for `__check_init__` to reject."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def check_tolerances(solver) -> None:
     """Shared validation of the stopping fields every solver carries."""
     for name in ("rtol", "atol"):
         value = getattr(solver, name)
-        if not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"`{name}` must be a non-negative float, got {value!r}.")
-    if not (isinstance(solver.max_steps, int) and solver.max_steps >= 0):
+        if not (isinstance(value, float) and value >= 0):
+            raise ValueError(
+                f"`{name}` must be a non-negative float, got {value!r}; e.g. {name}=1e-5, or 0 "
+                "to run the full step budget."
+            )
+    steps = solver.max_steps
+    if not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 0):
         raise ValueError(
-            f"`max_steps` must be a non-negative int, got {solver.max_steps!r}; e.g. max_steps=1000."
+            f"`max_steps` must be a non-negative int, got {steps!r}; e.g. max_steps=1000."
         )
     factor = solver.divergence_factor
-    if not (isinstance(factor, (int, float)) and factor > 1):
-        raise ValueError(f"`divergence_factor` must be a float > 1, got {factor!r}.")
+    if not (isinstance(factor, float) and factor > 1):
+        raise ValueError(
+            f"`divergence_factor` must be a float > 1, got {factor!r}; the default is 1e4."
+        )
 
 
 def _convert(solver):

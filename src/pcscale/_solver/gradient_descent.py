@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import jax
+import equinox as eqx
 import jax.numpy as jnp
 
-from ._base import AbstractInferenceSolver, check_tolerances
+from ._base import AbstractInferenceSolver, check_tolerances, to_float
 
 
 class GradientDescent(AbstractInferenceSolver):
@@ -29,16 +30,17 @@ class GradientDescent(AbstractInferenceSolver):
       its initial value. Default 1e4.
     """
 
-    step_size: float = 0.1
-    rtol: float = 1e-5
-    atol: float = 0.0
+    step_size: float = eqx.field(default=0.1, converter=to_float)
+    rtol: float = eqx.field(default=1e-5, converter=to_float)
+    atol: float = eqx.field(default=0.0, converter=to_float)
     max_steps: int = 10_000
-    divergence_factor: float = 1e4
+    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
-        if not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
+        if not (isinstance(self.step_size, float) and self.step_size > 0):
             raise ValueError(
-                f"`step_size` must be a positive float (β per sample), got {self.step_size!r}."
+                f"`step_size` must be a positive float (β per sample), got {self.step_size!r}; "
+                "μPC networks are stable for β ≲ 0.3–0.45."
             )
         check_tolerances(self)
 

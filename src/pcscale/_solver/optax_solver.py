@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 import optax
 
-from ._base import AbstractInferenceSolver, check_tolerances
+from ._base import AbstractInferenceSolver, check_tolerances, to_float
 
 
 class OptaxSolver(AbstractInferenceSolver):
@@ -20,13 +21,17 @@ class OptaxSolver(AbstractInferenceSolver):
       or `optax.adam(0.05)`.
     - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
       [`GradientDescent`][pcscale.GradientDescent].
+
+    The optimiser's own hyperparameters live in optax closures, so each new optimiser
+    object compiles anew; build it once (or use `optax.inject_hyperparams`) to sweep
+    without recompiling.
     """
 
     optimiser: optax.GradientTransformation
-    rtol: float = 1e-5
-    atol: float = 0.0
+    rtol: float = eqx.field(default=1e-5, converter=to_float)
+    atol: float = eqx.field(default=0.0, converter=to_float)
     max_steps: int = 10_000
-    divergence_factor: float = 1e4
+    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
         if not isinstance(self.optimiser, optax.GradientTransformation):

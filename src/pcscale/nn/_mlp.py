@@ -7,6 +7,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._energy import MSE, AbstractOutputEnergy
@@ -33,7 +34,7 @@ class Linear(eqx.Module):
 
 
 def _positive_int(value, name: str, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, jnp.integer)) or int(value) < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}; {hint}.")
     return int(value)
 
@@ -61,6 +62,11 @@ def _build(
         raise TypeError(
             f"`parameterisation` must be a pcscale parameterisation such as pcscale.MuPC(), got "
             f"{parameterisation!r}."
+        )
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "`dtype` is float64 but JAX's 64-bit mode is off, so the weights would silently be "
+            'float32; call jax.config.update("jax_enable_x64", True) before creating any array.'
         )
     phi = resolve_activation(activation)
     residual = skips and depth > 2
@@ -96,7 +102,8 @@ _DOC_ARGS = """
     - `input_dim`: D, the flattened input size.
     - `width`: N, the hidden width.
     - `output_dim`: d_y, the target size (number of classes for cross-entropy).
-    - `depth`: L ≥ 1, the number of weight layers (H = L − 1 hidden activities).
+    - `depth`: L ≥ 1, the number of weight layers (H = L − 1 hidden activities). With
+      L = 1 the network is a single readout from the input (fan-in D).
     - `parameterisation`: e.g. `pcscale.MuPC()`; default `pcscale.SP()`.
     - `activation`: φ, a callable or one of "linear", "tanh", "relu", "gelu". Default "tanh".
     - `use_bias`: add bias vectors (initialised to zero). Default False, as in the paper.
