@@ -203,3 +203,14 @@ def test_float64_without_x64_is_an_error():
             pc.nn.mlp(D, N, C, L, dtype=jnp.float64, key=jax.random.PRNGKey(0))
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("parameterisation", __import__("helpers").all_parameterisations(), ids=repr)
+@pytest.mark.parametrize("builder", [pc.nn.mlp, pc.nn.residual_mlp])
+def test_every_preset_starts_at_zero_error_with_energy_equal_to_loss(parameterisation, builder):
+    model = builder(D, N, C, L, parameterisation=parameterisation, output_precision=0.25,
+                    dtype=jnp.float64, key=jax.random.PRNGKey(9))
+    x, y = data(jax.random.PRNGKey(10), 4, D, C)
+    z = model.init_activities(x)
+    assert all(float(jnp.max(jnp.abs(e))) == 0.0 for e in model.errors(z, x))
+    np.testing.assert_allclose(model.energy(z, x, y), 0.25 * jnp.mean(mse(model(x), y)), rtol=1e-12)

@@ -9,6 +9,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities
+from ._custom_types import BatchX, BatchY
 from ._model import PCModel
 from ._solution import InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
@@ -112,7 +113,7 @@ def _compare_jit(model, x, y, solver):
 
 
 def compare_at_equilibrium(
-    model: PCModel, x, y, *, solver: AbstractInferenceSolver | None = None
+    model: PCModel, x: BatchX, y: BatchY, *, solver: AbstractInferenceSolver | None = None
 ) -> EquilibriumComparison:
     """Run inference, then compare the PC weight gradient at the equilibrium with the
     BP gradient at the same weights.

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._custom_types import Activities
+from ._custom_types import Activities, BatchX, BatchY
 from ._model import PCModel
 from ._validation import as_float_array, check_finite
 
@@ -31,7 +31,7 @@ def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
     return eqx.filter_value_and_grad(loss)(model)
 
 
-def pc_gradients(model: PCModel, z: Activities, x, y) -> tuple[Array, PCModel]:
+def pc_gradients(model: PCModel, z: Activities, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:
     """F(z; θ) and ∇_θF at fixed activities z (batch-mean energy): the PC weight update
     direction, which uses only each layer's local error.
 
@@ -44,7 +44,7 @@ def pc_gradients(model: PCModel, z: Activities, x, y) -> tuple[Array, PCModel]:
     return energy_gradients(model, z, check_finite(x, "x"), check_finite(y, "y"))
 
 
-def bp_gradients(model: PCModel, x, y) -> tuple[Array, PCModel]:
+def bp_gradients(model: PCModel, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:
     """𝓛(θ) and ∇_θ𝓛 of the feedforward pass (batch-mean loss), by backpropagation.
 
     **Returns:** `(loss, gradient)`, the gradient a PCModel-shaped pytree.

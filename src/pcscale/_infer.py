@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._custom_types import Activities
+from ._custom_types import Activities, BatchX, BatchY
 from ._model import PCModel
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
@@ -99,8 +99,8 @@ def _infer_jit(model, x, y, solver, z0):
 
 def infer(
     model: PCModel,
-    x,
-    y,
+    x: BatchX,
+    y: BatchY,
     *,
     solver: AbstractInferenceSolver | None = None,
     z0: Activities | None = None,

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from ._custom_types import Activities
+from ._custom_types import Activities, BatchX, BatchY
 from ._energy import AbstractOutputEnergy, gaussian_energy
 from ._layer import PCLayer
 from ._validation import as_float_array, cast_to, check_x, check_y
@@ -167,21 +167,21 @@ class PCModel(eqx.Module):
             z_l - jax.vmap(layer)(z_prev) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)
         )
 
-    def sample_energies(self, z: Activities, x, y) -> Float[Array, " batch"]:
+    def sample_energies(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, " batch"]:
         """Per-sample energies F_i."""
         x, y = self._check(x, y, z)
         return jax.vmap(self._energy_one)(z, x, y)
 
-    def energy(self, z: Activities, x, y) -> Float[Array, ""]:
+    def energy(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, ""]:
         """Batch-mean energy F = (1/B)·Σ_i F_i."""
         return jnp.mean(self.sample_energies(z, x, y))
 
-    def layer_energies(self, z: Activities, x, y) -> Float[Array, " L"]:
+    def layer_energies(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, " L"]:
         """Batch-mean energy of each layer: H hidden terms, then λ·ℓ."""
         x, y = self._check(x, y, z)
         return jnp.mean(jax.vmap(self._layer_energies_one)(z, x, y), axis=0)
 
-    def loss(self, x, y) -> Float[Array, ""]:
+    def loss(self, x: BatchX, y: BatchY) -> Float[Array, ""]:
         """BP loss 𝓛 = (1/B)·Σ_i ℓ(y_i, ŷ_i) of the feedforward pass."""
         x, y = self._check(x, y)
         return jnp.mean(jax.vmap(lambda xi, yi: self.output_energy(self._forward_one(xi), yi))(x, y))

@@ -13,6 +13,7 @@ from jaxtyping import Array, Bool, Float, PyTree
 from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
 from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities, tree_norm
+from ._custom_types import BatchX, BatchY
 from ._model import PCModel
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
@@ -97,8 +98,8 @@ def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged):
 def pc_step(
     model: PCModel,
     opt_state: PyTree,
-    x,
-    y,
+    x: BatchX,
+    y: BatchY,
     *,
     optimiser: optax.GradientTransformation,
     solver: AbstractInferenceSolver,
@@ -138,7 +139,7 @@ def _bp_step(model, opt_state, x, y, optimiser):
 
 
 def bp_step(
-    model: PCModel, opt_state: PyTree, x, y, *, optimiser: optax.GradientTransformation
+    model: PCModel, opt_state: PyTree, x: BatchX, y: BatchY, *, optimiser: optax.GradientTransformation
 ) -> tuple[PCModel, PyTree, BPStepMetrics]:
     """One jitted BP step on the same model: ∇_θ𝓛 of the feedforward pass, then an
     optimiser update (skipped, and `metrics.updated` False, if the gradient is not
