@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pcscale as pc
-from helpers import cross_entropy, data, hand_energy, mse, mup_multipliers, weights_of
+from helpers import cross_entropy, data, hand_energy, hand_forward, mse, mup_multipliers, weights_of
 
 
 def _model_like(model, values):
@@ -46,10 +46,7 @@ def test_bp_gradients_match_jax_grad_of_a_hand_written_loss():
     a = mup_multipliers(D, N, L)
 
     def loss(weights):
-        h = a[0] * x @ weights[0].T
-        for W, m in zip(weights[1:-1], a[1:-1]):
-            h = h + m * jnp.tanh(h) @ W.T
-        return jnp.mean(cross_entropy(a[-1] * jnp.tanh(h) @ weights[-1].T, y))
+        return jnp.mean(cross_entropy(hand_forward(weights, a, x, skips=True)[1], y))
 
     expected = jax.grad(loss)(weights_of(model))
     value, grads = pc.bp_gradients(model, x, y)

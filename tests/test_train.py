@@ -6,7 +6,7 @@ import optax
 import pytest
 
 import pcscale as pc
-from helpers import data, hand_energy, mse, mup_multipliers, tree_allclose, weights_of
+from helpers import data, hand_energy, hand_forward, mse, mup_multipliers, tree_allclose, weights_of
 
 D, N, C, L = 6, 16, 3, 4
 
@@ -85,10 +85,7 @@ def test_bp_step_updates_with_the_loss_gradient():
     a = mup_multipliers(D, N, L)
 
     def loss(weights):
-        h = a[0] * x @ weights[0].T
-        for W, m in zip(weights[1:-1], a[1:-1]):
-            h = h + m * jnp.tanh(h) @ W.T
-        return jnp.mean(mse(a[-1] * jnp.tanh(h) @ weights[-1].T, y))
+        return jnp.mean(mse(hand_forward(weights, a, x, skips=True)[1], y))
 
     grads = jax.grad(loss)(weights_of(model))
     for w_new, w_old, g in zip(weights_of(new), weights_of(model), grads):
