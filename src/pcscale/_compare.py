@@ -14,7 +14,7 @@ from ._model import PCModel
 from ._solution import InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
 from ._solver._base import with_traced_numbers
-from ._validation import as_float_array, check_finite
+from ._validation import as_float_array, validated
 
 
 class GradientAlignment(eqx.Module):
@@ -107,8 +107,7 @@ def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractI
 
 @eqx.filter_jit
 def _compare_jit(model, x, y, solver):
-    x, y = model._check(x, y)
-    x, y = check_finite(x, "x"), check_finite(y, "y")
+    x, y = validated(model, x, y)
     return equilibrium_comparison(model, x, y, solver)[0]
 
 

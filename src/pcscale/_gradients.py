@@ -9,7 +9,7 @@ from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
 from ._model import PCModel
-from ._validation import as_float_array, check_finite
+from ._validation import as_float_array, validated
 
 
 def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple[Array, PCModel]:
@@ -40,8 +40,8 @@ def pc_gradients(model: PCModel, z: Activities, x: BatchX, y: BatchY) -> tuple[A
 
     **Returns:** `(energy, gradient)`, the gradient a PCModel-shaped pytree.
     """
-    x, y = model._check(as_float_array(x, "x"), as_float_array(y, "y"), z)
-    return energy_gradients(model, z, check_finite(x, "x"), check_finite(y, "y"))
+    x, y = validated(model, as_float_array(x, "x"), as_float_array(y, "y"), z)
+    return energy_gradients(model, z, x, y)
 
 
 def bp_gradients(model: PCModel, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:
@@ -49,5 +49,5 @@ def bp_gradients(model: PCModel, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:
 
     **Returns:** `(loss, gradient)`, the gradient a PCModel-shaped pytree.
     """
-    x, y = model._check(as_float_array(x, "x"), as_float_array(y, "y"))
-    return loss_gradients(model, check_finite(x, "x"), check_finite(y, "y"))
+    x, y = validated(model, as_float_array(x, "x"), as_float_array(y, "y"))
+    return loss_gradients(model, x, y)

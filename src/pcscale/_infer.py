@@ -13,7 +13,7 @@ from ._model import PCModel
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
 from ._solver._base import with_traced_numbers
-from ._validation import as_float_array, check_finite
+from ._validation import as_float_array, validated
 
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
 
@@ -90,10 +90,7 @@ def solve_activities(
 
 @eqx.filter_jit
 def _infer_jit(model, x, y, solver, z0):
-    # Shape checks run once, at trace time; finiteness checks run on device.
-    x, y = model._check(x, y, z0)
-    x = check_finite(x, "x")
-    y = check_finite(y, "y")
+    x, y = validated(model, x, y, z0)
     return solve_activities(model, x, y, solver, z0)
 
 

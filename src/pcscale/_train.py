@@ -18,7 +18,7 @@ from ._model import PCModel
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
 from ._solver._base import with_traced_numbers
-from ._validation import as_float_array, check_finite
+from ._validation import as_float_array, validated
 
 
 class PCStepMetrics(eqx.Module):
@@ -76,14 +76,9 @@ def _check_solver(solver) -> None:
         )
 
 
-def _checked(model, x, y):
-    x, y = model._check(x, y)
-    return check_finite(x, "x"), check_finite(y, "y")
-
-
 @eqx.filter_jit
 def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged):
-    x, y = _checked(model, x, y)
+    x, y = validated(model, x, y)
     solution = solve_activities(model, x, y, solver)
     energy, grads = energy_gradients(model, solution.activities, x, y)
     grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
@@ -130,7 +125,7 @@ def pc_step(
 
 @eqx.filter_jit
 def _bp_step(model, opt_state, x, y, optimiser):
-    x, y = _checked(model, x, y)
+    x, y = validated(model, x, y)
     loss, grads = loss_gradients(model, x, y)
     grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
     accept = jnp.isfinite(grad_norm)
@@ -173,7 +168,7 @@ class ComparisonMetrics(eqx.Module):
 
 @eqx.filter_jit
 def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged):
-    x, y = _checked(pc_model, x, y)
+    x, y = validated(pc_model, x, y)
     comparison, pc_grads, lock_grads = equilibrium_comparison(pc_model, x, y, solver)
     bp_loss, bp_grads = loss_gradients(bp_model, x, y)
     grad_norm = tree_norm(eqx.filter(pc_grads, eqx.is_array))

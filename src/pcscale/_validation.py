@@ -75,3 +75,10 @@ def check_y(x: Array, y: Array, output_shape: tuple[int, ...], needs_probabiliti
             f"{tuple(output_shape)}; the target width must equal the output width "
             "(build the model with output_dim matching the targets, or one-hot encode labels)."
         )
+
+
+def validated(model, x: Array, y: Array, z=None) -> tuple[Array, Array]:
+    """Shape checks and dtype casts of `model._check` (static: inside jit they run at
+    trace time only), then finiteness checks on device."""
+    x, y = model._check(x, y, z)
+    return check_finite(x, "x"), check_finite(y, "y")
