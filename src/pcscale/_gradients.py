@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
-from ._model import PCModel
+from ._model import FULL_PRECISION, PCModel
 from ._validation import as_float_array, validated
 
 
@@ -19,7 +19,8 @@ def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple
     def energy(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(m._energy_one)(z, x, y))
 
-    return eqx.filter_value_and_grad(energy)(model)
+    with jax.default_matmul_precision(FULL_PRECISION):
+        return eqx.filter_value_and_grad(energy)(model)
 
 
 def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
@@ -28,7 +29,8 @@ def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
     def loss(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(lambda xi, yi: m.output_energy(m._forward_one(xi), yi))(x, y))
 
-    return eqx.filter_value_and_grad(loss)(model)
+    with jax.default_matmul_precision(FULL_PRECISION):
+        return eqx.filter_value_and_grad(loss)(model)
 
 
 def pc_gradients(model: PCModel, z: Activities, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:

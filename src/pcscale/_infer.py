@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
-from ._model import PCModel
+from ._model import FULL_PRECISION, PCModel
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
 from ._solver._base import with_traced_numbers
@@ -44,6 +44,11 @@ def solve_activities(
     z0: Activities | None = None,
 ) -> InferenceSolution:
     """The inference loop, for already-validated inputs (callable inside jit)."""
+    with jax.default_matmul_precision(FULL_PRECISION):
+        return _solve(model, x, y, solver, z0)
+
+
+def _solve(model, x, y, solver, z0) -> InferenceSolution:
     batch = x.shape[0]
     fn = summed_energy_and_grad(model, x, y)
     z = jax.vmap(model._activities_one)(x) if z0 is None else tuple(z0)
