@@ -5,7 +5,7 @@ import optax
 import pytest
 
 import pcscale as pc
-from helpers import all_solvers, data, hand_energy, mup_multipliers, weights_of
+from helpers import all_solvers, data, hand_energy, mup_multipliers, tree_allclose, weights_of
 
 D, C = 6, 3
 
@@ -148,7 +148,7 @@ def test_same_seed_gives_identical_numbers():
         return pc.infer(model, x, y, solver=pc.GradientDescent(step_size=0.3, rtol=1e-4))
 
     a, b = run(), run()
-    assert all(np.array_equal(u, v) for u, v in zip(a.activities, b.activities))
+    assert tree_allclose(a.activities, b.activities, rtol=0, atol=0)
     assert float(a.energy) == float(b.energy) and int(a.steps) == int(b.steps)
 
 

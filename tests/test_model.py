@@ -126,6 +126,14 @@ def test_cross_entropy_is_stable_for_huge_logits():
     np.testing.assert_allclose(grad, [1.0, 0.0, -1.0], atol=1e-12)
 
 
+def test_mse_output_error_is_its_gradient():
+    energy = pc.MSE()
+    prediction, target = jnp.array([0.5, -2.0, 3.0]), jnp.array([1.0, 1.0, -1.0])
+    assert float(energy(prediction, target)) == pytest.approx(0.5 * (0.25 + 9.0 + 16.0))
+    np.testing.assert_allclose(jax.grad(energy)(prediction, target), energy.output_error(prediction, target))
+    np.testing.assert_allclose(energy.output_error(prediction, target), [-0.5, -3.0, 4.0])
+
+
 def test_same_seed_same_numbers_and_independent_tensors():
     a = _build(pc.nn.residual_mlp, pc.MuPC(), seed=3)
     b = _build(pc.nn.residual_mlp, pc.MuPC(), seed=3)

@@ -9,6 +9,5 @@ Activities: TypeAlias = tuple[Array, ...]
 
 BatchX: TypeAlias = Shaped[ArrayLike, "batch *input"]
 BatchY: TypeAlias = Float[ArrayLike, "batch *output"]
-Scalar: TypeAlias = Float[Array, ""]
 
-__all__ = ["Activities", "Array", "BatchX", "BatchY", "Float", "PyTree", "Scalar"]
+__all__ = ["Activities", "Array", "BatchX", "BatchY", "Float", "PyTree"]

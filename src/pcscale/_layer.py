@@ -11,7 +11,8 @@ from jaxtyping import Array, PyTree
 from ._parameterisation import Init, Scaling
 
 
-def _identity(z: Array) -> Array:
+def identity(z: Array) -> Array:
+    """φ(z) = z: the default activation of a PCLayer (linear networks)."""
     return z
 
 
@@ -46,7 +47,7 @@ class PCLayer(eqx.Module):
         static=True, default=Scaling(init=Init.ZEROS, init_std=0.0, weight_decay_scale=0.0)
     )
     skip: bool = eqx.field(static=True, default=False)
-    activation: Callable[[Array], Array] = eqx.field(static=True, default=_identity)
+    activation: Callable[[Array], Array] = eqx.field(static=True, default=identity)
 
     def __check_init__(self):
         if not isinstance(self.scaling, Scaling):

@@ -47,16 +47,24 @@ class BPStepMetrics(eqx.Module):
     updated: Bool[Array, ""]
 
 
-def _apply(model, opt_state, grads, optimiser, accept):
-    """Optimiser update, applied only where `accept` holds (a refused step keeps the
-    old weights and optimiser state)."""
+def _guarded_update(model, opt_state, grads, optimiser, ok):
+    """Optimiser update, applied only if the gradient is finite and `ok` holds; a
+    refused step keeps the old weights and optimiser state. Returns the new model and
+    state, ‖grads‖ and whether the update was applied."""
+    grads = eqx.filter(grads, eqx.is_array)
+    grad_norm = tree_norm(grads)
+    accept = jnp.isfinite(grad_norm) & ok
     params = eqx.filter(model, eqx.is_array)
-    updates, new_state = optimiser.update(eqx.filter(grads, eqx.is_array), opt_state, params)
-    new_model = eqx.apply_updates(model, updates)
+    updates, new_state = optimiser.update(grads, opt_state, params)
+    new_params = eqx.filter(eqx.apply_updates(model, updates), eqx.is_array)
     keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
-    model = eqx.combine(jax.tree.map(keep, eqx.filter(new_model, eqx.is_array), params), model)
+    model = eqx.combine(jax.tree.map(keep, new_params, params), model)
     opt_state = jax.tree.map(lambda new, old: keep(new, old) if eqx.is_array(new) else new, new_state, opt_state)
-    return model, opt_state
+    return model, opt_state, grad_norm, accept
+
+
+def _not_diverged(result, allow_diverged: bool):
+    return jnp.array(True) if allow_diverged else result != RESULTS.diverged
 
 
 def _check_optimiser(optimiser) -> None:
@@ -81,11 +89,9 @@ def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged):
     x, y = validated(model, x, y)
     solution = solve_activities(model, x, y, solver)
     energy, grads = energy_gradients(model, solution.activities, x, y)
-    grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
-    accept = jnp.isfinite(grad_norm)
-    if not allow_diverged:
-        accept = accept & (solution.result != RESULTS.diverged)
-    model, opt_state = _apply(model, opt_state, grads, optimiser, accept)
+    model, opt_state, grad_norm, accept = _guarded_update(
+        model, opt_state, grads, optimiser, _not_diverged(solution.result, allow_diverged)
+    )
     loss = solution.initial_energy / model.output_precision
     return model, opt_state, PCStepMetrics(energy, loss, grad_norm, solution.stats, accept)
 
@@ -127,9 +133,7 @@ def pc_step(
 def _bp_step(model, opt_state, x, y, optimiser):
     x, y = validated(model, x, y)
     loss, grads = loss_gradients(model, x, y)
-    grad_norm = tree_norm(eqx.filter(grads, eqx.is_array))
-    accept = jnp.isfinite(grad_norm)
-    model, opt_state = _apply(model, opt_state, grads, optimiser, accept)
+    model, opt_state, grad_norm, accept = _guarded_update(model, opt_state, grads, optimiser, True)
     return model, opt_state, BPStepMetrics(loss, grad_norm, accept)
 
 
@@ -169,21 +173,19 @@ class ComparisonMetrics(eqx.Module):
 @eqx.filter_jit
 def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged):
     x, y = validated(pc_model, x, y)
-    comparison, pc_grads, lock_grads = equilibrium_comparison(pc_model, x, y, solver)
+    comparison, pc_grads, _ = equilibrium_comparison(pc_model, x, y, solver)
     bp_loss, bp_grads = loss_gradients(bp_model, x, y)
-    grad_norm = tree_norm(eqx.filter(pc_grads, eqx.is_array))
-    accept = jnp.isfinite(grad_norm)
-    if not allow_diverged:
-        accept = accept & (comparison.inference.result != RESULTS.diverged)
-    bp_accept = jnp.isfinite(tree_norm(eqx.filter(bp_grads, eqx.is_array)))
-    pc_model, pc_state = _apply(pc_model, pc_state, pc_grads, optimiser, accept)
-    bp_model, bp_state = _apply(bp_model, bp_state, bp_grads, optimiser, bp_accept)
+    trajectory = compare_gradients(pc_grads, bp_grads)
+    pc_model, pc_state, grad_norm, accept = _guarded_update(
+        pc_model, pc_state, pc_grads, optimiser, _not_diverged(comparison.inference.result, allow_diverged)
+    )
+    bp_model, bp_state, _, bp_accept = _guarded_update(bp_model, bp_state, bp_grads, optimiser, True)
     metrics = ComparisonMetrics(
         pc=PCStepMetrics(comparison.energy, comparison.loss, grad_norm, comparison.inference, accept),
         bp_loss=bp_loss,
         bp_updated=bp_accept,
         lockstep=comparison.alignment,
-        trajectory=compare_gradients(pc_grads, bp_grads),
+        trajectory=trajectory,
         energy_loss_ratio=comparison.energy_loss_ratio,
     )
     return pc_model, bp_model, pc_state, bp_state, metrics

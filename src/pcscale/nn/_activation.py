@@ -7,10 +7,9 @@ from collections.abc import Callable
 import jax
 from jaxtyping import Array
 
-
-def identity(z: Array) -> Array:
-    """φ(z) = z (linear networks)."""
-    return z
+# The same function object as PCLayer's default, so that layers built either way share
+# compiled code.
+from .._layer import identity as identity
 
 
 def gelu(z: Array) -> Array:
