@@ -60,6 +60,7 @@ from ._train import (
     pc_step as pc_step,
     train as train,
 )
+from . import theory as theory  # after the core: theory builds on it
 
 try:
     __version__ = importlib.metadata.version("pcscale")

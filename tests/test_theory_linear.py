@@ -1,0 +1,333 @@
+"""Closed-form equilibrium of linear networks: F*, S, exact activities, gradients."""
+
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pcscale as pc
+from helpers import data, hand_energy, weights_of
+from pcscale import theory
+
+D = 5
+
+
+def linear_model(width, depth, output_dim, *, skips, parameterisation, precision=1.0, seed=0, dtype=jnp.float64):
+    builder = pc.nn.residual_mlp if skips else pc.nn.mlp
+    return builder(D, width, output_dim, depth, parameterisation=parameterisation, activation="linear",
+                   output_precision=precision, dtype=dtype, key=jax.random.PRNGKey(seed))
+
+
+def linear_maps(model):
+    """A_l = a_l·W_l (+ I on skip layers), from the stored weights and multipliers."""
+    maps = []
+    for layer in model.layers:
+        A = layer.multiplier * layer.module.weight
+        maps.append(A + jnp.eye(A.shape[0]) if layer.skip else A)
+    return maps
+
+
+def hand_rescaling(model):
+    """S by forming every product A_L⋯A_{ℓ+1} separately (the O(L²N³) way)."""
+    A = linear_maps(model)
+    d_y = A[-1].shape[0]
+    S = np.eye(d_y) / model.output_precision
+    for l in range(1, len(A)):  # G_l = A_L ⋯ A_{l+1}, hidden activity l = 1 … H
+        G = A[-1]
+        for k in range(len(A) - 2, l - 1, -1):
+            G = G @ A[k]
+        S = S + np.asarray(G @ G.T)
+    return S
+
+
+def hand_loss(model, x, y):
+    A = linear_maps(model)
+    out = x
+    for M in A:
+        out = out @ M.T
+    return 0.5 * np.mean(np.sum((np.asarray(y) - np.asarray(out)) ** 2, axis=-1)), np.asarray(y - out)
+
+
+GRID = list(itertools.product(
+    [False, True],                                   # skips
+    [pc.SP(), pc.MuPC(), pc.CompleteP()],            # parameterisation (γ0 set below)
+    [0.5, 1.0, 2.0],                                 # γ0
+    [0.5, 1.0],                                      # λ
+    [1, 3],                                          # d_y
+))
+
+
+def _with_gamma0(parameterisation, gamma0):
+    return eqx.tree_at(lambda p: p.gamma0, parameterisation, gamma0)
+
+
+@pytest.mark.parametrize("skips, parameterisation, gamma0, precision, output_dim", GRID)
+def test_closed_form_energy_equals_converged_numerical_inference(skips, parameterisation, gamma0, precision,
+                                                                  output_dim):
+    model = linear_model(6, 4, output_dim, skips=skips, parameterisation=_with_gamma0(parameterisation, gamma0),
+                         precision=precision)
+    x, y = data(jax.random.PRNGKey(1), 4, D, output_dim)
+    closed = theory.equilibrium_energy(model, x, y)
+    solver = pc.GradientDescent(step_size=0.1, rtol=1e-13, atol=1e-14, max_steps=400_000)
+    numerical = pc.infer(model, x, y, solver=solver)
+    assert numerical.result == pc.RESULTS.converged
+    np.testing.assert_allclose(closed, numerical.energy, rtol=1e-8)
+    # And the formula itself, from S built by explicit products.
+    S = hand_rescaling(model)
+    _, r = hand_loss(model, x, y)
+    expected = 0.5 * np.mean(np.sum(r * np.linalg.solve(S, r.T).T, axis=-1))
+    np.testing.assert_allclose(closed, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("skips", [False, True])
+@pytest.mark.parametrize("parameterisation", [pc.SP(), pc.NTP(), pc.MuP(), pc.MuPC(), pc.DepthMuP(alpha=0.75)],
+                         ids=["sp", "ntp", "mup", "mupc", "alpha0.75"])
+def test_rescaling_equals_products_formed_per_layer(skips, parameterisation):
+    model = linear_model(7, 6, 3, skips=skips, parameterisation=parameterisation, precision=0.8)
+    S = theory.rescaling(model)
+    expected = hand_rescaling(model)
+    np.testing.assert_allclose(S.matrix, expected, rtol=1e-11, atol=1e-13)
+    gram = expected - np.eye(3) / 0.8
+    np.testing.assert_allclose(S.gram, gram, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(S.spectral_gap, np.linalg.eigvalsh(gram)[-1], rtol=1e-11)
+    np.testing.assert_allclose(S.spectral_norm, np.linalg.norm(expected, 2), rtol=1e-11)
+    np.testing.assert_allclose(S.trace_gap, np.trace(gram) / 3, rtol=1e-11)
+
+
+def test_energy_properties_for_scalar_output():
+    # d_y = 1, λ = 1: F* = 𝓛/s, and F* ≤ 𝓛.
+    model = linear_model(8, 5, 1, skips=True, parameterisation=pc.MuPC(gamma0=0.5))
+    x, y = data(jax.random.PRNGKey(2), 6, D, 1)
+    s = theory.rescaling(model).matrix[0, 0]
+    loss, _ = hand_loss(model, x, y)
+    energy = theory.equilibrium_energy(model, x, y)
+    np.testing.assert_allclose(energy, loss / s, rtol=1e-12)
+    assert energy < loss
+
+
+METHODS = [theory.Propagation(), theory.DenseSolve(), theory.ConjugateGradient()]
+
+
+@pytest.mark.parametrize("skips", [False, True])
+@pytest.mark.parametrize("precision", [0.5, 1.0])
+def test_exact_activities_have_zero_residual_and_agree(skips, precision):
+    model = linear_model(8, 5, 3, skips=skips, parameterisation=pc.MuPC(), precision=precision)
+    x, y = data(jax.random.PRNGKey(3), 5, D, 3)
+    solutions = [theory.equilibrium_activities(model, x, y, method=m) for m in METHODS]
+    closed = theory.equilibrium_energy(model, x, y)
+    for solution in solutions:
+        assert solution.result == pc.RESULTS.converged
+        # Residual measured independently: jax.grad of the hand-written energy.
+        multipliers = [layer.multiplier for layer in model.layers]
+        grad = jax.grad(lambda z: x.shape[0] * hand_energy(z, weights_of(model), multipliers, x, y,
+                                                            phi=lambda u: u, skips=skips, precision=precision))(
+            solution.activities)
+        assert float(jnp.sqrt(sum(jnp.sum(g**2) for g in grad))) < 1e-8
+        assert float(solution.residual) < 1e-8
+        np.testing.assert_allclose(solution.energy, closed, rtol=1e-10)
+    for other in solutions[1:]:
+        for a, b in zip(solutions[0].activities, other.activities):
+            np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    # CG reports its iterations and Hessian-vector products.
+    assert int(solutions[2].steps) > 0 and int(solutions[2].grad_evals) == int(solutions[2].steps) + 1
+
+
+def test_equilibrium_errors_are_the_preconditioned_bp_deltas():
+    # ε*_ℓ = G_ℓᵀS⁻¹r and λ(y − ŷ*) = S⁻¹r (science.md §4.2), from explicit products.
+    model = linear_model(6, 4, 2, skips=True, parameterisation=pc.MuPC(), precision=0.7)
+    x, y = data(jax.random.PRNGKey(4), 3, D, 2)
+    z = theory.equilibrium_activities(model, x, y, method=theory.DenseSolve()).activities
+    A = linear_maps(model)
+    S = hand_rescaling(model)
+    _, r = hand_loss(model, x, y)
+    u = np.linalg.solve(S, r.T).T
+    inputs = [x] + list(z)
+    for l in range(1, len(A)):
+        G = A[-1]
+        for k in range(len(A) - 2, l - 1, -1):
+            G = G @ A[k]
+        error = np.asarray(z[l - 1] - inputs[l - 1] @ A[l - 1].T)
+        np.testing.assert_allclose(error, u @ np.asarray(G), rtol=1e-9, atol=1e-12)
+    output = np.asarray(z[-1] @ A[-1].T)
+    np.testing.assert_allclose(0.7 * (np.asarray(y) - output), u, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("skips", [False, True])
+@pytest.mark.parametrize("parameterisation", [pc.SP(), pc.MuPC(gamma0=0.5), pc.CompleteP(gamma0=2.0)],
+                         ids=["sp", "mupc", "completep"])
+def test_closed_form_gradient_is_the_energy_gradient_at_the_exact_activities(skips, parameterisation):
+    model = linear_model(6, 5, 3, skips=skips, parameterisation=parameterisation, precision=0.5)
+    x, y = data(jax.random.PRNGKey(5), 4, D, 3)
+    energy, grads = theory.closed_form_gradients(model, x, y)
+    z = theory.equilibrium_activities(model, x, y, method=theory.DenseSolve()).activities
+    multipliers = [layer.multiplier for layer in model.layers]
+    # Envelope theorem: ∇_θF* = ∂F/∂θ at z*, with F written by hand.
+    expected = jax.grad(lambda ws: hand_energy(z, ws, multipliers, x, y, phi=lambda u: u, skips=skips,
+                                               precision=0.5))(weights_of(model))
+    for layer_grad, want in zip(grads.layers, expected):
+        np.testing.assert_allclose(layer_grad.module.weight, want, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(energy, theory.equilibrium_energy(model, x, y), rtol=1e-14)
+
+
+def test_closed_form_gradient_includes_the_dependence_of_s():
+    # Dropping ∂S/∂θ ("S constant") gives a different gradient: the closed form must not.
+    model = linear_model(3, 5, 2, skips=False, parameterisation=pc.MuPC())  # narrow: S far from I
+    x, y = data(jax.random.PRNGKey(6), 4, D, 2)
+    _, grads = theory.closed_form_gradients(model, x, y)
+    S = jnp.asarray(hand_rescaling(model))
+    multipliers = [layer.multiplier for layer in model.layers]
+
+    def frozen(ws):
+        out = x
+        for a, W in zip(multipliers, ws):
+            out = a * out @ W.T
+        r = y - out
+        return 0.5 * jnp.mean(jnp.sum(r * jnp.linalg.solve(S, r.T).T, axis=-1))
+
+    frozen_grad = jax.grad(frozen)(weights_of(model))
+    difference = max(float(jnp.max(jnp.abs(g.module.weight - f))) for g, f in zip(grads.layers, frozen_grad))
+    assert difference > 1e-3
+
+
+def test_closed_form_step_applies_the_pc_update():
+    model = linear_model(6, 4, 2, skips=True, parameterisation=pc.MuPC())
+    x, y = data(jax.random.PRNGKey(7), 4, D, 2)
+    optimiser = pc.make_optimiser(model, pc.SGD(0.05))
+    state = optimiser.init(eqx.filter(model, eqx.is_array))
+    new_model, _, metrics = theory.closed_form_step(model, state, x, y, optimiser=optimiser)
+    # The same update from the PC gradient at the exact activities, through pc_step's pieces.
+    z = theory.equilibrium_activities(model, x, y, method=theory.DenseSolve()).activities
+    _, grads = pc.pc_gradients(model, z, x, y)
+    updates, _ = optimiser.update(eqx.filter(grads, eqx.is_array), state, eqx.filter(model, eqx.is_array))
+    expected = eqx.apply_updates(model, updates)
+    for a, b in zip(weights_of(new_model), weights_of(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    loss, _ = hand_loss(model, x, y)
+    S = hand_rescaling(model)
+    np.testing.assert_allclose(metrics.loss, loss, rtol=1e-12)
+    np.testing.assert_allclose(metrics.spectral_gap, np.linalg.eigvalsh(S)[-1] - 1, rtol=1e-10)
+    np.testing.assert_allclose(metrics.energy, theory.equilibrium_energy(model, x, y), rtol=1e-13)
+    assert bool(metrics.updated)
+
+
+class Conv(eqx.Module):
+    """A linear 1-D convolution without bias: a generic (non-`nn.Linear`) linear module."""
+
+    conv: eqx.nn.Conv1d
+
+    def __call__(self, z):
+        return self.conv(z)
+
+
+def test_generic_linear_modules_use_the_same_accumulation():
+    keys = jax.random.split(jax.random.PRNGKey(8), 4)
+    channels, length = 2, 6
+    conv = lambda k: Conv(eqx.nn.Conv1d(channels, channels, 3, padding=1, use_bias=False, key=k))  # noqa: E731
+    layers = (
+        pc.PCLayer(conv(keys[0])),
+        pc.PCLayer(conv(keys[1]), skip=True, scaling=pc.Scaling(multiplier=0.5)),
+        pc.PCLayer(conv(keys[2]), scaling=pc.Scaling(multiplier=0.3)),
+    )
+    model = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a,
+                         pc.PCModel(layers, pc.MSE()))
+    x = jax.random.normal(keys[3], (3, channels, length))
+    y = jax.random.normal(keys[0], (3, channels, length))
+    with pytest.raises(ValueError, match="pass an example batch"):
+        theory.rescaling(model)
+    # Dense Jacobians of each map, independently, by jax.jacfwd.
+    shape = (channels, length)
+    J = [jax.jacfwd(layer)(jnp.zeros(shape)).reshape(channels * length, channels * length) for layer in layers]
+    G2 = J[2]
+    G1 = J[2] @ J[1]
+    expected = np.eye(channels * length) + G2 @ G2.T + G1 @ G1.T
+    np.testing.assert_allclose(theory.rescaling(model, x).matrix, expected, rtol=1e-11, atol=1e-13)
+    numerical = pc.infer(model, x, y, solver=pc.GradientDescent(step_size=0.2, rtol=1e-13, max_steps=100_000))
+    np.testing.assert_allclose(theory.equilibrium_energy(model, x, y), numerical.energy, rtol=1e-9)
+
+
+def test_float64_on_request_for_a_float32_model():
+    model32 = linear_model(8, 4, 2, skips=True, parameterisation=pc.MuPC(), dtype=jnp.float32)
+    x, y = data(jax.random.PRNGKey(9), 4, D, 2, dtype=jnp.float32)
+    energy = theory.equilibrium_energy(model32, x, y, dtype=jnp.float64)
+    assert energy.dtype == jnp.float64
+    model64 = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, model32)
+    np.testing.assert_allclose(energy, theory.equilibrium_energy(model64, x.astype(jnp.float64),
+                                                                 y.astype(jnp.float64)), rtol=1e-14)
+    assert theory.rescaling(model32, dtype=jnp.float64).matrix.dtype == jnp.float64
+
+
+def test_float32_warns_when_the_gap_is_below_resolution():
+    model = linear_model(64, 2, 1, skips=False, parameterisation=pc.MuPC(gamma0=100.0), dtype=jnp.float32)
+    with pytest.warns(UserWarning, match="below float32 resolution"):
+        theory.rescaling(model)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        theory.rescaling(model, dtype=jnp.float64)  # float64 resolves it: no warning
+        theory.rescaling(linear_model(8, 4, 1, skips=True, parameterisation=pc.MuPC(), dtype=jnp.float32))
+
+
+# ----------------------------------------------------------------------- bad input
+def test_rejects_nonlinear_activation():
+    model = pc.nn.mlp(D, 6, 2, 3, parameterisation=pc.MuPC(), activation="tanh", dtype=jnp.float64,
+                      key=jax.random.PRNGKey(0))
+    x, y = data(jax.random.PRNGKey(1), 2, D, 2)
+    for call in (lambda: theory.equilibrium_energy(model, x, y), lambda: theory.rescaling(model),
+                 lambda: theory.equilibrium_activities(model, x, y)):
+        with pytest.raises(ValueError, match="activation 'tanh'.*activation='linear'"):
+            call()
+
+
+def test_rejects_biases_and_cross_entropy():
+    model = pc.nn.mlp(D, 6, 2, 3, parameterisation=pc.MuPC(), activation="linear", use_bias=True,
+                      dtype=jnp.float64, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="bias.*use_bias=False"):
+        theory.rescaling(model)
+    model = pc.nn.mlp(D, 6, 2, 3, parameterisation=pc.MuPC(), activation="linear", output_energy=pc.CrossEntropy(),
+                      dtype=jnp.float64, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="MSE output only.*CrossEntropy"):
+        theory.rescaling(model)
+
+
+def test_rejects_nonlinear_and_affine_modules():
+    class Tanh(eqx.Module):
+        weight: jax.Array
+
+        def __call__(self, z):
+            return jnp.tanh(self.weight @ z)
+
+    class Affine(eqx.Module):
+        weight: jax.Array
+
+        def __call__(self, z):
+            return self.weight @ z + 1.0
+
+    W = jnp.eye(3)
+    x, y = jnp.ones((2, 3)), jnp.ones((2, 3))
+    model = pc.PCModel((pc.PCLayer(Tanh(W)), pc.PCLayer(Tanh(W))), pc.MSE())
+    with pytest.raises(ValueError, match="layer 1 is not a linear map"):
+        theory.equilibrium_energy(model, x, y)
+    model = pc.PCModel((pc.PCLayer(Affine(W)), pc.PCLayer(Affine(W))), pc.MSE())
+    with pytest.raises(Exception, match="maps 0 to a non-zero output"):
+        theory.equilibrium_energy(model, x, y)
+
+
+def test_rejects_mismatched_shapes_and_bad_arguments():
+    model = linear_model(6, 3, 2, skips=False, parameterisation=pc.MuPC())
+    x, y = data(jax.random.PRNGKey(0), 3, D, 2)
+    with pytest.raises(ValueError, match="per-sample shape"):
+        theory.equilibrium_energy(model, x, y[:, :1])
+    with pytest.raises(ValueError, match="same batch size"):
+        theory.equilibrium_energy(model, x, y[:2])
+    with pytest.raises(TypeError, match="PCModel"):
+        theory.rescaling("model")
+    with pytest.raises(TypeError, match="`method`"):
+        theory.equilibrium_activities(model, x, y, method="cg")
+    with pytest.raises(ValueError, match="`rtol`"):
+        theory.ConjugateGradient(rtol=-1.0)
+    with pytest.raises(ValueError, match="floating dtype"):
+        theory.rescaling(model, dtype=jnp.int32)
