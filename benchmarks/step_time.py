@@ -10,25 +10,16 @@ run. Prints a table and writes JSON (see benchmarks/README.md for what is measur
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jaxlib
-import numpy as np
-import optax
 
 import pcscale
+from _common import WARMUP, environment, time_calls, write_json
 
 # Both cases: MSE on one-hot targets, float32, Adam(1e-3) on the weights, and a fixed
 # inference budget (rtol = atol = 0, so the solver runs exactly max_steps steps).
@@ -42,7 +33,6 @@ CASES = {
 }
 PARAMETERISATIONS = {"SP": pcscale.SP, "MuPC": pcscale.MuPC}
 BASELINES = ("baseline_jax_jit", "baseline_filter_jit")
-WARMUP = 3
 LEARNING_RATE = 1e-3
 
 
@@ -57,24 +47,6 @@ def build(cfg: dict, key):
     x = jax.random.normal(k_x, (cfg["batch"], cfg["input_dim"]), jnp.float32)
     labels = jax.random.randint(k_y, (cfg["batch"],), 0, cfg["output_dim"])
     return model, x, jax.nn.one_hot(labels, cfg["output_dim"], dtype=jnp.float32)
-
-
-def time_calls(calls: dict, repeats: int) -> dict:
-    """Median (and spread) of `repeats` timed calls of each `fn()` after WARMUP untimed ones
-    (the first compiles). Calls are interleaved round-robin so that drift of the machine
-    (clock, other load) hits every quantity alike. Every call starts from the same inputs
-    (no state is chained), so each repeat does identical work."""
-    for fn in calls.values():
-        for _ in range(WARMUP):
-            jax.block_until_ready(fn())
-    times = {label: [] for label in calls}
-    for _ in range(repeats):
-        for label, fn in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[label].append(time.perf_counter() - start)
-    return {label: {"median": statistics.median(t), "min": min(t), "max": max(t), "times": t}
-            for label, t in times.items()}
 
 
 def python_loop_step(optimiser, beta: float, steps: int, jit):
@@ -204,29 +176,6 @@ def print_case(name: str, result: dict) -> None:
     m = result["ratios_from_min_times"]
     print(f"  from the fastest repeats instead: t_pc(T)/t_bp {m['pc_T_over_bp']:.3f}, "
           f"marginal/t_bp {m['marginal_2T_over_bp']:.3f}, speed-up {m['speedup_vs_baseline']:.2f}x")
-
-
-def environment() -> dict:
-    device = jax.devices()[0]
-    return {
-        "device_kind": device.device_kind, "platform": device.platform, "device_count": jax.device_count(),
-        "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "equinox": eqx.__version__,
-                     "optax": optax.__version__, "numpy": np.__version__, "pcscale": pcscale.__version__},
-        "python": sys.version.split()[0], "cpu_count": os.cpu_count(), "machine": platform.machine(),
-        "xla_flags": os.environ.get("XLA_FLAGS"),
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic write (temp file in the same directory, then os.replace): no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates 0600; results are for sharing
-    os.replace(handle.name, path)
 
 
 def main(argv=None) -> None:
