@@ -363,3 +363,18 @@ def test_rejects_mismatched_shapes_and_bad_arguments():
         theory.ConjugateGradient(rtol=-1.0)
     with pytest.raises(ValueError, match="floating dtype"):
         theory.rescaling(model, dtype=jnp.int32)
+
+
+def test_energy_is_the_same_from_the_end_to_end_map_and_the_forward_pass():
+    # With B > d_y, ŷ comes from G_0 = A_L⋯A_1; with B ≤ d_y, from the forward pass. The
+    # batch-mean F* of 8 samples is the mean over four batches of 2 (d_y = 3).
+    model = linear_model(6, 5, 3, skips=True, parameterisation=pc.MuPC(gamma0=0.5), precision=0.7)
+    x, y = data(jax.random.PRNGKey(10), 8, D, 3)
+    whole = theory.equilibrium_energy(model, x, y)
+    parts = [theory.equilibrium_energy(model, x[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)]
+    np.testing.assert_allclose(whole, np.mean(parts), rtol=1e-13)
+    _, grads = theory.closed_form_gradients(model, x, y)
+    part_grads = [theory.closed_form_gradients(model, x[i:i + 2], y[i:i + 2])[1] for i in range(0, 8, 2)]
+    for index, layer in enumerate(grads.layers):
+        mean = np.mean([g.layers[index].module.weight for g in part_grads], axis=0)
+        np.testing.assert_allclose(layer.module.weight, mean, rtol=1e-11, atol=1e-14)

@@ -13,7 +13,9 @@ import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import BatchX, BatchY
+from .._layer import identity
 from .._model import FULL_PRECISION, PCModel
+from ..nn._mlp import Linear
 from ._structure import (
     activity_shapes,
     cast_model,
@@ -58,29 +60,39 @@ class Rescaling(eqx.Module):
         return 1.0 / self.precision + self.spectral_gap
 
 
-def gram_matrix(model: PCModel, shape: tuple[int, ...]) -> Array:
+def accumulate(model: PCModel, shape: tuple[int, ...], *, end_to_end: bool = False):
     """Σ_ℓ G_ℓG_ℓᵀ by one backward accumulation: the d_y rows of G_H = A_L come from
     transposing the readout on the output basis, then G_ℓ = G_{ℓ+1}·A_{ℓ+1} (one
     d_y × N by N × N product per layer, O(L·d_y·N²) in all) with each Gram added as it
-    is formed. Works for any linear layer maps (a conv layer is transposed the same way)."""
+    is formed. Works for any linear layer maps (a conv layer is transposed the same way).
+
+    With `end_to_end`, one more step through the input layer also returns
+    G_0 = A_L⋯A_1, the whole network as a d_y × D matrix (shaped (d_y, *input shape)),
+    or None otherwise."""
     hidden, out = activity_shapes(model, shape)
     size = math.prod(out.shape)
     rows = jnp.eye(size, dtype=out.dtype).reshape((size,) + tuple(out.shape))
     gram = jnp.zeros((size, size), out.dtype)
+    inputs = (jax.ShapeDtypeStruct(shape, out.dtype),) + tuple(hidden)
     with jax.default_matmul_precision(FULL_PRECISION):
-        # layers[l] maps z_l to z_{l+1} (z_L = output): transposing it turns G_{l+1} into G_l.
+        # layers[l] maps z_l to z_{l+1} (z_0 = x, z_L = output): transposing it turns
+        # G_{l+1} into G_l.
         for index in range(model.depth - 1, 0, -1):
-            transpose = transpose_of(model.layers[index], hidden[index - 1], index)
-            rows = jax.vmap(transpose)(rows)
+            rows = jax.vmap(transpose_of(model.layers[index], inputs[index], index))(rows)
             flat = rows.reshape(size, -1)
             gram = gram + flat @ flat.T
-    return gram
+        if not end_to_end:
+            return gram, None
+        return gram, jax.vmap(transpose_of(model.layers[0], inputs[0], 0))(rows)
+
+
+def rescaling_from(model: PCModel, gram: Array) -> Rescaling:
+    identity = jnp.eye(gram.shape[0], dtype=gram.dtype) / model.output_precision
+    return Rescaling(matrix=identity + gram, gram=gram, precision=model.output_precision)
 
 
 def rescaling_of(model: PCModel, shape: tuple[int, ...]) -> Rescaling:
-    gram = gram_matrix(model, shape)
-    identity = jnp.eye(gram.shape[0], dtype=gram.dtype) / model.output_precision
-    return Rescaling(matrix=identity + gram, gram=gram, precision=model.output_precision)
+    return rescaling_from(model, accumulate(model, shape)[0])
 
 
 def residuals(model: PCModel, x: Array, y: Array) -> Array:
@@ -96,12 +108,29 @@ def solve_rescaled(scaling: Rescaling, r: Array) -> Array:
     return jsl.cho_solve(factor, r.T).T
 
 
-def closed_form_energy(model: PCModel, x: Array, y: Array) -> tuple[Array, Rescaling]:
-    """F* and S for validated inputs (callable inside jit and under autodiff)."""
-    scaling = rescaling_of(model, tuple(x.shape[1:]))
-    r = residuals(model, x, y)
+def closed_form_energy(model: PCModel, x: Array, y: Array) -> tuple[Array, tuple[Rescaling, Array]]:
+    """F*, and (S, r), for validated inputs (callable inside jit and under autodiff).
+
+    When the batch is larger than d_y, ŷ is read off the end-to-end map G_0 = A_L⋯A_1
+    that the same backward accumulation yields in one more step, instead of pushing all
+    B samples through the network: the cost, and that of the gradient, is then
+    O(L·d_y·N² + d_y·N·D + B·D·d_y) rather than O(L·B·N²)."""
+    batch, shape = x.shape[0], tuple(x.shape[1:])
+    out_size = math.prod(y.shape[1:])
+    first = model.layers[0]
+    # Only layers 2 … L must be linear for the closed form; the input map f_1 may be
+    # anything (e.g. an embedding), so the shortcut is taken only for a linear one.
+    end_to_end = batch > out_size and isinstance(first.module, Linear) and first.activation is identity
+    gram, network = accumulate(model, shape, end_to_end=end_to_end)
+    scaling = rescaling_from(model, gram)
+    if end_to_end:
+        with jax.default_matmul_precision(FULL_PRECISION):
+            prediction = x.reshape(batch, -1) @ network.reshape(out_size, -1).T
+        r = y.reshape(batch, -1) - prediction
+    else:
+        r = residuals(model, x, y)
     energy = 0.5 * jnp.mean(jnp.sum(r * solve_rescaled(scaling, r), axis=-1))
-    return energy, scaling
+    return energy, (scaling, r)
 
 
 @eqx.filter_jit
@@ -121,8 +150,8 @@ def closed_form_value_and_grad(model: PCModel, x: Array, y: Array):
     def energy(m):
         return closed_form_energy(m, x, y)
 
-    (value, scaling), grads = eqx.filter_value_and_grad(energy, has_aux=True)(model)
-    return value, scaling, grads
+    (value, (scaling, r)), grads = eqx.filter_value_and_grad(energy, has_aux=True)(model)
+    return value, scaling, r, grads
 
 
 @eqx.filter_jit
@@ -173,7 +202,7 @@ def equilibrium_energy(model: PCModel, x: BatchX, y: BatchY, *, dtype=None) -> F
     **Returns:** F*, a scalar.
     """
     model, x, y = prepare(model, x, y, dtype, "equilibrium_energy")
-    energy, scaling = _energy_jit(model, x, y)
+    energy, (scaling, _) = _energy_jit(model, x, y)
     warn_if_unresolved(scaling.spectral_gap, model, "equilibrium_energy")
     return energy
 
@@ -190,6 +219,6 @@ def closed_form_gradients(
     **Returns:** `(energy, gradient)`, the gradient a PCModel-shaped pytree.
     """
     model, x, y = prepare(model, x, y, dtype, "closed_form_gradients")
-    energy, scaling, grads = _value_and_grad_jit(model, x, y)
+    energy, scaling, _, grads = _value_and_grad_jit(model, x, y)
     warn_if_unresolved(scaling.spectral_gap, model, "closed_form_gradients")
     return energy, grads

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, PyTree
 
 from .._custom_types import BatchX, BatchY
 from .._model import PCModel
 from .._train import _check_optimiser, _guarded_update
-from .._validation import validated
-from ._closed_form import closed_form_value_and_grad, residuals
+from .._validation import as_float_array, validated
+from ._closed_form import closed_form_value_and_grad
 from ._structure import check_model
 
 
@@ -35,8 +36,8 @@ class ClosedFormStepMetrics(eqx.Module):
 @eqx.filter_jit
 def _closed_form_step(model, opt_state, x, y, optimiser):
     x, y = validated(model, x, y)
-    energy, scaling, grads = closed_form_value_and_grad(model, x, y)
-    loss = 0.5 * (residuals(model, x, y) ** 2).sum(axis=-1).mean()
+    energy, scaling, r, grads = closed_form_value_and_grad(model, x, y)
+    loss = 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))
     model, opt_state, grad_norm, accept = _guarded_update(model, opt_state, grads, optimiser, True)
     metrics = ClosedFormStepMetrics(energy, loss, grad_norm, scaling.spectral_gap, scaling.trace_gap, accept)
     return model, opt_state, metrics
@@ -57,4 +58,5 @@ def closed_form_step(
     """
     check_model(model, "closed_form_step")
     _check_optimiser(optimiser)
+    x, y = as_float_array(x, "x"), as_float_array(y, "y")
     return _closed_form_step(model, opt_state, x, y, optimiser)
