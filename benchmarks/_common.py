@@ -23,13 +23,13 @@ import pcscale
 WARMUP = 3
 
 
-def time_calls(calls: dict, repeats: int) -> dict:
-    """Median (and spread) of `repeats` timed calls of each `fn()` after WARMUP untimed ones
+def time_calls(calls: dict, repeats: int, warmup: int = WARMUP) -> dict:
+    """Median (and spread) of `repeats` timed calls of each `fn()` after `warmup` untimed ones
     (the first compiles). Calls are interleaved round-robin so that drift of the machine
     (clock, other load) hits every quantity alike. Every call starts from the same inputs
     (no state is chained), so each repeat does identical work."""
     for fn in calls.values():
-        for _ in range(WARMUP):
+        for _ in range(warmup):
             jax.block_until_ready(fn())
     times = {label: [] for label in calls}
     for _ in range(repeats):

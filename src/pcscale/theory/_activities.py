@@ -18,6 +18,7 @@ from .._infer import tree_norm
 from .._krylov import conjugate_gradient
 from .._model import FULL_PRECISION, PCModel
 from .._solution import RESULTS, InferenceSolution, InferenceStats
+from .._validation import validated
 from ._closed_form import rescaling_of, residuals, solve_rescaled
 from ._hessian import DENSE_LIMIT, batch_hvp, summed_gradient
 from ._structure import activity_shapes, prepare, transpose_of
@@ -127,6 +128,7 @@ class ConjugateGradient(AbstractLinearSolve):
 
 @eqx.filter_jit
 def _equilibrium(model, x, y, method):
+    x, y = validated(model, x, y)
     batch = x.shape[0]
     gradient = summed_gradient(model, x, y)
     z0 = jax.vmap(model._activities_one)(x)

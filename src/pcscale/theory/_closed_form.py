@@ -15,6 +15,7 @@ from jaxtyping import Array, Float, PyTree
 from .._custom_types import BatchX, BatchY
 from .._layer import identity
 from .._model import FULL_PRECISION, PCModel
+from .._validation import validated
 from ..nn._mlp import Linear
 from ._structure import (
     activity_shapes,
@@ -140,6 +141,7 @@ def _rescaling_jit(model, shape):
 
 @eqx.filter_jit
 def _energy_jit(model, x, y):
+    x, y = validated(model, x, y)
     return closed_form_energy(model, x, y)
 
 
@@ -156,6 +158,7 @@ def closed_form_value_and_grad(model: PCModel, x: Array, y: Array):
 
 @eqx.filter_jit
 def _value_and_grad_jit(model, x, y):
+    x, y = validated(model, x, y)
     return closed_form_value_and_grad(model, x, y)
 
 

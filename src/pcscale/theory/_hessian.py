@@ -5,6 +5,8 @@ These work for nonlinear networks too, at any activities."""
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -53,18 +55,30 @@ def batch_hvp(model: PCModel, x: Array, y: Array, z: Activities):
 
 
 def _inputs(model, x, y, z, dtype, function):
+    """Checked, dtype-cast arguments; shapes are validated (again, cheaply, at trace
+    time) inside the jitted functions by `_traced`."""
     check_model(model, function, nonlinear_ok=True)
     model, x, y = cast_model(model, x, y, dtype)
+    if z is not None:
+        if isinstance(z, list):
+            z = tuple(z)
+        if isinstance(z, tuple):
+            z = tuple(jnp.asarray(z_l, model.dtype) for z_l in z)
+        model._check(x, y, z)
+    return model, x, y, z
+
+
+def _traced(model, x, y, z):
+    """Inside jit: validated data and the activities (feedforward when `z` is None)."""
     x, y = validated(model, x, y, z)
     if z is None:
-        z = model.init_activities(x)
-    else:
-        z = tuple(jnp.asarray(z_l, model.dtype) for z_l in z)
-    return model, x, y, z
+        z = jax.vmap(model._activities_one)(x)
+    return x, y, z
 
 
 @eqx.filter_jit
 def _dense_hessian(model, x, y, z):
+    x, y, z = _traced(model, x, y, z)
     z_one = jax.tree.map(lambda leaf: leaf[0], z)
     flat, unravel = ravel_pytree(z_one)
 
@@ -121,7 +135,8 @@ def activity_hessian(
             f"{x.shape[0]} (x.shape={x.shape}); pass x[i:i+1], y[i:i+1] (each sample has its "
             "own Hessian), or use hessian_spectrum for the whole batch."
         )
-    size = sum(int(jnp.size(z_l)) // x.shape[0] for z_l in z)
+    hidden, _ = activity_shapes(model, tuple(x.shape[1:]))
+    size = sum(math.prod(h.shape) for h in hidden)
     if size > DENSE_LIMIT:
         raise ValueError(
             f"activity_hessian would form a dense {size} × {size} matrix (limit {DENSE_LIMIT}); "
@@ -132,6 +147,7 @@ def activity_hessian(
 
 @eqx.filter_jit
 def _hvp_jit(model, x, y, z, v):
+    x, y, z = _traced(model, x, y, z)
     return batch_hvp(model, x, y, z)(v)
 
 
@@ -155,7 +171,8 @@ def hessian_vector_product(
     model, x, y, z = _inputs(model, x, y, z, dtype, "hessian_vector_product")
     if isinstance(v, list):
         v = tuple(v)
-    shapes = tuple(jnp.shape(z_l) for z_l in z)
+    hidden, _ = activity_shapes(model, tuple(x.shape[1:]))
+    shapes = tuple((x.shape[0],) + tuple(h.shape) for h in hidden)
     if not isinstance(v, tuple) or tuple(jnp.shape(v_l) for v_l in v) != shapes:
         got = tuple(jnp.shape(v_l) for v_l in v) if isinstance(v, tuple) else type(v).__name__
         raise ValueError(
@@ -189,6 +206,7 @@ class HessianSpectrum(eqx.Module):
 
 @eqx.filter_jit
 def _spectrum(model, x, y, z, iterations, key):
+    x, y, z = _traced(model, x, y, z)
     flat, unravel = ravel_pytree(z)
     hvp = batch_hvp(model, x, y, z)
 

@@ -14,7 +14,7 @@ from jaxtyping import Array
 from .._energy import MSE
 from .._layer import PCLayer, identity
 from .._model import PCModel
-from .._validation import as_float_array, validated
+from .._validation import as_float_array
 from ..nn._mlp import Linear
 
 # Below this relative size, S − I/λ is not resolved by float32 arithmetic: fewer than
@@ -149,11 +149,11 @@ def transpose_of(layer: PCLayer, shape: jax.ShapeDtypeStruct, index: int):
 
 
 def prepare(model, x, y, dtype, function: str):
-    """Validated, dtype-cast model and data for a linear-theory entry point."""
+    """Checked, dtype-cast model and data for a linear-theory entry point. Shapes and
+    finiteness are validated inside the jitted computation (`validated`), so that they
+    are checked at trace time and on device rather than re-traced on every call."""
     check_model(model, function)
-    model, x, y = cast_model(model, x, y, dtype)
-    x, y = validated(model, x, y)
-    return model, x, y
+    return cast_model(model, x, y, dtype)
 
 
 def warn_if_unresolved(gap: Array, model: PCModel, function: str) -> None:
