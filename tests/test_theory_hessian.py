@@ -1,6 +1,7 @@
 """Activity Hessian: dense, matrix-free products and Lanczos spectra, for linear and
 nonlinear networks."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,15 +118,65 @@ def test_few_lanczos_steps_bracket_the_extremes_within_their_bounds():
     assert int(spectrum.iterations) == 25
 
 
+def test_lanczos_converges_with_fewer_iterations_than_coordinates():
+    # λ_max converges within a few dozen steps; λ_min, at the bottom of a clustered
+    # (Laplacian-like) spectrum, needs about two thirds of the dimension here.
+    model = linear_model(64, 5, skips=True)  # 4 × 64 = 256 activity coordinates
+    x, y = data(jax.random.PRNGKey(10), 1, D, 3)
+    eigenvalues = np.linalg.eigvalsh(block_tridiagonal(model))
+    spectrum = theory.hessian_spectrum(model, x, y, iterations=180, key=jax.random.PRNGKey(4))
+    assert int(spectrum.iterations) == 180
+    assert abs(float(spectrum.min_eigenvalue) - eigenvalues[0]) <= float(spectrum.min_bound)
+    np.testing.assert_allclose(spectrum.max_eigenvalue, eigenvalues[-1], rtol=1e-6)
+    np.testing.assert_allclose(spectrum.min_eigenvalue, eigenvalues[0], rtol=1e-6)
+
+
 def test_condition_number_grows_like_depth_squared():
     # science.md §4.6: κ ∝ L² for μPC skip networks (discrete-Laplacian structure).
     kappas = []
     for depth in (8, 16, 32):
-        H = block_tridiagonal(linear_model(24, depth, skips=True, output_dim=10))
-        e = np.linalg.eigvalsh(H)
-        kappas.append(e[-1] / e[0])
+        model = linear_model(24, depth, skips=True, output_dim=10)
+        x, y = data(jax.random.PRNGKey(11), 1, D, 10)
+        size = 24 * (depth - 1)
+        spectrum = theory.hessian_spectrum(model, x, y, iterations=size, key=jax.random.PRNGKey(5))
+        e = np.linalg.eigvalsh(block_tridiagonal(model))
+        np.testing.assert_allclose(spectrum.condition_number, e[-1] / e[0], rtol=1e-6)
+        kappas.append(float(spectrum.condition_number))
     slope = np.polyfit(np.log([8, 16, 32]), np.log(kappas), 1)[0]
     assert 1.6 < slope < 2.4
+
+
+def test_indefinite_hessian_has_no_condition_number():
+    # Far from equilibrium a tanh network's Hessian can be indefinite: κ is then NaN.
+    model = pc.nn.mlp(D, 6, 3, 3, parameterisation=pc.SP(gamma0=0.05), activation="tanh", dtype=jnp.float64,
+                      key=jax.random.PRNGKey(12))
+    x, y = data(jax.random.PRNGKey(13), 1, D, 3)
+    y = 50.0 * y
+    z = tuple(3.0 * jax.random.normal(k, (1, 6)) for k in jax.random.split(jax.random.PRNGKey(14), 2))
+    dense = np.linalg.eigvalsh(np.asarray(theory.activity_hessian(model, x, y, z)))
+    assert dense[0] < 0
+    spectrum = theory.hessian_spectrum(model, x, y, z, iterations=12, key=jax.random.PRNGKey(6))
+    np.testing.assert_allclose(spectrum.min_eigenvalue, dense[0], rtol=1e-8)
+    assert np.isnan(float(spectrum.condition_number))
+
+
+class _TanhModule(eqx.Module):
+    weight: jax.Array
+
+    def __call__(self, z):
+        return jnp.tanh(self.weight @ z)
+
+
+def test_nonlinear_modules_are_not_taken_for_linear():
+    keys = jax.random.split(jax.random.PRNGKey(15), 3)
+    first = pc.PCLayer(pc.nn.Linear(jax.random.normal(keys[0], (4, 4))))
+    model = pc.PCModel((first,) + tuple(pc.PCLayer(_TanhModule(jax.random.normal(k, (4, 4)))) for k in keys[1:]),
+                       pc.MSE())
+    x, y = data(jax.random.PRNGKey(16), 2, 4, 4)
+    with pytest.raises(ValueError, match="depends on the sample"):
+        theory.activity_hessian(model)
+    with pytest.raises(ValueError, match="takes one sample, got a batch of 2"):
+        theory.activity_hessian(model, x, y)
 
 
 def test_hessian_bad_input():
@@ -144,3 +195,15 @@ def test_hessian_bad_input():
     wide = pc.nn.mlp(D, 2048, 2, 6, activation="linear", key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="dense 10240 × 10240.*matrix-free"):
         theory.activity_hessian(wide)
+    with pytest.raises(TypeError, match="`key` must be a JAX PRNG key"):
+        theory.hessian_spectrum(tanh, x, y, key=0)
+    with pytest.raises(ValueError, match="`y` or `z` was given without `x`"):
+        theory.activity_hessian(tanh, None, y)
+    with pytest.raises(ValueError, match="`dtype` must be a floating dtype, got 'foo'"):
+        theory.activity_hessian(tanh, x[:1], y[:1], dtype="foo")
+    single = pc.nn.mlp(D, 4, 2, 1, activation="linear", dtype=jnp.float64, key=jax.random.PRNGKey(0))
+    for call in (lambda: theory.activity_hessian(single),
+                 lambda: theory.hessian_spectrum(single, x, y, key=jax.random.PRNGKey(0)),
+                 lambda: theory.hessian_vector_product(single, x, y, ())):
+        with pytest.raises(ValueError, match="depth 1, so it has no free activities"):
+            call()

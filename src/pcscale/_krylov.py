@@ -34,11 +34,13 @@ def conjugate_gradient(
     atol,
     max_steps,
     refresh: int = 20,
-) -> tuple[PyTree, Array, Array, Array]:
+) -> tuple[PyTree, Array, Array, Array, Array]:
     """Solve A·x = b for symmetric positive-definite A given as `matvec`.
 
-    **Returns:** `(x, steps, residual_norm, converged)`; `steps` is also the number of
-    products with A beyond the one that forms the initial residual.
+    **Returns:** `(x, steps, products, residual, converged)`: the iterations taken, the
+    products with A used (the initial residual, one per step, the periodic refreshes
+    and a final check), and ‖b − A·x‖ recomputed from the operator at the end, on
+    which `converged` is judged.
     """
     r0 = jax.tree.map(jnp.subtract, b, matvec(x0))
     rr0 = _dot(r0, r0)
@@ -65,6 +67,8 @@ def conjugate_gradient(
         return x, r, p, rr_new, step + 1
 
     carry = (x0, r0, r0, rr0, jnp.array(0, jnp.int32))
-    x, _, _, rr, steps = jax.lax.while_loop(cond, body, carry)
-    residual = jnp.sqrt(rr)
-    return x, steps, residual, residual <= threshold
+    x, _, _, _, steps = jax.lax.while_loop(cond, body, carry)
+    final = jax.tree.map(jnp.subtract, b, matvec(x))
+    residual = jnp.sqrt(_dot(final, final))
+    products = steps + steps // refresh + 2
+    return x, steps, products, residual, residual <= threshold

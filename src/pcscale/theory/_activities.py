@@ -24,13 +24,18 @@ from ._hessian import DENSE_LIMIT, batch_hvp, summed_gradient
 from ._structure import activity_shapes, prepare, transpose_of
 
 
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)] or [True]))
+
+
 class AbstractLinearSolve(eqx.Module):
     """How [`equilibrium_activities`][pcscale.theory.equilibrium_activities] solves the
     linear system H_z·z* = b."""
 
     @abc.abstractmethod
     def solve(self, model: PCModel, x: Array, y: Array) -> tuple[tuple, Array, Array, Array]:
-        """Activities, steps, Hessian-vector products used, and whether it converged."""
+        """Activities, steps, Hessian-vector products used, and whether it succeeded
+        (for the direct methods: whether the solution is finite)."""
 
 
 class Propagation(AbstractLinearSolve):
@@ -56,7 +61,7 @@ class Propagation(AbstractLinearSolve):
                 z = jax.vmap(layer)(z) + error
                 activities.append(z)
         zero = jnp.zeros((), jnp.int32)
-        return tuple(activities), zero, zero, jnp.array(True)
+        return tuple(activities), zero, zero, _all_finite(activities)
 
 
 class DenseSolve(AbstractLinearSolve):
@@ -83,7 +88,7 @@ class DenseSolve(AbstractLinearSolve):
             factor = jsl.cho_factor(hessian, lower=True)
             flats = flats - jsl.cho_solve(factor, gradients.T).T
         zero = jnp.zeros((), jnp.int32)
-        return jax.vmap(unravel)(flats), zero, zero, jnp.array(True)
+        return jax.vmap(unravel)(flats), zero, zero, jnp.all(jnp.isfinite(flats))
 
 
 def _check_tolerance(value, name):
@@ -99,17 +104,20 @@ class ConjugateGradient(AbstractLinearSolve):
     **Arguments:**
 
     - `rtol`, `atol`: stop when ‖H_z·δ − b‖ ≤ atol + rtol·‖b‖ (Euclidean norms over the
-      whole batch; b is minus the energy gradient at the feedforward state). Defaults
-      1e-12 and 0.
+      whole batch; b is minus the energy gradient at the feedforward state), judged on
+      the residual recomputed from the operator at the end. Default `rtol`: 1e-12 in
+      float64 and 1e-4 in float32 (where the attainable relative residual floors near
+      N·1e-7 under μP readouts); `atol` 0.
     - `max_steps`: iteration budget; default 10 000.
     """
 
-    rtol: float = 1e-12
+    rtol: float | None = None
     atol: float = 0.0
     max_steps: int = 10_000
 
     def __check_init__(self):
-        _check_tolerance(self.rtol, "rtol")
+        if self.rtol is not None:
+            _check_tolerance(self.rtol, "rtol")
         _check_tolerance(self.atol, "atol")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive int, got {self.max_steps!r}.")
@@ -119,16 +127,22 @@ class ConjugateGradient(AbstractLinearSolve):
         with jax.default_matmul_precision(FULL_PRECISION):
             rhs = jax.tree.map(jnp.negative, summed_gradient(model, x, y)(z0))
         zero = jax.tree.map(jnp.zeros_like, z0)
-        delta, steps, _, converged = conjugate_gradient(
-            batch_hvp(model, x, y, z0), rhs, zero, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps
+        rtol = self.rtol
+        if rtol is None:
+            rtol = 1e-12 if z0[0].dtype == jnp.float64 else 1e-4
+        delta, steps, products, _, converged = conjugate_gradient(
+            batch_hvp(model, x, y, z0), rhs, zero, rtol=rtol, atol=self.atol, max_steps=self.max_steps
         )
         z = jax.tree.map(jnp.add, z0, delta)
-        return tuple(z), steps, steps + 1, converged
+        return tuple(z), steps, products, converged
 
 
 @eqx.filter_jit
 def _equilibrium(model, x, y, method):
     x, y = validated(model, x, y)
+    if model.num_hidden == 0:
+        # Depth 1: no free activities; the energy is λ·𝓛 and already at its minimum.
+        method = Propagation()
     batch = x.shape[0]
     gradient = summed_gradient(model, x, y)
     z0 = jax.vmap(model._activities_one)(x)
@@ -147,7 +161,11 @@ def _equilibrium(model, x, y, method):
         relative_residual=jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0),
         steps=steps,
         grad_evals=products,
-        result=RESULTS.where(converged, RESULTS.converged, RESULTS.max_steps),
+        result=RESULTS.where(
+            converged,
+            RESULTS.converged,
+            RESULTS.where(jnp.isfinite(energy), RESULTS.max_steps, RESULTS.diverged),
+        ),
     )
     return InferenceSolution(activities=z, stats=stats)
 
@@ -173,7 +191,8 @@ def equilibrium_activities(
     **Returns:** an [`InferenceSolution`][pcscale.InferenceSolution], like
     [`infer`][pcscale.infer]'s: the activities, and stats with the energy at z* (= F*),
     the residual ‖∇_z Σ_i F_i‖ measured at z*, the iterations and Hessian-vector products
-    used (0 for the direct methods), and `result` (`max_steps` if CG ran out of budget).
+    used (0 for the direct methods), and `result`: `max_steps` if CG ran out of budget,
+    `diverged` if the solution is not finite (e.g. a singular S in a degenerate model).
     """
     if method is None:
         method = Propagation()

@@ -193,7 +193,7 @@ def equilibrium_energy(model: PCModel, x: BatchX, y: BatchY, *, dtype=None) -> F
     $$F^* = \frac{1}{2B}\sum_i r_i^\top S^{-1} r_i,\qquad r_i = y_i - \hat y_i,$$
 
     with ŷ the feedforward output and S from [`rescaling`][pcscale.theory.rescaling]
-    (S⁻¹r by a Cholesky solve). F* ≤ 𝓛 when λ = 1, with equality iff S = I.
+    (S⁻¹r by a Cholesky solve). F* ≤ 𝓛 when λ = 1, with equality when S = I.
 
     Differentiable: `eqx.filter_grad` of a function calling it gives ∇_θF*, including the
     dependence of S on the weights; [`closed_form_gradients`][pcscale.theory.closed_form_gradients]

@@ -16,7 +16,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .._custom_types import Activities, BatchX, BatchY
 from .._model import FULL_PRECISION, PCModel
 from ._lanczos import lanczos
-from ._structure import activity_shapes, cast_model, check_model, input_shape
+from ..nn._mlp import Linear
+from ._structure import activity_shapes, cast_model, check_key, check_model, input_shape, transpose_of
 from .._validation import validated
 
 # Dense Hessians beyond this many activity coordinates per sample (≈ 0.8 GB in float64)
@@ -24,13 +25,31 @@ from .._validation import validated
 DENSE_LIMIT = 10_000
 
 
-def is_linear(model: PCModel) -> bool:
-    """Whether `model` is one the linear theory supports (φ = identity, no biases, MSE)."""
+def is_linear(model: PCModel, shape: tuple[int, ...]) -> bool:
+    """Whether the energy of `model` is quadratic in the activities with a Hessian that
+    does not depend on the data: φ = identity, no biases, MSE, and layer maps 2 … L that
+    are linear (traced by `jax.linear_transpose`) and map 0 to 0 (checked on the
+    concrete weights)."""
     try:
         check_model(model, "")
+        hidden, _ = activity_shapes(model, shape)
+        for index in range(1, model.depth):
+            transpose_of(model.layers[index], hidden[index - 1], index)
+            if not isinstance(model.layers[index].module, Linear):
+                zero = jnp.zeros(hidden[index - 1].shape, hidden[index - 1].dtype)
+                if float(jnp.max(jnp.abs(model.layers[index](zero)))) != 0.0:
+                    return False
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _check_has_activities(model: PCModel, function: str) -> None:
+    if model.num_hidden == 0:
+        raise ValueError(
+            f"{function}: the model has depth 1, so it has no free activities and no activity "
+            "Hessian; use a model with at least two layers."
+        )
 
 
 def summed_gradient(model: PCModel, x: Array, y: Array):
@@ -112,7 +131,15 @@ def activity_hessian(
     sample (n = N·H for an MLP).
     """
     check_model(model, "activity_hessian", nonlinear_ok=True)
-    linear = is_linear(model)
+    _check_has_activities(model, "activity_hessian")
+    if x is None and (y is not None or z is not None):
+        raise ValueError(
+            "`y` or `z` was given without `x`; pass the sample's input x (e.g. x[i:i+1]) "
+            "together with its target and activities, or none of them for a linear network."
+        )
+    model, _, _ = cast_model(model, None, None, dtype)
+    dtype = None
+    linear = is_linear(model, input_shape(model, x))
     if x is None:
         if not linear:
             raise ValueError(
@@ -120,12 +147,10 @@ def activity_hessian(
                 "cross-entropy output) depends on the sample and its activities; pass x, y "
                 "(and optionally z) for one sample, e.g. x[i:i+1], y[i:i+1]."
             )
-        model, _, _ = cast_model(model, None, None, dtype)
         shape = input_shape(model, None)
         _, out = activity_shapes(model, shape)
         x = jnp.zeros((1,) + shape, model.dtype)
         y = jnp.zeros((1,) + tuple(out.shape), model.dtype)
-        dtype = None
     elif y is None:
         raise ValueError("`y` is missing: pass the target of the sample together with `x`.")
     model, x, y, z = _inputs(model, x, y, z, dtype, "activity_hessian")
@@ -168,6 +193,7 @@ def hessian_vector_product(
 
     **Returns:** H·v, shaped like `v`.
     """
+    _check_has_activities(model, "hessian_vector_product")
     model, x, y, z = _inputs(model, x, y, z, dtype, "hessian_vector_product")
     if isinstance(v, list):
         v = tuple(v)
@@ -189,7 +215,8 @@ class HessianSpectrum(eqx.Module):
     - `max_eigenvalue`, `min_eigenvalue`: the extreme Ritz values. Over a batch, these
       are the extremes over all samples' Hessians (the operator an inference solver
       with per-sample steps faces: gradient descent is stable for β < 2/`max_eigenvalue`).
-    - `condition_number`: their ratio κ.
+    - `condition_number`: their ratio κ (NaN if the smallest eigenvalue is not
+      positive: an indefinite Hessian, e.g. a nonlinear network away from equilibrium).
     - `max_bound`, `min_bound`: residual bounds: an exact eigenvalue lies within this
       distance of each Ritz value. The smallest Ritz value is an upper bound on λ_min
       and converges last; increase `iterations` until `min_bound` is small against it.
@@ -217,7 +244,9 @@ def _spectrum(model, x, y, z, iterations, key):
     return HessianSpectrum(
         max_eigenvalue=ritz.largest,
         min_eigenvalue=ritz.smallest,
-        condition_number=ritz.largest / ritz.smallest,
+        # An indefinite Hessian (a nonlinear network away from equilibrium) has no
+        # condition number in the SPD sense.
+        condition_number=jnp.where(ritz.smallest > 0, ritz.largest / jnp.where(ritz.smallest > 0, ritz.smallest, 1.0), jnp.nan),
         max_bound=ritz.largest_bound,
         min_bound=ritz.smallest_bound,
         iterations=ritz.iterations,
@@ -256,5 +285,8 @@ def hessian_spectrum(
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be a positive int, got {iterations!r}; e.g. iterations=100.")
+    check_key(key)
+    check_model(model, "hessian_spectrum", nonlinear_ok=True)
+    _check_has_activities(model, "hessian_spectrum")
     model, x, y, z = _inputs(model, x, y, z, dtype, "hessian_spectrum")
     return _spectrum(model, x, y, z, iterations, key)

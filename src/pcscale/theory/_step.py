@@ -12,7 +12,7 @@ from .._model import PCModel
 from .._train import _check_optimiser, _guarded_update
 from .._validation import as_float_array, validated
 from ._closed_form import closed_form_value_and_grad
-from ._structure import check_model
+from ._structure import check_model, warn_if_unresolved
 
 
 class ClosedFormStepMetrics(eqx.Module):
@@ -49,7 +49,9 @@ def closed_form_step(
     """One jitted PC training step of a linear network with closed-form inference: the
     weight gradient is ∇_θF* by autodiff through science.md §4.2 (including ∂S/∂θ),
     which equals the PC gradient at the exact activity equilibrium, then an optimiser
-    update. No inference loop runs, so there is no residual to report.
+    update. No inference loop runs, so there is no residual to report. For a float32
+    model it warns when ‖S − I/λ‖ is below float32 resolution (reading one scalar back
+    from the device); train in float64 to resolve small gaps.
 
     **Arguments:** as for [`pc_step`][pcscale.pc_step], without a solver; `model` must be
     linear (φ = identity, no biases, MSE output).
@@ -59,4 +61,6 @@ def closed_form_step(
     check_model(model, "closed_form_step")
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    return _closed_form_step(model, opt_state, x, y, optimiser)
+    new_model, opt_state, metrics = _closed_form_step(model, opt_state, x, y, optimiser)
+    warn_if_unresolved(metrics.spectral_gap, model, "closed_form_step")
+    return new_model, opt_state, metrics

@@ -48,15 +48,16 @@ def check_model(model, function: str, *, nonlinear_ok: bool = False) -> None:
         if index > 0 and layer.activation is not identity:
             name = getattr(layer.activation, "__name__", repr(layer.activation))
             raise ValueError(
-                f"{function} supports linear networks only, but layer {index} has activation "
-                f"{name!r}; build the model with activation='linear' (the closed form holds "
-                "for φ = identity), or use the numerical tools (infer, hessian_spectrum) for "
-                "nonlinear networks."
+                f"{function} supports linear networks only, but model.layers[{index}] has "
+                f"activation {name!r}; build the model with activation='linear' (pcscale.nn "
+                "builders) or leave PCLayer's activation at its identity default (the closed "
+                "form holds for φ = identity), or use the numerical tools (infer, "
+                "hessian_spectrum) for nonlinear networks."
             )
         if layer.bias is not None:
             raise ValueError(
-                f"{function} supports networks without biases only, but layer {index} has a "
-                "bias; build the model with use_bias=False (the paper's MLPs have none)."
+                f"{function} supports networks without biases only, but model.layers[{index}] "
+                "has a bias; build the model with use_bias=False (the paper's MLPs have none)."
             )
 
 
@@ -66,7 +67,10 @@ def cast_model(model: PCModel, x, y, dtype):
     y = as_float_array(y, "y") if y is not None else None
     if dtype is None:
         return model, x, y
-    dtype = jnp.dtype(dtype)
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"`dtype` must be a floating dtype, got {dtype!r}; e.g. dtype=jnp.float64.") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"`dtype` must be a floating dtype, got {dtype}; e.g. dtype=jnp.float64.")
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
@@ -126,9 +130,9 @@ def transpose_of(layer: PCLayer, shape: jax.ShapeDtypeStruct, index: int):
     try:
         transpose = jax.linear_transpose(layer, zero)
         jax.eval_shape(transpose, jax.ShapeDtypeStruct(jax.eval_shape(layer, zero).shape, shape.dtype))
-    except (NotImplementedError, AssertionError, TypeError, ValueError) as error:
+    except (NotImplementedError, AssertionError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(
-            f"layer {index} is not a linear map of its input ({type(error).__name__}: "
+            f"model.layers[{index}] is not a linear map of its input ({type(error).__name__}: "
             f"{str(error)[:120]}); the linear theory supports linear layer maps only (no "
             "activations or other nonlinear operations inside modules)."
         ) from None
@@ -140,7 +144,7 @@ def transpose_of(layer: PCLayer, shape: jax.ShapeDtypeStruct, index: int):
             v = eqx.error_if(
                 v,
                 offset > 0,
-                f"layer {index} maps 0 to a non-zero output (an affine map, e.g. a bias inside "
+                f"model.layers[{index}] maps 0 to a non-zero output (an affine map, e.g. a bias inside "
                 "its module); the linear theory supports linear maps without offsets.",
             )
             return transpose_checked(v)
@@ -161,10 +165,24 @@ def warn_if_unresolved(gap: Array, model: PCModel, function: str) -> None:
     if model.dtype != jnp.float32 or isinstance(gap, jax.core.Tracer):
         return
     relative = float(gap) * model.output_precision
-    if math.isfinite(relative) and relative < _FLOAT32_GAP_FLOOR:
+    # A gap of exactly 0 (no hidden layers) is resolved: S = I/λ exactly.
+    if math.isfinite(relative) and 0 < relative < _FLOAT32_GAP_FLOOR:
         warnings.warn(
             f"{function}: ‖S − I/λ‖·λ = {relative:.2e} is below float32 resolution "
             f"(~{_FLOAT32_GAP_FLOOR:.1e}), so F* and 𝓛 (and PC and BP gradients) cannot be told "
             "apart in float32; pass dtype=jnp.float64 (after pcscale.theory.enable_float64()).",
             stacklevel=3,
         )
+
+
+def check_key(key) -> None:
+    """A clear error for something that is not a JAX PRNG key."""
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return
+    raise TypeError(
+        f"`key` must be a JAX PRNG key, got {key!r}; pass e.g. key=jax.random.PRNGKey(0) "
+        "or jax.random.key(0)."
+    )
