@@ -135,9 +135,9 @@ def test_condition_number_grows_like_depth_squared():
     # science.md §4.6: κ ∝ L² for μPC skip networks (discrete-Laplacian structure).
     kappas = []
     for depth in (8, 16, 32):
-        model = linear_model(24, depth, skips=True, output_dim=10)
-        x, y = data(jax.random.PRNGKey(11), 1, D, 10)
-        size = 24 * (depth - 1)
+        model = linear_model(12, depth, skips=True, output_dim=3)
+        x, y = data(jax.random.PRNGKey(11), 1, D, 3)
+        size = 12 * (depth - 1)
         spectrum = theory.hessian_spectrum(model, x, y, iterations=size, key=jax.random.PRNGKey(5))
         e = np.linalg.eigvalsh(block_tridiagonal(model))
         np.testing.assert_allclose(spectrum.condition_number, e[-1] / e[0], rtol=1e-6)

@@ -52,13 +52,23 @@ def hand_loss(model, x, y):
     return 0.5 * np.mean(np.sum((np.asarray(y) - np.asarray(out)) ** 2, axis=-1)), np.asarray(y - out)
 
 
-GRID = list(itertools.product(
-    [False, True],                                   # skips
-    [pc.SP(), pc.MuPC(), pc.CompleteP()],            # parameterisation (γ0 set below)
-    [0.5, 1.0, 2.0],                                 # γ0
-    [0.5, 1.0],                                      # λ
-    [1, 3],                                          # d_y
-))
+def _grid():
+    """Every combination of skips × parameterisation × γ0 × λ × d_y (72 cases). The default
+    run takes a covering subset: each skips × parameterisation × d_y combination once, with
+    every (γ0, λ) pair appearing twice; the rest are marked slow."""
+    cases = []
+    gammas, precisions = [0.5, 1.0, 2.0], [0.5, 1.0]
+    for index, (skips, parameterisation, output_dim) in enumerate(
+        itertools.product([False, True], [pc.SP(), pc.MuPC(), pc.CompleteP()], [1, 3])
+    ):
+        default = (gammas[index % 3], precisions[(index // 3) % 2])
+        for gamma0, precision in itertools.product(gammas, precisions):
+            marks = () if (gamma0, precision) == default else (pytest.mark.slow,)
+            cases.append(pytest.param(skips, parameterisation, gamma0, precision, output_dim, marks=marks))
+    return cases
+
+
+GRID = _grid()
 
 
 def _with_gamma0(parameterisation, gamma0):
