@@ -23,20 +23,33 @@ import pcscale
 WARMUP = 3
 
 
-def time_calls(calls: dict, repeats: int, warmup: int = WARMUP) -> dict:
+def time_calls(calls: dict, repeats: int, warmup: int = WARMUP, *, interleave: bool = True) -> dict:
     """Median (and spread) of `repeats` timed calls of each `fn()` after `warmup` untimed ones
-    (the first compiles). Calls are interleaved round-robin so that drift of the machine
-    (clock, other load) hits every quantity alike. Every call starts from the same inputs
-    (no state is chained), so each repeat does identical work."""
-    for fn in calls.values():
-        for _ in range(warmup):
-            jax.block_until_ready(fn())
+    (the first compiles). With `interleave`, calls are made round-robin so that drift of the
+    machine (clock, other load) hits every quantity alike; without it, each quantity is timed
+    in its own block, in the steady state of repeated calls (caches warm with its own data).
+    Every call starts from the same inputs (no state is chained), so each repeat does
+    identical work."""
     times = {label: [] for label in calls}
-    for _ in range(repeats):
+
+    def timed(label, fn):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times[label].append(time.perf_counter() - start)
+
+    if interleave:
+        for fn in calls.values():
+            for _ in range(warmup):
+                jax.block_until_ready(fn())
+        for _ in range(repeats):
+            for label, fn in calls.items():
+                timed(label, fn)
+    else:
         for label, fn in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[label].append(time.perf_counter() - start)
+            for _ in range(warmup):
+                jax.block_until_ready(fn())
+            for _ in range(repeats):
+                timed(label, fn)
     return {label: {"median": statistics.median(t), "min": min(t), "max": max(t), "times": t}
             for label, t in times.items()}
 

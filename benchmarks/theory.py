@@ -58,13 +58,13 @@ def per_layer_products_energy(model, x, y):
     for layer in model.layers:
         A = layer.multiplier * layer.module.weight
         maps.append(A + jnp.eye(A.shape[0], dtype=A.dtype) if layer.skip else A)
-    width = maps[0].shape[0]
     S = jnp.eye(maps[-1].shape[0], dtype=x.dtype) / model.output_precision
     for l in range(1, len(maps)):
-        product = jnp.eye(width, dtype=x.dtype)
+        # A_{L−1}⋯A_{l+1} by N × N products (none for l = H, where G_H = A_L).
+        product = None
         for k in range(len(maps) - 2, l - 1, -1):
-            product = product @ maps[k]
-        G = maps[-1] @ product
+            product = maps[k] if product is None else product @ maps[k]
+        G = maps[-1] if product is None else maps[-1] @ product
         S = S + G @ G.T
     out = x
     for A in maps:
@@ -135,16 +135,29 @@ def run_baseline(repeats: int, quick: bool, keys) -> dict:
     """Ours against forming every per-layer product, at N = 512, L = 16."""
     width, depth = (128, 8) if quick else (512, 16)
     model, x, y = build(width, depth, keys[0])
-    timings = time_calls({"ours": closed_form(model, x, y),
-                          "per_layer_products": lambda: baseline_value_and_grad(model, x, y)}, repeats)
+    calls = {"ours": closed_form(model, x, y), "per_layer_products": lambda: baseline_value_and_grad(model, x, y)}
+    # Two protocols: round-robin (the baseline's 1 s of large products evicts our weights
+    # from the caches before every call of ours) and blocked (each in the steady state of
+    # repeated calls). Both are recorded; the target is judged on the round-robin one.
+    timings = time_calls(calls, repeats)
+    blocked = time_calls(calls, repeats, interleave=False)
     ours_value, ours_grad = theory.closed_form_gradients(model, x, y)
     base_value, base_grad = baseline_value_and_grad(model, x, y)
     agreement = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                     zip(jax.tree.leaves(eqx.filter(ours_grad, eqx.is_array)),
                         jax.tree.leaves(eqx.filter(base_grad, eqx.is_array))))
     ratio = timings["per_layer_products"]["median"] / timings["ours"]["median"]
+    blocked_ratio = blocked["per_layer_products"]["median"] / blocked["ours"]["median"]
+    # Forward multiply-adds (×2 for flops, ×3 with the backward pass): ours is the d_y-row
+    # chain plus the input map; the baseline adds Σ_l (H − l − 1) N × N products.
+    hidden = depth - 1
+    ours_flops = 6 * (hidden * OUTPUT_DIM * width**2 + OUTPUT_DIM * width * INPUT_DIM + BATCH * INPUT_DIM * OUTPUT_DIM)
+    products = sum(max(hidden - l - 1, 0) for l in range(1, hidden + 1))
+    base_flops = 6 * (products * width**3 + hidden * OUTPUT_DIM * width**2 + BATCH * (INPUT_DIM * width + hidden * width**2))
     return {
+        "flops_estimate": {"ours": ours_flops, "per_layer_products": base_flops, "ratio": base_flops / ours_flops},
         "width": width, "depth": depth, "timings_s": timings, "speedup": ratio,
+        "timings_blocked_s": blocked, "speedup_blocked": blocked_ratio,
         "energy_relative_difference": abs(float(ours_value) / float(base_value) - 1),
         "gradient_max_abs_difference": agreement,
         "target": {"speedup_at_least": 50.0, "pass": ratio >= 50.0},
@@ -192,7 +205,9 @@ def report_large(large: dict) -> None:
 def report_baseline(base: dict) -> None:
     print(f"baseline N={base['width']} L={base['depth']}: ours {base['timings_s']['ours']['median'] * 1e3:.1f} ms, "
           f"per-layer products {base['timings_s']['per_layer_products']['median'] * 1e3:.1f} ms → "
-          f"{base['speedup']:.0f}× ({'PASS' if base['target']['pass'] else 'FAIL'} ≥ 50×); "
+          f"{base['speedup']:.0f}× ({'PASS' if base['target']['pass'] else 'FAIL'} ≥ 50×); blocked: ours "
+          f"{base['timings_blocked_s']['ours']['median'] * 1e3:.1f} ms, products "
+          f"{base['timings_blocked_s']['per_layer_products']['median'] * 1e3:.1f} ms → {base['speedup_blocked']:.0f}×; "
           f"gradients agree to {base['gradient_max_abs_difference']:.1e}")
 
 
