@@ -66,7 +66,7 @@ def test_quoted_values_of_the_science_reference():
 @pytest.mark.parametrize("skips", [False, True])
 def test_monte_carlo_mean_gap_matches_the_prediction(width, depth, skips):
     draws = [float(theory.rescaling(_model(width, depth, skips=skips, parameterisation=pc.MuPC(), seed=s)).gram[0, 0])
-             for s in range(60)]
+             for s in range(50)]
     predicted = theory.predicted_gap(width, depth, pc.MuPC(), skips=skips)
     assert abs(np.mean(draws) / predicted - 1) < 0.10
 
