@@ -143,7 +143,7 @@ def test_energy_properties_for_scalar_output():
     # d_y = 1, λ = 1: F* = 𝓛/s, and F* ≤ 𝓛.
     model = linear_model(8, 5, 1, skips=True, parameterisation=pc.MuPC(gamma0=0.5))
     x, y = data(jax.random.PRNGKey(2), 6, D, 1)
-    s = theory.rescaling(model).matrix[0, 0]
+    s = hand_rescaling(model)[0, 0]
     loss, _ = hand_loss(model, x, y)
     energy = theory.equilibrium_energy(model, x, y)
     np.testing.assert_allclose(energy, loss / s, rtol=1e-12)
@@ -401,6 +401,10 @@ def test_energy_is_the_same_from_the_end_to_end_map_and_the_forward_pass():
     whole = theory.equilibrium_energy(model, x, y)
     parts = [theory.equilibrium_energy(model, x[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)]
     np.testing.assert_allclose(whole, np.mean(parts), rtol=1e-13)
+    # Both paths against the formula with explicit products.
+    weights = weights_of(model)
+    np.testing.assert_allclose(whole, hand_closed_form_energy(weights, model, x, y), rtol=1e-12)
+    np.testing.assert_allclose(parts[0], hand_closed_form_energy(weights, model, x[:2], y[:2]), rtol=1e-12)
     _, grads = theory.closed_form_gradients(model, x, y)
     part_grads = [theory.closed_form_gradients(model, x[i:i + 2], y[i:i + 2])[1] for i in range(0, 8, 2)]
     for index, layer in enumerate(grads.layers):

@@ -33,8 +33,8 @@ class AbstractLinearSolve(eqx.Module):
     linear system H_z·z* = b."""
 
     @abc.abstractmethod
-    def solve(self, model: PCModel, x: Array, y: Array) -> tuple[tuple, Array, Array, Array]:
-        """Activities, steps, Hessian-vector products used, and whether it succeeded
+    def solve(self, model: PCModel, x: Array, y: Array, z0: tuple) -> tuple[tuple, Array, Array, Array]:
+        """From the feedforward activities `z0`: activities, steps, Hessian-vector products used, and whether it succeeded
         (for the direct methods: whether the solution is finite)."""
 
 
@@ -45,7 +45,7 @@ class Propagation(AbstractLinearSolve):
     z*_ℓ = f_ℓ(z*_{ℓ−1}) + ε*_ℓ the activities. Cost O(L·(B + d_y)·N²): the cheapest
     exact method at any size."""
 
-    def solve(self, model, x, y):
+    def solve(self, model, x, y, z0):
         batch = x.shape[0]
         hidden, out = activity_shapes(model, tuple(x.shape[1:]))
         scaling = rescaling_of(model, tuple(x.shape[1:]))
@@ -69,8 +69,7 @@ class DenseSolve(AbstractLinearSolve):
     for every sample, so it is factored once and solved for all B right-hand sides).
     O((N·H)³): small networks only (at most 10 000 activity coordinates per sample)."""
 
-    def solve(self, model, x, y):
-        z0 = jax.vmap(model._activities_one)(x)
+    def solve(self, model, x, y, z0):
         flat0, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], z0))
         if flat0.size > DENSE_LIMIT:
             raise ValueError(
@@ -122,8 +121,7 @@ class ConjugateGradient(AbstractLinearSolve):
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive int, got {self.max_steps!r}.")
 
-    def solve(self, model, x, y):
-        z0 = jax.vmap(model._activities_one)(x)
+    def solve(self, model, x, y, z0):
         with jax.default_matmul_precision(FULL_PRECISION):
             rhs = jax.tree.map(jnp.negative, summed_gradient(model, x, y)(z0))
         zero = jax.tree.map(jnp.zeros_like, z0)
@@ -149,7 +147,7 @@ def _equilibrium(model, x, y, method):
     with jax.default_matmul_precision(FULL_PRECISION):
         energy0 = jnp.sum(jax.vmap(model._energy_one)(z0, x, y))
         residual0 = tree_norm(gradient(z0))
-    z, steps, products, converged = method.solve(model, x, y)
+    z, steps, products, converged = method.solve(model, x, y, z0)
     with jax.default_matmul_precision(FULL_PRECISION):
         energy = jnp.sum(jax.vmap(model._energy_one)(z, x, y))
         residual = tree_norm(gradient(z))

@@ -183,7 +183,7 @@ def rescaling(model: PCModel, x: BatchX | None = None, *, dtype=None) -> Rescali
     check_model(model, "rescaling")
     model, x, _ = cast_model(model, x, None, dtype)
     result = _rescaling_jit(model, input_shape(model, x))
-    warn_if_unresolved(result.spectral_gap, model, "rescaling")
+    warn_if_unresolved(lambda: result.spectral_gap, model, "rescaling")
     return result
 
 
@@ -206,7 +206,7 @@ def equilibrium_energy(model: PCModel, x: BatchX, y: BatchY, *, dtype=None) -> F
     """
     model, x, y = prepare(model, x, y, dtype, "equilibrium_energy")
     energy, (scaling, _) = _energy_jit(model, x, y)
-    warn_if_unresolved(scaling.spectral_gap, model, "equilibrium_energy")
+    warn_if_unresolved(lambda: scaling.spectral_gap, model, "equilibrium_energy")
     return energy
 
 
@@ -223,5 +223,5 @@ def closed_form_gradients(
     """
     model, x, y = prepare(model, x, y, dtype, "closed_form_gradients")
     energy, scaling, _, grads = _value_and_grad_jit(model, x, y)
-    warn_if_unresolved(scaling.spectral_gap, model, "closed_form_gradients")
+    warn_if_unresolved(lambda: scaling.spectral_gap, model, "closed_form_gradients")
     return energy, grads

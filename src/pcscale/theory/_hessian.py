@@ -74,16 +74,14 @@ def batch_hvp(model: PCModel, x: Array, y: Array, z: Activities):
 
 
 def _inputs(model, x, y, z, dtype, function):
-    """Checked, dtype-cast arguments; shapes are validated (again, cheaply, at trace
-    time) inside the jitted functions by `_traced`."""
+    """Checked, dtype-cast arguments; shapes are validated at trace time inside the
+    jitted functions by `_traced`."""
     check_model(model, function, nonlinear_ok=True)
     model, x, y = cast_model(model, x, y, dtype)
-    if z is not None:
-        if isinstance(z, list):
-            z = tuple(z)
-        if isinstance(z, tuple):
-            z = tuple(jnp.asarray(z_l, model.dtype) for z_l in z)
-        model._check(x, y, z)
+    if isinstance(z, list):
+        z = tuple(z)
+    if isinstance(z, tuple):
+        z = tuple(jnp.asarray(z_l, model.dtype) for z_l in z)
     return model, x, y, z
 
 

@@ -61,15 +61,16 @@ def lanczos(
         w = _orthogonalise(basis, w)
         beta = jnp.linalg.norm(w)
         scale = jnp.maximum(scale, jnp.maximum(jnp.abs(alpha), beta))
-        key, sub = jax.random.split(key)
-        fresh = _orthogonalise(basis, jax.random.normal(sub, (size,), dtype))
         breakdown = beta <= tolerance * scale
-        fresh_norm = jnp.linalg.norm(fresh)
-        nxt = jnp.where(
-            breakdown,
-            fresh / jnp.where(fresh_norm > 0, fresh_norm, 1.0),
-            w / jnp.where(breakdown, 1.0, beta),
-        )
+        key, sub = jax.random.split(key)
+
+        def restart():
+            fresh = _orthogonalise(basis, jax.random.normal(sub, (size,), dtype))
+            norm = jnp.linalg.norm(fresh)
+            return fresh / jnp.where(norm > 0, norm, 1.0)
+
+        # The fresh vector (two more full reorthogonalisations) only on a breakdown.
+        nxt = jax.lax.cond(breakdown, restart, lambda: w / jnp.where(breakdown, 1.0, beta))
         beta = jnp.where(breakdown, 0.0, beta)
         return basis.at[j + 1].set(nxt), alphas.at[j].set(alpha), betas.at[j].set(beta), scale, key
 

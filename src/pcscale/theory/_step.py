@@ -62,5 +62,5 @@ def closed_form_step(
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     new_model, opt_state, metrics = _closed_form_step(model, opt_state, x, y, optimiser)
-    warn_if_unresolved(metrics.spectral_gap, model, "closed_form_step")
+    warn_if_unresolved(lambda: metrics.spectral_gap, model, "closed_form_step")
     return new_model, opt_state, metrics

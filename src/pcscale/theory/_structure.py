@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -160,11 +161,15 @@ def prepare(model, x, y, dtype, function: str):
     return cast_model(model, x, y, dtype)
 
 
-def warn_if_unresolved(gap: Array, model: PCModel, function: str) -> None:
-    """Warn when float32 cannot resolve S − I/λ (only for concrete values)."""
-    if model.dtype != jnp.float32 or isinstance(gap, jax.core.Tracer):
+def warn_if_unresolved(gap: Callable[[], Array], model: PCModel, function: str) -> None:
+    """Warn when float32 cannot resolve S − I/λ. `gap` returns ‖S‖₂ − 1/λ; it is only
+    evaluated (and read back from the device) for float32 models with concrete values."""
+    if model.dtype != jnp.float32:
         return
-    relative = float(gap) * model.output_precision
+    value = gap()
+    if isinstance(value, jax.core.Tracer):
+        return
+    relative = float(value) * model.output_precision
     # A gap of exactly 0 (no hidden layers) is resolved: S = I/λ exactly.
     if math.isfinite(relative) and 0 < relative < _FLOAT32_GAP_FLOOR:
         warnings.warn(
