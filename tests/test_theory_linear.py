@@ -174,7 +174,7 @@ def test_exact_activities_have_zero_residual_and_agree(skips, precision):
         for a, b in zip(solutions[0].activities, other.activities):
             np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
     # CG reports its iterations; its product count is tested in test_krylov.py.
-    assert 0 < int(solutions[2].steps) < int(solutions[2].grad_evals)
+    assert 0 < int(solutions[2].steps) < int(solutions[2].hvp_evals)
 
 
 def test_equilibrium_errors_are_the_preconditioned_bp_deltas():

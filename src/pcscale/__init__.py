@@ -48,8 +48,16 @@ from ._solution import (
 )
 from ._solver import (
     AbstractInferenceSolver as AbstractInferenceSolver,
+    ConjugateGradient as ConjugateGradient,
+    Cost as Cost,
     GradientDescent as GradientDescent,
+    LBFGS as LBFGS,
+    Nesterov as Nesterov,
+    NewtonKrylov as NewtonKrylov,
+    ODEFlow as ODEFlow,
     OptaxSolver as OptaxSolver,
+    OptimistixSolver as OptimistixSolver,
+    RoundingArmijo as RoundingArmijo,
 )
 from ._train import (
     BPStepMetrics as BPStepMetrics,
@@ -61,6 +69,7 @@ from ._train import (
     train as train,
 )
 from . import theory as theory  # after the core: theory builds on it
+from .theory import auto_solver as auto_solver
 
 try:
     __version__ = importlib.metadata.version("pcscale")

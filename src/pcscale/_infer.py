@@ -13,27 +13,32 @@ from ._model import FULL_PRECISION, PCModel
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
 from ._solver._base import with_traced_numbers
+from ._tree import tree_norm as tree_norm
 from ._validation import as_float_array, validated
 
-_RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
+_RUNNING, _CONVERGED, _DIVERGED, _STALLED = 0, 1, 2, 3
 
 
-def tree_norm(tree) -> Array:
-    """Euclidean norm of all leaves of a pytree taken together."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.zeros(())
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+class SummedEnergy:
+    """Σ_i F_i as a function of the activities. Calling it returns the value and its
+    gradient (the stack of per-sample gradients ∇_{z_i} F_i); `value` is the energy
+    alone (for minimisers that differentiate it themselves)."""
+
+    def __init__(self, model: PCModel, x: Array, y: Array):
+        def total(z: Activities) -> Array:
+            return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
+
+        self.value = total
+        self._value_and_grad = jax.value_and_grad(total)
+
+    def __call__(self, z: Activities) -> tuple[Array, Activities]:
+        return self._value_and_grad(z)
 
 
-def summed_energy_and_grad(model: PCModel, x: Array, y: Array):
+def summed_energy_and_grad(model: PCModel, x: Array, y: Array) -> SummedEnergy:
     """value_and_grad of Σ_i F_i in the activities; its gradient is the stack of
     per-sample gradients ∇_{z_i} F_i."""
-
-    def total(z: Activities) -> Array:
-        return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
-
-    return jax.value_and_grad(total)
+    return SummedEnergy(model, x, y)
 
 
 def solve_activities(
@@ -57,27 +62,60 @@ def _solve(model, x, y, solver, z0) -> InferenceSolution:
     tolerance = solver.atol + solver.rtol * residual0
     threshold = solver.divergence_factor * jnp.maximum(energy0, jnp.finfo(energy0.dtype).tiny)
     status0 = jnp.where(residual0 <= tolerance, _CONVERGED, _RUNNING)
-    one = jnp.array(1, dtype=jnp.int32)
-    carry = (jnp.array(0, dtype=jnp.int32), z, energy0, grad0, residual0, solver.init(z, grad0), one, status0)
+    zero = jnp.array(0, dtype=jnp.int32)
+    # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
+    # the arrays travel through the loop.
+    state0, static = eqx.partition(solver.init(fn, z, energy0, grad0, tolerance), eqx.is_array)
+    carry = (zero, z, energy0, grad0, residual0, state0, zero + 1, zero, status0)
+
+    def verify(z, energy, grad, residual):
+        """Re-evaluate a recurrence's claim of convergence from the energy itself."""
+        if solver.exact_values:
+            return energy, grad, residual, zero
+
+        def evaluate():
+            energy, grad = fn(z)
+            return energy, grad, tree_norm(grad), zero + 1
+
+        return jax.lax.cond(residual <= tolerance, evaluate, lambda: (energy, grad, residual, zero))
 
     def cond(carry):
         step, *_, status = carry
         return (status == _RUNNING) & (step < solver.max_steps)
 
     def body(carry):
-        step, z, _, grad, _, state, evals, _ = carry
-        z, energy, grad, state, used = solver.step(fn, z, grad, state)
-        residual = tree_norm(grad)
+        step, z, energy, grad, _, state, grads, hvps, _ = carry
+        state = eqx.combine(state, static)
+        z, energy, grad, state, used = solver.step(fn, z, energy, grad, state)
+        state, _ = eqx.partition(state, eqx.is_array)
+        energy, grad, residual, checks = verify(z, energy, grad, tree_norm(grad))
         diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
-        status = jnp.where(diverged, _DIVERGED, jnp.where(residual <= tolerance, _CONVERGED, _RUNNING))
-        return step + 1, z, energy, grad, residual, state, evals + used, status
+        status = jnp.where(residual <= tolerance, _CONVERGED, jnp.where(solver.stalled(eqx.combine(state, static)), _STALLED, _RUNNING))
+        status = jnp.where(diverged, _DIVERGED, status)
+        return step + 1, z, energy, grad, residual, state, grads + used.gradients + checks, hvps + used.hvps, status
 
     carry = jax.lax.while_loop(cond, body, carry)
-    steps, z, energy, _, residual, _, evals, status = carry
+    steps, z, energy, _, residual, _, grads, hvps, status = carry
+    if not solver.exact_values:
+        # A run that did not converge reports the true energy and residual at its final
+        # activities, not the recurrence's.
+        def final():
+            energy, grad = fn(z)
+            residual = tree_norm(grad)
+            diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
+            return energy, residual, jnp.where(diverged, _DIVERGED, status), zero + 1
+
+        keep = lambda: (energy, residual, status, zero)  # noqa: E731
+        energy, residual, status, checks = jax.lax.cond(status == _CONVERGED, keep, final)
+        grads = grads + checks
     result = RESULTS.where(
         status == _CONVERGED,
         RESULTS.converged,
-        RESULTS.where(status == _DIVERGED, RESULTS.diverged, RESULTS.max_steps),
+        RESULTS.where(
+            status == _DIVERGED,
+            RESULTS.diverged,
+            RESULTS.where(status == _STALLED, RESULTS.stalled, RESULTS.max_steps),
+        ),
     )
     relative = jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0)
     stats = InferenceStats(
@@ -87,7 +125,8 @@ def _solve(model, x, y, solver, z0) -> InferenceSolution:
         initial_residual=residual0,
         relative_residual=relative,
         steps=steps,
-        grad_evals=evals,
+        grad_evals=grads,
+        hvp_evals=hvps,
         result=result,
     )
     return InferenceSolution(activities=z, stats=stats)

@@ -16,13 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
-
-def _dot(a: PyTree, b: PyTree) -> Array:
-    return sum(jnp.vdot(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _axpy(alpha, x: PyTree, y: PyTree) -> PyTree:
-    return jax.tree.map(lambda u, v: alpha * u + v, x, y)
+from ._tree import tree_axpy as _axpy, tree_dot as _dot
 
 
 def conjugate_gradient(

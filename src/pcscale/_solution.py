@@ -13,6 +13,11 @@ class RESULTS(eqx.Enumeration):
 
     converged = "The residual tolerance was met."
     max_steps = "The step budget ran out before the tolerance was met."
+    stalled = (
+        "The solver could make no further progress (its line search found no acceptable "
+        "step), usually because the residual reached the rounding floor of the dtype; use "
+        "float64 or a looser tolerance."
+    )
     diverged = (
         "The energy became non-finite or grew past the divergence threshold; reduce the "
         "step size (β < 2/λ_max of the activity Hessian) or use a more stable solver."
@@ -29,8 +34,10 @@ class InferenceStats(eqx.Module):
     - `initial_residual`: the same at the start.
     - `relative_residual`: `residual / initial_residual` (0 when both are 0).
     - `steps`: number of activity updates taken.
-    - `grad_evals`: number of energy-gradient (or Hessian-vector) evaluations used,
-      counting the one at the start.
+    - `grad_evals`: number of energy-gradient evaluations used, counting the one at the
+      start and line-search trials.
+    - `hvp_evals`: number of activity-Hessian-vector products used (second-order and
+      Krylov solvers; each costs about two gradients). `evaluations` is the sum.
     - `result`: a [`RESULTS`][pcscale.RESULTS] member.
     """
 
@@ -41,7 +48,12 @@ class InferenceStats(eqx.Module):
     relative_residual: Float[Array, ""]
     steps: Int[Array, ""]
     grad_evals: Int[Array, ""]
+    hvp_evals: Int[Array, ""]
     result: RESULTS
+
+    @property
+    def evaluations(self) -> Int[Array, ""]:
+        return self.grad_evals + self.hvp_evals
 
     @property
     def converged(self) -> Bool[Array, ""]:
@@ -67,6 +79,8 @@ class InferenceSolution(eqx.Module):
     relative_residual = property(lambda self: self.stats.relative_residual)
     steps = property(lambda self: self.stats.steps)
     grad_evals = property(lambda self: self.stats.grad_evals)
+    hvp_evals = property(lambda self: self.stats.hvp_evals)
+    evaluations = property(lambda self: self.stats.evaluations)
     result = property(lambda self: self.stats.result)
     converged = property(lambda self: self.stats.converged)
     diverged = property(lambda self: self.stats.diverged)

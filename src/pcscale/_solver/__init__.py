@@ -1,5 +1,10 @@
 """Inference solvers: one final class per file, all sharing AbstractInferenceSolver."""
 
-from ._base import AbstractInferenceSolver as AbstractInferenceSolver
+from ._base import AbstractInferenceSolver as AbstractInferenceSolver, Cost as Cost
+from .conjugate_gradient import ConjugateGradient as ConjugateGradient
 from .gradient_descent import GradientDescent as GradientDescent
+from .nesterov import Nesterov as Nesterov
+from .newton_krylov import NewtonKrylov as NewtonKrylov
+from .ode_flow import ODEFlow as ODEFlow
 from .optax_solver import OptaxSolver as OptaxSolver
+from .optimistix_solver import LBFGS as LBFGS, OptimistixSolver as OptimistixSolver, RoundingArmijo as RoundingArmijo

@@ -6,12 +6,12 @@ import abc
 import functools
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int
+from jaxtyping import Array, Bool, Int
 
 from .._custom_types import Activities
 
@@ -71,6 +71,19 @@ def with_traced_numbers(solver):
         return _convert(solver)
 
 
+class Cost(eqx.Module):
+    """Evaluations one solver step used: `gradients` of the energy (each a forward and a
+    backward pass; line-search trials included) and `hvps`, Hessian-vector products of
+    the activity Hessian (forward-over-reverse, about twice a gradient)."""
+
+    gradients: Int[Array, ""]
+    hvps: Int[Array, ""]
+
+
+def cost(gradients=0, hvps=0) -> Cost:
+    return Cost(jnp.asarray(gradients, jnp.int32), jnp.asarray(hvps, jnp.int32))
+
+
 class AbstractInferenceSolver(eqx.Module):
     """Base of all inference solvers.
 
@@ -84,19 +97,33 @@ class AbstractInferenceSolver(eqx.Module):
     Every solver carries the stopping fields `rtol`, `atol`, `max_steps` and
     `divergence_factor`. Setting `rtol = atol = 0` runs the full budget (the reference
     implementation's fixed-budget behaviour), still reporting the residual reached.
+
+    A solver whose `step` returns an energy and gradient obtained by a recurrence
+    rather than by evaluating the energy (conjugate gradients) sets the class variable
+    `exact_values = False`; the loop then re-evaluates the gradient before accepting a
+    claim of convergence, so `converged` always means the true residual met the
+    tolerance.
     """
 
     # Concrete solvers declare rtol, atol, max_steps and divergence_factor as fields
     # (not AbstractVars, so that solvers may put required fields first).
+    exact_values: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def init(self, z: Activities, grad: Activities) -> Any:
-        """Solver state, from the starting activities and their energy gradient."""
+    def init(self, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities, tolerance: Array) -> Any:
+        """Solver state, from the starting activities, their summed energy and gradient,
+        and the absolute residual the loop will stop at (second-order solvers use it to
+        size inner solves)."""
 
     @abc.abstractmethod
     def step(
-        self, fn: EnergyAndGrad, z: Activities, grad: Activities, state: Any
-    ) -> tuple[Activities, Array, Activities, Any, Int[Array, ""]]:
+        self, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities, state: Any
+    ) -> tuple[Activities, Array, Activities, Any, Cost]:
         """One update. Returns the new activities, their summed energy and gradient (so
-        the loop never re-evaluates), the new state and the number of gradient
-        evaluations this step used."""
+        the loop never re-evaluates), the new state and the [`Cost`][pcscale.Cost] of
+        the step."""
+
+    def stalled(self, state: Any) -> Bool[Array, ""]:
+        """Whether the solver can make no further progress from `state` (e.g. a line
+        search found no acceptable step); the loop then ends with `RESULTS.stalled`."""
+        return jnp.array(False)

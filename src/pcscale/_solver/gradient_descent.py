@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import jax
 import equinox as eqx
-import jax.numpy as jnp
 
-from ._base import AbstractInferenceSolver, check_tolerances, to_float
+from ._base import AbstractInferenceSolver, cost, check_tolerances, to_float
 
 
 class GradientDescent(AbstractInferenceSolver):
@@ -44,11 +43,11 @@ class GradientDescent(AbstractInferenceSolver):
             )
         check_tolerances(self)
 
-    def init(self, z, grad):
+    def init(self, fn, z, energy, grad, tolerance):
         return None
 
-    def step(self, fn, z, grad, state):
+    def step(self, fn, z, energy, grad, state):
         beta = self.step_size
         z = jax.tree.map(lambda z_l, g_l: z_l - beta * g_l, z, grad)
         energy, grad = fn(z)
-        return z, energy, grad, state, jnp.array(1, dtype=jnp.int32)
+        return z, energy, grad, state, cost(gradients=1)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import equinox as eqx
-import jax.numpy as jnp
 import optax
 
-from ._base import AbstractInferenceSolver, check_tolerances, to_float
+from ._base import AbstractInferenceSolver, cost, check_tolerances, to_float
 
 
 class OptaxSolver(AbstractInferenceSolver):
@@ -41,11 +40,11 @@ class OptaxSolver(AbstractInferenceSolver):
             )
         check_tolerances(self)
 
-    def init(self, z, grad):
+    def init(self, fn, z, energy, grad, tolerance):
         return self.optimiser.init(z)
 
-    def step(self, fn, z, grad, state):
+    def step(self, fn, z, energy, grad, state):
         updates, state = self.optimiser.update(grad, state, z)
         z = optax.apply_updates(z, updates)
         energy, grad = fn(z)
-        return z, energy, grad, state, jnp.array(1, dtype=jnp.int32)
+        return z, energy, grad, state, cost(gradients=1)

@@ -9,6 +9,7 @@ from ._activities import (
     Propagation as Propagation,
     equilibrium_activities as equilibrium_activities,
 )
+from ._auto import auto_solver as auto_solver
 from ._closed_form import (
     Rescaling as Rescaling,
     closed_form_gradients as closed_form_gradients,

@@ -158,7 +158,8 @@ def _equilibrium(model, x, y, method):
         initial_residual=residual0,
         relative_residual=jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0),
         steps=steps,
-        grad_evals=products,
+        grad_evals=jnp.asarray(2, jnp.int32),  # the residual checks at z0 and z*
+        hvp_evals=jnp.asarray(products, jnp.int32),
         result=RESULTS.where(
             converged,
             RESULTS.converged,

@@ -1,0 +1,110 @@
+"""Conjugate gradients on the activities: exact for linear networks, and a
+Newton-step nonlinear CG otherwise."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool
+
+from .._custom_types import Activities
+from .._tree import tree_axpy, tree_dot, tree_scale, tree_where
+from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+
+
+class _CGState(eqx.Module):
+    direction: Activities
+    previous_grad: Activities  # the gradient the direction was built from
+    returned_grad: Activities  # the gradient this solver last returned
+    restart: Bool[Array, ""]
+
+
+class ConjugateGradient(AbstractInferenceSolver):
+    r"""Conjugate gradients on the energy, one Hessian-vector product per step.
+
+    For a linear network (identity activation, no biases, MSE output) the energy is
+    quadratic in the activities, F(z) = ½zᵀHz − bᵀz + c, and this is the classical
+    conjugate-gradient method for H·z = b: it needs O(√κ·log(1/rtol)) steps where plain
+    gradient descent needs O(κ·log(1/rtol)), and κ grows like L² for μPC networks
+    (science.md §4.6).
+
+    Each step takes the product H·p along the search direction p by forward-over-reverse
+    autodiff (which also yields the true energy and gradient at the current point), steps
+    to the minimum along p (α = −gᵀp / pᵀHp), and predicts the next gradient by
+    g + α·H·p, exact for a quadratic. The prediction is re-anchored on the true gradient
+    at every step, so rounding errors do not accumulate, and the loop of
+    [`infer`][pcscale.infer] re-evaluates the gradient before it accepts convergence.
+
+    On a nonlinear network the same iteration is a nonlinear (Polak–Ribière+) conjugate
+    gradient method with a Newton step length; where the curvature along p is not
+    positive it takes a gradient step of size `fallback_step_size` and restarts. It is
+    not globalised by a line search: prefer [`NewtonKrylov`][pcscale.NewtonKrylov] for
+    strongly nonlinear energies.
+
+    **Arguments:**
+
+    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
+      rtol = 1e-6.
+    - `max_steps`: the step budget (one Hessian-vector product each). Default 10 000.
+    - `divergence_factor`: as for [`GradientDescent`][pcscale.GradientDescent].
+    - `fallback_step_size`: β of the gradient step taken where the curvature along the
+      search direction is not positive. Default 0.1.
+    """
+
+    rtol: float = eqx.field(default=1e-6, converter=to_float)
+    atol: float = eqx.field(default=0.0, converter=to_float)
+    max_steps: int = 10_000
+    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
+    fallback_step_size: float = eqx.field(default=0.1, converter=to_float)
+
+    exact_values: ClassVar[bool] = False
+
+    def __check_init__(self):
+        check_tolerances(self)
+        if not (isinstance(self.fallback_step_size, float) and self.fallback_step_size > 0):
+            raise ValueError(
+                f"`fallback_step_size` must be a positive float, got {self.fallback_step_size!r}; "
+                "the default 0.1 is stable for μPC networks."
+            )
+
+    def init(self, fn, z, energy, grad, tolerance):
+        zeros = jax.tree.map(jnp.zeros_like, grad)
+        return _CGState(direction=zeros, previous_grad=grad, returned_grad=grad, restart=jnp.array(True))
+
+    def step(self, fn, z, energy, grad, state):
+        # The loop replaces a predicted gradient by the true one when it checks a claim of
+        # convergence that failed: the Krylov history is then stale, so restart.
+        replaced = jnp.any(jnp.array([jnp.any(u != v) for u, v in zip(jax.tree.leaves(grad), jax.tree.leaves(state.returned_grad))]))
+        restart = state.restart | replaced
+        previous_sq = tree_dot(state.previous_grad, state.previous_grad)
+        # Polak–Ribière+: equals Fletcher–Reeves (linear CG) on a quadratic.
+        beta = tree_dot(grad, jax.tree.map(jnp.subtract, grad, state.previous_grad))
+        beta = jnp.where(restart | (previous_sq <= 0), 0.0, jnp.maximum(beta, 0.0) / jnp.where(previous_sq > 0, previous_sq, 1.0))
+        direction = tree_axpy(beta, state.direction, tree_scale(-1.0, grad))
+        descent = tree_dot(grad, direction) < 0
+        direction = tree_where(descent, direction, tree_scale(-1.0, grad))
+
+        (true_energy, true_grad), (_, product) = jax.jvp(fn, (z,), (direction,))
+        curvature = tree_dot(direction, product)
+        slope = tree_dot(true_grad, direction)
+        positive = (curvature > 0) & jnp.isfinite(curvature)
+        alpha = -slope / jnp.where(positive, curvature, 1.0)
+
+        def conjugate():
+            new_z = tree_axpy(alpha, direction, z)
+            new_grad = tree_axpy(alpha, product, true_grad)
+            new_energy = true_energy + alpha * slope + 0.5 * alpha**2 * curvature
+            state_ = _CGState(direction, grad, new_grad, jnp.array(False))
+            return new_z, new_energy, new_grad, state_, jnp.array(0, jnp.int32)
+
+        def gradient_step():
+            new_z = tree_axpy(-self.fallback_step_size, true_grad, z)
+            new_energy, new_grad = fn(new_z)
+            state_ = _CGState(direction, grad, new_grad, jnp.array(True))
+            return new_z, new_energy, new_grad, state_, jnp.array(1, jnp.int32)
+
+        new_z, new_energy, new_grad, new_state, gradients = jax.lax.cond(positive, conjugate, gradient_step)
+        return new_z, new_energy, new_grad, new_state, cost(gradients=gradients, hvps=1)

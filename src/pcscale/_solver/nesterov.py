@@ -1,0 +1,73 @@
+"""Nesterov-accelerated gradient descent with adaptive restart."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Activities
+from .._tree import tree_axpy, tree_dot
+from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+
+
+class _NesterovState(eqx.Module):
+    previous: Activities  # x_k, the gradient-step sequence
+    counter: Float[Array, ""]  # steps since the last restart
+
+
+class Nesterov(AbstractInferenceSolver):
+    r"""Nesterov's accelerated gradient method with gradient-based adaptive restart
+    (O'Donoghue & Candès, 2015). With y the point where the gradient is taken:
+
+    x_{k+1} = y_k − β·∇F(y_k),  y_{k+1} = x_{k+1} + μ_k·(x_{k+1} − x_k),
+
+    with momentum μ_k = k/(k + 3) counted from the last restart, or a constant
+    `momentum` if given. The momentum is reset whenever ∇F(y_k)ᵀ(x_{k+1} − x_k) > 0,
+    i.e. when the step stops being a descent direction, which recovers the optimal
+    O(√κ·log(1/rtol)) rate without knowing the condition number κ. One gradient per
+    step; the residual is certified at the returned point y.
+
+    **Arguments:**
+
+    - `step_size`: β per sample (as for [`GradientDescent`][pcscale.GradientDescent];
+      stable for β < 2/λ_max). Default 0.2.
+    - `momentum`: a constant μ in [0, 1), or None (default) for the k/(k + 3) schedule.
+    - `restart`: adaptive restart on (default True).
+    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
+      [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 by default.
+    """
+
+    step_size: float = eqx.field(default=0.2, converter=to_float)
+    momentum: float | None = eqx.field(default=None, converter=lambda v: v if v is None else to_float(v))
+    restart: bool = True
+    rtol: float = eqx.field(default=1e-6, converter=to_float)
+    atol: float = eqx.field(default=0.0, converter=to_float)
+    max_steps: int = 100_000
+    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
+
+    def __check_init__(self):
+        if not (isinstance(self.step_size, float) and self.step_size > 0):
+            raise ValueError(
+                f"`step_size` must be a positive float (β per sample), got {self.step_size!r}; "
+                "μPC networks are stable for β ≲ 0.3–0.45."
+            )
+        if self.momentum is not None and not (isinstance(self.momentum, float) and 0 <= self.momentum < 1):
+            raise ValueError(f"`momentum` must be None or a float in [0, 1), got {self.momentum!r}.")
+        if not isinstance(self.restart, bool):
+            raise TypeError(f"`restart` must be a bool, got {self.restart!r}.")
+        check_tolerances(self)
+
+    def init(self, fn, z, energy, grad, tolerance):
+        return _NesterovState(previous=z, counter=jnp.zeros((), energy.dtype))
+
+    def step(self, fn, z, energy, grad, state):
+        x_new = tree_axpy(-self.step_size, grad, z)
+        difference = jax.tree.map(jnp.subtract, x_new, state.previous)
+        reset = (tree_dot(grad, difference) > 0) if self.restart else jnp.array(False)
+        k = jnp.where(reset, 0.0, state.counter)
+        mu = k / (k + 3.0) if self.momentum is None else jnp.where(reset, 0.0, self.momentum)
+        y_new = tree_axpy(mu, difference, x_new)
+        new_energy, new_grad = fn(y_new)
+        return y_new, new_energy, new_grad, _NesterovState(x_new, k + 1.0), cost(gradients=1)

@@ -1,0 +1,147 @@
+"""Truncated Newton: inner conjugate gradients on Hessian-vector products, globalised
+by a backtracking line search."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from .._tree import tree_axpy, tree_dot, tree_norm, tree_scale, tree_where
+from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+
+
+class _NewtonState(eqx.Module):
+    tolerance: Float[Array, ""]
+    initial_residual: Float[Array, ""]
+    stalled: Bool[Array, ""]
+
+
+def _steihaug(hvp, grad, tolerance, max_steps):
+    """Approximately solve H·d = −g by CG from d = 0, stopping at ‖H·d + g‖ ≤ tolerance,
+    at `max_steps`, or at the first direction of non-positive curvature (Steihaug). If
+    that happens at once, d = −g. Returns d and the number of products used."""
+    r = tree_scale(-1.0, grad)
+    zeros = jax.tree.map(jnp.zeros_like, grad)
+    rr = tree_dot(r, r)
+
+    def cond(carry):
+        _, _, _, rr, step, stop = carry
+        return ~stop & (step < max_steps) & (jnp.sqrt(rr) > tolerance)
+
+    def body(carry):
+        d, r, p, rr, step, _ = carry
+        product = hvp(p)
+        curvature = tree_dot(p, product)
+        negative = ~(curvature > 0) | ~jnp.isfinite(curvature)
+        alpha = rr / jnp.where(negative, 1.0, curvature)
+        new_d = tree_axpy(alpha, p, d)
+        new_r = tree_axpy(-alpha, product, r)
+        new_rr = tree_dot(new_r, new_r)
+        new_p = tree_axpy(new_rr / jnp.where(rr > 0, rr, 1.0), p, new_r)
+        keep = lambda old, new: tree_where(negative, old, new)  # noqa: E731
+        return keep(d, new_d), keep(r, new_r), keep(p, new_p), jnp.where(negative, rr, new_rr), step + 1, negative
+
+    carry = (zeros, r, r, rr, jnp.array(0, jnp.int32), jnp.array(False))
+    d, _, _, _, steps, _ = jax.lax.while_loop(cond, body, carry)
+    empty = tree_dot(d, d) == 0
+    return tree_where(empty, tree_scale(-1.0, grad), d), steps
+
+
+class NewtonKrylov(AbstractInferenceSolver):
+    r"""Truncated (inexact) Newton with conjugate-gradient inner solves.
+
+    Each step linearises the activity gradient at the current point (`jax.linearize`,
+    forward-over-reverse, so a Hessian-vector product costs about two gradients and no
+    Hessian is ever formed), solves H·d = −∇F approximately by conjugate gradients, and
+    takes the step z + t·d with a backtracking line search (t = 1, ½, ¼ …).
+
+    - The inner solve stops at relative residual η_k = min(`forcing`,
+      √(‖g_k‖/‖g_0‖)) (an Eisenstat–Walker-type forcing term: loose far from the
+      equilibrium, tight near it, for a superlinear outer rate), and never asks for more
+      than a tenth of the loop's own tolerance.
+    - Negative curvature (possible for nonlinear networks away from equilibrium) ends the
+      inner solve at the last good iterate (Steihaug); at the very first inner step the
+      direction falls back to −∇F.
+    - A trial is accepted when it satisfies the Armijo condition
+      F(z + t·d) ≤ F(z) + c·t·∇Fᵀd, or, once the energy decrease is below rounding, when
+      the gradient norm decreased and the energy did not grow beyond rounding.
+
+    For a linear network the first step solves the quadratic exactly up to its inner
+    tolerance, so the method costs about as much as
+    [`ConjugateGradient`][pcscale.ConjugateGradient] plus a few gradients.
+
+    **Arguments:**
+
+    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
+      rtol = 1e-6.
+    - `max_steps`: the budget of Newton steps. Default 100.
+    - `max_inner_steps`: CG iterations per Newton step. Default 1 000.
+    - `forcing`: the largest inner relative tolerance η. Default 0.1.
+    - `armijo`: the sufficient-decrease constant c. Default 1e-4.
+    - `max_backtracks`: line-search trials before the step is abandoned and the run
+      ends with `RESULTS.stalled`. Default 30.
+    - `divergence_factor`: as for [`GradientDescent`][pcscale.GradientDescent].
+    """
+
+    rtol: float = eqx.field(default=1e-6, converter=to_float)
+    atol: float = eqx.field(default=0.0, converter=to_float)
+    max_steps: int = 100
+    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
+    max_inner_steps: int = 1_000
+    forcing: float = eqx.field(default=0.1, converter=to_float)
+    armijo: float = eqx.field(default=1e-4, converter=to_float)
+    max_backtracks: int = 30
+
+    def __check_init__(self):
+        check_tolerances(self)
+        for name in ("max_inner_steps", "max_backtracks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        if not (isinstance(self.forcing, float) and 0 < self.forcing < 1):
+            raise ValueError(f"`forcing` must be a float in (0, 1), got {self.forcing!r}; e.g. 0.1.")
+        if not (isinstance(self.armijo, float) and 0 < self.armijo < 0.5):
+            raise ValueError(f"`armijo` must be a float in (0, 0.5), got {self.armijo!r}; e.g. 1e-4.")
+
+    def init(self, fn, z, energy, grad, tolerance):
+        return _NewtonState(tolerance=tolerance, initial_residual=tree_norm(grad), stalled=jnp.array(False))
+
+    def step(self, fn, z, energy, grad, state):
+        gradient = lambda u: fn(u)[1]  # noqa: E731
+        _, hvp = jax.linearize(gradient, z)
+        norm = tree_norm(grad)
+        ratio = norm / jnp.where(state.initial_residual > 0, state.initial_residual, 1.0)
+        eta = jnp.minimum(self.forcing, jnp.sqrt(ratio))
+        inner_tolerance = jnp.maximum(eta * norm, 0.1 * state.tolerance)
+        direction, products = _steihaug(hvp, grad, inner_tolerance, self.max_inner_steps)
+        slope = tree_dot(grad, direction)
+        rounding = 1e3 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
+
+        def cond(carry):
+            t, _, _, accepted, tries = carry
+            return ~accepted & (tries < self.max_backtracks)
+
+        def body(carry):
+            t, _, _, _, tries = carry
+            trial = tree_axpy(t, direction, z)
+            trial_energy, trial_grad = fn(trial)
+            finite = jnp.isfinite(trial_energy) & jnp.isfinite(tree_norm(trial_grad))
+            armijo = trial_energy <= energy + self.armijo * t * slope
+            flat = (tree_norm(trial_grad) < norm) & (trial_energy <= energy + rounding)
+            accepted = finite & (armijo | flat)
+            return 0.5 * t, trial_energy, trial_grad, accepted, tries + 1
+
+        one = jnp.ones((), energy.dtype)
+        carry = (one, energy, grad, jnp.array(False), jnp.array(0, jnp.int32))
+        t, new_energy, new_grad, accepted, tries = jax.lax.while_loop(cond, body, carry)
+        t = 2.0 * t  # the step of the last trial
+        new_z = tree_where(accepted, tree_axpy(t, direction, z), z)
+        new_energy = jnp.where(accepted, new_energy, energy)
+        new_grad = tree_where(accepted, new_grad, grad)
+        state = _NewtonState(state.tolerance, state.initial_residual, ~accepted)
+        return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=products)
+
+    def stalled(self, state):
+        return state.stalled
