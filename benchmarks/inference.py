@@ -79,7 +79,8 @@ TARGETS = {"nonlinear_evaluations": 30.0, "nonlinear_wall_clock": 10.0, "linear_
 FULL = dict(width=512, depth=32, batch=64, input_dim=3072, gd_budget=20_000, chunk=1_000, ode_budget=1_000)
 QUICK = dict(width=32, depth=8, batch=8, input_dim=20, gd_budget=2_000, chunk=200, ode_budget=200)
 CASES = ("init", "trained", "linear")
-SOLVER_NAMES = {"cg": "ConjugateGradient", "newton": "NewtonKrylov", "nesterov": "Nesterov",
+SOLVER_NAMES = {"pcg": "ConjugateGradient+depth", "pnewton": "NewtonKrylov+depth",
+                "cg": "ConjugateGradient", "newton": "NewtonKrylov", "nesterov": "Nesterov",
                 "lbfgs": "LBFGS", "ode": "ODEFlow"}
 RESULT_NAMES = ("converged", "max_steps", "stalled", "diverged")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -112,7 +113,10 @@ def build(cfg: dict, activation: str, key):
 
 def make_solvers(cfg: dict) -> dict:
     """Every solver object is built once, so repeated calls hit the same compiled program."""
+    depth = pcscale.DepthPreconditioner()
     return {
+        "pcg": pcscale.ConjugateGradient(rtol=RTOL, preconditioner=depth),
+        "pnewton": pcscale.NewtonKrylov(rtol=RTOL, preconditioner=depth),
         "cg": pcscale.ConjugateGradient(rtol=RTOL),
         "newton": pcscale.NewtonKrylov(rtol=RTOL),
         "nesterov": pcscale.Nesterov(step_size=NESTEROV_STEP, rtol=RTOL),
@@ -291,7 +295,7 @@ def run_case(case: str, cfg: dict, names: list, repeats: int, key, compiles: Com
         record["closed_form_energy"] = exact
         for r in solvers.values():
             r["energy_relative_error_vs_closed_form"] = abs(r["energy"] / exact - 1)
-        record["targets"] = {"cg_evaluations": verdict(solvers, ["cg"], "gd_evaluations_over_solver",
+        record["targets"] = {"cg_evaluations": verdict(solvers, ["pcg", "cg"], "gd_evaluations_over_solver",
                                                        TARGETS["linear_cg_evaluations"])}
     else:
         record["targets"] = {
@@ -320,14 +324,14 @@ def print_case(case: str, cfg: dict, record: dict) -> None:
         losses = [s["loss_before_update"] for s in record["training"]]
         print(f"  training: loss {losses[0]:.4g} → {record['feedforward_loss']:.4g} after {len(losses)} steps; "
               f"inference results {sorted({s['inference_result'] for s in record['training']})}")
-    header = (f"  {'solver':<19}{'result':<11}{'steps':>9}{'grads':>9}{'HVPs':>8}{'evals':>9}{'g+2h':>9}"
+    header = (f"  {'solver':<25}{'result':<11}{'steps':>9}{'grads':>9}{'HVPs':>8}{'evals':>9}{'g+2h':>9}"
               f"{'wall s':>10}   {'GD evals / evals':<22}{'GD wall / wall':<22}")
     print(header)
-    print(f"  {'GradientDescent':<19}{gd['result']:<11}{gd['steps']:>9}{gd['grad_evals']:>9}{0:>8}"
+    print(f"  {'GradientDescent':<25}{gd['result']:<11}{gd['steps']:>9}{gd['grad_evals']:>9}{0:>8}"
           f"{gd['grad_evals']:>9}{gd['grad_evals']:>9}{gd['wall_clock_s']:>10.3f}")
     for name, r in record["solvers"].items():
         q = r["ratios"]
-        print(f"  {r['solver']:<19}{r['result']:<11}{r['steps']:>9}{r['grad_evals']:>9}{r['hvp_evals']:>8}"
+        print(f"  {r['solver']:<25}{r['result']:<11}{r['steps']:>9}{r['grad_evals']:>9}{r['hvp_evals']:>8}"
               f"{r['evaluations']:>9}{r['gradient_equivalents']:>9}{r['wall_clock_s']['median']:>10.3f}   "
               f"{ratio_text(q['gd_evaluations_over_solver'], q['gd_evaluations_over_solver_lower_bound']):<22}"
               f"{ratio_text(q['gd_wall_clock_over_solver'], q['gd_wall_clock_over_solver_lower_bound']):<22}")
@@ -392,7 +396,7 @@ def main(argv=None) -> None:
     add("--ode-budget", type=int, help=f"ODEFlow step budget (default {FULL['ode_budget']})")
     add("--solvers", type=comma_list(list(SOLVER_NAMES)), default=list(SOLVER_NAMES),
         help="solvers for the tanh cases (default cg,newton,nesterov,lbfgs,ode)")
-    add("--linear-solvers", type=comma_list(list(SOLVER_NAMES)), default=["cg", "newton"],
+    add("--linear-solvers", type=comma_list(list(SOLVER_NAMES)), default=["pcg", "cg", "newton"],
         help="solvers for the linear case (default cg,newton)")
     add("--cases", type=comma_list(list(CASES)), default=list(CASES), help="default init,trained,linear")
     add("--repeats", type=int, default=3, help="timed calls per solver (default 3; ODEFlow: 1)")

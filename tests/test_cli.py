@@ -26,3 +26,12 @@ def test_bad_widths_are_rejected(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--widths", "8,zero"])
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_demo_solver_choice_is_passed_through_and_validated(capsys):
+    assert cli.main(["demo", "--quick", "--no-progress", "--solver", "cg"]) == 0
+    out = capsys.readouterr().out
+    assert "inference: ConjugateGradient" in out and "all converged" in out
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--quick", "--solver", "bogus"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -166,3 +166,21 @@ def test_pc_step_jit_and_eager_agree():
     for u, v in zip(weights_of(jitted), weights_of(eager)):
         np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(jit_metrics.energy, eager_metrics.energy, rtol=1e-10)
+
+
+def test_training_reports_the_fraction_of_steps_at_a_certified_equilibrium():
+    model = _model(activation="tanh")
+    x, y = data(jax.random.PRNGKey(1), 8, D, C)
+    optimiser = pc.make_optimiser(model, pc.SGD(0.01))
+    short = pc.GradientDescent(step_size=0.1, rtol=1e-8, max_steps=3)  # cannot reach it
+    with pytest.warns(UserWarning, match="did not meet its tolerance in 4 of 4"):
+        run = pc.train(model, (x, y), optimiser=optimiser, solver=short, steps=4, progress=False)
+    assert run.converged_fraction == 0.0
+    assert np.all(np.asarray(run.history.pc.inference.relative_residual) > 1e-8)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = pc.train(model, (x, y), optimiser=optimiser, solver=pc.NewtonKrylov(rtol=1e-8), steps=4, progress=False)
+    assert run.converged_fraction == 1.0
+    assert np.all(np.asarray(run.history.pc.inference.relative_residual) <= 1e-8)

@@ -48,8 +48,10 @@ from ._solution import (
 )
 from ._solver import (
     AbstractInferenceSolver as AbstractInferenceSolver,
+    AbstractPreconditioner as AbstractPreconditioner,
     ConjugateGradient as ConjugateGradient,
     Cost as Cost,
+    DepthPreconditioner as DepthPreconditioner,
     GradientDescent as GradientDescent,
     LBFGS as LBFGS,
     Nesterov as Nesterov,

@@ -25,6 +25,8 @@ class SummedEnergy:
     alone (for minimisers that differentiate it themselves)."""
 
     def __init__(self, model: PCModel, x: Array, y: Array):
+        self.model = model
+
         def total(z: Activities) -> Array:
             return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
 

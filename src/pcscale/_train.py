@@ -203,6 +203,12 @@ class TrainingRun(eqx.Module):
     final_pc_loss: Float[Array, ""]
     final_bp_loss: Float[Array, ""]
 
+    @property
+    def converged_fraction(self) -> float:
+        """The fraction of PC steps whose inference met its tolerance: only those
+        steps' weight gradients were taken at a certified equilibrium."""
+        return float(jnp.mean(self.history.pc.inference.result == RESULTS.converged))
+
 
 def _batches(data, steps: int):
     if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple):
@@ -276,6 +282,17 @@ def train(
         bar.update(1)
     bar.close()
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *history)
+    unconverged = int(jnp.sum(stacked.pc.inference.result != RESULTS.converged))
+    if unconverged:
+        import warnings
+
+        warnings.warn(
+            f"inference did not meet its tolerance in {unconverged} of {steps} PC steps, so "
+            "those weight gradients were not taken at a certified equilibrium; see "
+            "history.pc.inference.relative_residual and .result, TrainingRun.converged_fraction, "
+            "or use a faster solver (pcscale.auto_solver).",
+            stacklevel=2,
+        )
     refused = int(jnp.sum(~stacked.pc.updated))
     skipped = int(jnp.sum(~stacked.bp_updated))
     if refused or skipped:

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_positive_int, help="training steps (default 10)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
+        "--solver", default="auto", choices=("auto", "gd", "cg", "newton", "nesterov", "lbfgs", "ode"),
+        help="inference solver (default auto: conjugate gradients for linear networks, Newton–Krylov otherwise)",
+    )
+    demo.add_argument(
         "--quick", action="store_true",
         help="a smoke run (widths 8,64, depth 4, 3 steps); cannot be combined with --widths/--depth/--steps",
     )
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--quick sets the sizes itself; drop {', '.join('--' + n for n in given)} or --quick")
         if args.quick:
             given = {"widths": (8, 64), "depth": 4, "steps": 3}
-        config = demo.DemoConfig(seed=args.seed, **given)
+        config = demo.DemoConfig(seed=args.seed, solver=args.solver, **given)
         results = demo.run(config, progress=not args.no_progress)
         print(demo.format_table(config, results))
     return 0

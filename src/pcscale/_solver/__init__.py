@@ -8,3 +8,7 @@ from .newton_krylov import NewtonKrylov as NewtonKrylov
 from .ode_flow import ODEFlow as ODEFlow
 from .optax_solver import OptaxSolver as OptaxSolver
 from .optimistix_solver import LBFGS as LBFGS, OptimistixSolver as OptimistixSolver, RoundingArmijo as RoundingArmijo
+from ._preconditioner import (
+    AbstractPreconditioner as AbstractPreconditioner,
+    DepthPreconditioner as DepthPreconditioner,
+)

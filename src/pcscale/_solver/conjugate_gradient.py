@@ -12,12 +12,14 @@ from jaxtyping import Array, Bool
 
 from .._custom_types import Activities
 from .._tree import tree_axpy, tree_dot, tree_scale, tree_where
+from ._preconditioner import AbstractPreconditioner
 from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
 
 
 class _CGState(eqx.Module):
     direction: Activities
     previous_grad: Activities  # the gradient the direction was built from
+    previous_preconditioned: Activities  # M⁻¹ times it
     returned_grad: Activities  # the gradient this solver last returned
     restart: Bool[Array, ""]
 
@@ -52,6 +54,11 @@ class ConjugateGradient(AbstractInferenceSolver):
     - `divergence_factor`: as for [`GradientDescent`][pcscale.GradientDescent].
     - `fallback_step_size`: β of the gradient step taken where the curvature along the
       search direction is not positive. Default 0.1.
+    - `preconditioner`: None (default) or an
+      [`AbstractPreconditioner`][pcscale.AbstractPreconditioner], e.g.
+      [`DepthPreconditioner()`][pcscale.DepthPreconditioner], which removes the
+      depth-Laplacian part of the conditioning of residual networks (preconditioned CG:
+      directions from M⁻¹∇F).
     """
 
     rtol: float = eqx.field(default=1e-6, converter=to_float)
@@ -59,6 +66,7 @@ class ConjugateGradient(AbstractInferenceSolver):
     max_steps: int = 10_000
     divergence_factor: float = eqx.field(default=1e4, converter=to_float)
     fallback_step_size: float = eqx.field(default=0.1, converter=to_float)
+    preconditioner: AbstractPreconditioner | None = None
 
     exact_values: ClassVar[bool] = False
 
@@ -69,23 +77,35 @@ class ConjugateGradient(AbstractInferenceSolver):
                 f"`fallback_step_size` must be a positive float, got {self.fallback_step_size!r}; "
                 "the default 0.1 is stable for μPC networks."
             )
+        if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
+            raise TypeError(
+                f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
+                f"{type(self.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
+            )
 
     def init(self, fn, z, energy, grad, tolerance):
         zeros = jax.tree.map(jnp.zeros_like, grad)
-        return _CGState(direction=zeros, previous_grad=grad, returned_grad=grad, restart=jnp.array(True))
+        return _CGState(zeros, grad, self._precondition(fn, grad), grad, jnp.array(True))
+
+    def _precondition(self, fn, grad):
+        if self.preconditioner is None:
+            return grad
+        return self.preconditioner.apply(fn.model, grad)
 
     def step(self, fn, z, energy, grad, state):
         # The loop replaces a predicted gradient by the true one when it checks a claim of
         # convergence that failed: the Krylov history is then stale, so restart.
         replaced = jnp.any(jnp.array([jnp.any(u != v) for u, v in zip(jax.tree.leaves(grad), jax.tree.leaves(state.returned_grad))]))
         restart = state.restart | replaced
-        previous_sq = tree_dot(state.previous_grad, state.previous_grad)
-        # Polak–Ribière+: equals Fletcher–Reeves (linear CG) on a quadratic.
-        beta = tree_dot(grad, jax.tree.map(jnp.subtract, grad, state.previous_grad))
+        preconditioned = self._precondition(fn, grad)
+        previous_sq = tree_dot(state.previous_preconditioned, state.previous_grad)
+        # Polak–Ribière+ (preconditioned): equals linear (P)CG on a quadratic.
+        beta = tree_dot(preconditioned, jax.tree.map(jnp.subtract, grad, state.previous_grad))
         beta = jnp.where(restart | (previous_sq <= 0), 0.0, jnp.maximum(beta, 0.0) / jnp.where(previous_sq > 0, previous_sq, 1.0))
-        direction = tree_axpy(beta, state.direction, tree_scale(-1.0, grad))
+        steepest = tree_scale(-1.0, preconditioned)
+        direction = tree_axpy(beta, state.direction, steepest)
         descent = tree_dot(grad, direction) < 0
-        direction = tree_where(descent, direction, tree_scale(-1.0, grad))
+        direction = tree_where(descent, direction, steepest)
 
         (true_energy, true_grad), (_, product) = jax.jvp(fn, (z,), (direction,))
         curvature = tree_dot(direction, product)
@@ -97,13 +117,13 @@ class ConjugateGradient(AbstractInferenceSolver):
             new_z = tree_axpy(alpha, direction, z)
             new_grad = tree_axpy(alpha, product, true_grad)
             new_energy = true_energy + alpha * slope + 0.5 * alpha**2 * curvature
-            state_ = _CGState(direction, grad, new_grad, jnp.array(False))
+            state_ = _CGState(direction, grad, preconditioned, new_grad, jnp.array(False))
             return new_z, new_energy, new_grad, state_, jnp.array(0, jnp.int32)
 
         def gradient_step():
             new_z = tree_axpy(-self.fallback_step_size, true_grad, z)
             new_energy, new_grad = fn(new_z)
-            state_ = _CGState(direction, grad, new_grad, jnp.array(True))
+            state_ = _CGState(direction, grad, preconditioned, new_grad, jnp.array(True))
             return new_z, new_energy, new_grad, state_, jnp.array(1, jnp.int32)
 
         new_z, new_energy, new_grad, new_state, gradients = jax.lax.cond(positive, conjugate, gradient_step)

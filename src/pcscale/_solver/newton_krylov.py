@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._tree import tree_axpy, tree_dot, tree_norm, tree_scale, tree_where
+from ._preconditioner import AbstractPreconditioner
 from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
 
 
@@ -18,35 +19,38 @@ class _NewtonState(eqx.Module):
     stalled: Bool[Array, ""]
 
 
-def _steihaug(hvp, grad, tolerance, max_steps):
-    """Approximately solve H·d = −g by CG from d = 0, stopping at ‖H·d + g‖ ≤ tolerance,
-    at `max_steps`, or at the first direction of non-positive curvature (Steihaug). If
-    that happens at once, d = −g. Returns d and the number of products used."""
+def _steihaug(hvp, grad, tolerance, max_steps, precondition):
+    """Approximately solve H·d = −g by preconditioned CG from d = 0, stopping at
+    ‖H·d + g‖ ≤ tolerance, at `max_steps`, or at the first direction of non-positive
+    curvature (Steihaug). If that happens at once, d = −M⁻¹g. Returns d and the number
+    of products used."""
     r = tree_scale(-1.0, grad)
+    y = precondition(r)
     zeros = jax.tree.map(jnp.zeros_like, grad)
-    rr = tree_dot(r, r)
+    ry = tree_dot(r, y)
 
     def cond(carry):
-        _, _, _, rr, step, stop = carry
-        return ~stop & (step < max_steps) & (jnp.sqrt(rr) > tolerance)
+        _, r, _, _, step, stop = carry
+        return ~stop & (step < max_steps) & (tree_norm(r) > tolerance)
 
     def body(carry):
-        d, r, p, rr, step, _ = carry
+        d, r, p, ry, step, _ = carry
         product = hvp(p)
         curvature = tree_dot(p, product)
         negative = ~(curvature > 0) | ~jnp.isfinite(curvature)
-        alpha = rr / jnp.where(negative, 1.0, curvature)
+        alpha = ry / jnp.where(negative, 1.0, curvature)
         new_d = tree_axpy(alpha, p, d)
         new_r = tree_axpy(-alpha, product, r)
-        new_rr = tree_dot(new_r, new_r)
-        new_p = tree_axpy(new_rr / jnp.where(rr > 0, rr, 1.0), p, new_r)
+        new_y = precondition(new_r)
+        new_ry = tree_dot(new_r, new_y)
+        new_p = tree_axpy(new_ry / jnp.where(ry > 0, ry, 1.0), p, new_y)
         keep = lambda old, new: tree_where(negative, old, new)  # noqa: E731
-        return keep(d, new_d), keep(r, new_r), keep(p, new_p), jnp.where(negative, rr, new_rr), step + 1, negative
+        return keep(d, new_d), keep(r, new_r), keep(p, new_p), jnp.where(negative, ry, new_ry), step + 1, negative
 
-    carry = (zeros, r, r, rr, jnp.array(0, jnp.int32), jnp.array(False))
+    carry = (zeros, r, y, ry, jnp.array(0, jnp.int32), jnp.array(False))
     d, _, _, _, steps, _ = jax.lax.while_loop(cond, body, carry)
     empty = tree_dot(d, d) == 0
-    return tree_where(empty, tree_scale(-1.0, grad), d), steps
+    return tree_where(empty, y, d), steps
 
 
 class NewtonKrylov(AbstractInferenceSolver):
@@ -68,9 +72,11 @@ class NewtonKrylov(AbstractInferenceSolver):
       F(z + t·d) ≤ F(z) + c·t·∇Fᵀd, or, once the energy decrease is below rounding, when
       the gradient norm decreased and the energy did not grow beyond rounding.
 
-    For a linear network the first step solves the quadratic exactly up to its inner
-    tolerance, so the method costs about as much as
-    [`ConjugateGradient`][pcscale.ConjugateGradient] plus a few gradients.
+    On a linear network each Newton step restarts the inner CG from scratch, so it needs
+    a few outer steps and somewhat more products than
+    [`ConjugateGradient`][pcscale.ConjugateGradient] (measured: 459 against 376 at depth
+    16), which is the better choice there. `jax.linearize` recomputes the gradient at z,
+    so each step counts one gradient besides its line-search trials.
 
     **Arguments:**
 
@@ -83,6 +89,9 @@ class NewtonKrylov(AbstractInferenceSolver):
     - `max_backtracks`: line-search trials before the step is abandoned and the run
       ends with `RESULTS.stalled`. Default 30.
     - `divergence_factor`: as for [`GradientDescent`][pcscale.GradientDescent].
+    - `preconditioner`: None (default) or an
+      [`AbstractPreconditioner`][pcscale.AbstractPreconditioner] for the inner CG, e.g.
+      [`DepthPreconditioner()`][pcscale.DepthPreconditioner] for residual networks.
     """
 
     rtol: float = eqx.field(default=1e-6, converter=to_float)
@@ -93,6 +102,7 @@ class NewtonKrylov(AbstractInferenceSolver):
     forcing: float = eqx.field(default=0.1, converter=to_float)
     armijo: float = eqx.field(default=1e-4, converter=to_float)
     max_backtracks: int = 30
+    preconditioner: AbstractPreconditioner | None = None
 
     def __check_init__(self):
         check_tolerances(self)
@@ -102,6 +112,11 @@ class NewtonKrylov(AbstractInferenceSolver):
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
         if not (isinstance(self.forcing, float) and 0 < self.forcing < 1):
             raise ValueError(f"`forcing` must be a float in (0, 1), got {self.forcing!r}; e.g. 0.1.")
+        if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
+            raise TypeError(
+                f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
+                f"{type(self.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
+            )
         if not (isinstance(self.armijo, float) and 0 < self.armijo < 0.5):
             raise ValueError(f"`armijo` must be a float in (0, 0.5), got {self.armijo!r}; e.g. 1e-4.")
 
@@ -115,7 +130,11 @@ class NewtonKrylov(AbstractInferenceSolver):
         ratio = norm / jnp.where(state.initial_residual > 0, state.initial_residual, 1.0)
         eta = jnp.minimum(self.forcing, jnp.sqrt(ratio))
         inner_tolerance = jnp.maximum(eta * norm, 0.1 * state.tolerance)
-        direction, products = _steihaug(hvp, grad, inner_tolerance, self.max_inner_steps)
+        if self.preconditioner is None:
+            precondition = lambda r: r  # noqa: E731
+        else:
+            precondition = lambda r: self.preconditioner.apply(fn.model, r)  # noqa: E731
+        direction, products = _steihaug(hvp, grad, inner_tolerance, self.max_inner_steps, precondition)
         slope = tree_dot(grad, direction)
         rounding = 1e3 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 
 from .._model import PCModel
-from .._solver import AbstractInferenceSolver, ConjugateGradient, GradientDescent, NewtonKrylov
+from .._solver import AbstractInferenceSolver, ConjugateGradient, DepthPreconditioner, GradientDescent, NewtonKrylov
 from ._hessian import is_linear
 from ._structure import input_shape
 
@@ -18,7 +18,10 @@ def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0
        quadratic in the activities) → [`ConjugateGradient`][pcscale.ConjugateGradient],
        exact in at most n steps and O(√κ·log(1/rtol)) in practice;
     3. any other network → [`NewtonKrylov`][pcscale.NewtonKrylov], globalised by a line
-       search, so it also handles negative curvature away from equilibrium.
+       search, so it also handles negative curvature away from equilibrium;
+    4. with residual (skip) layers, either gets the
+       [`DepthPreconditioner`][pcscale.DepthPreconditioner], which removes the
+       depth-Laplacian part of the conditioning (3× fewer products at depth 32).
 
     Size enters through the budgets: the activity Hessian's condition number grows like
     L² (science.md §4.6), so Krylov iterations grow like L, and the budgets are set to
@@ -41,6 +44,8 @@ def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0
     depth = model.depth
     if model.num_hidden == 0:
         return GradientDescent(rtol=rtol, atol=atol)
+    residual = any(layer.skip for layer in model.layers[1:-1])
+    preconditioner = DepthPreconditioner() if residual else None
     if is_linear(model, input_shape(model, x)):
-        return ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth))
-    return NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth))
+        return ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner)
+    return NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)

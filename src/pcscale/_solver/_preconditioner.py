@@ -1,0 +1,57 @@
+"""Preconditioners for the Krylov inference solvers."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+
+from .._custom_types import Activities
+from .._model import PCModel
+
+
+class AbstractPreconditioner(eqx.Module):
+    """An approximation M of the per-sample activity Hessian whose inverse is cheap:
+    `apply(model, r)` returns M⁻¹·r for a stack of per-sample activity vectors r."""
+
+    @abc.abstractmethod
+    def apply(self, model: PCModel, r: Activities) -> Activities:
+        """M⁻¹·r, with r shaped like the batched activities."""
+
+
+class DepthPreconditioner(AbstractPreconditioner):
+    r"""The activity Hessian of the network with every branch removed: only the skip
+    connections remain, so z_ℓ meets z_{ℓ−1} and z_{ℓ+1} through s_ℓ, s_{ℓ+1} ∈ {0, 1}
+    and M = T ⊗ I with T the L−1 × L−1 tridiagonal matrix
+
+    T_ℓℓ = 1 + s_{ℓ+1}²,  T_{ℓ,ℓ+1} = T_{ℓ+1,ℓ} = −s_{ℓ+1}
+
+    (s_L of the readout taken as 0). For a residual network T is the depth Laplacian
+    (Dirichlet at the input, Neumann at the top), whose condition number grows like L²:
+    it is the part of the activity Hessian that makes deep PC inference ill-conditioned
+    (science.md §4.6), while the branches, scaled by L^−α, perturb it. Applying T⁻¹ is
+    a tridiagonal (Thomas) solve along depth, per neuron: O(L·N·B), negligible next to a
+    Hessian-vector product. For a network without skips T = I and this changes nothing.
+    """
+
+    def apply(self, model, r):
+        r = tuple(r)
+        hidden = len(r)
+        couple = [bool(model.layers[index + 1].skip) if index + 1 < hidden else False for index in range(hidden)]
+        diagonal = [1.0 + (1.0 if c else 0.0) for c in couple]
+        # off[ℓ] couples z_ℓ and z_{ℓ+1}: −1 where layer ℓ+1 (0-based: index ℓ+1) skips.
+        off = [-1.0 if couple[index] else 0.0 for index in range(hidden - 1)]
+        # Thomas algorithm with scalar coefficients on array right-hand sides.
+        c_prime, d_prime = [], []
+        for index in range(hidden):
+            lower = off[index - 1] if index > 0 else 0.0
+            denominator = diagonal[index] - (lower * c_prime[index - 1] if index > 0 else 0.0)
+            c_prime.append(off[index] / denominator if index < hidden - 1 else 0.0)
+            rhs = r[index] - lower * d_prime[index - 1] if index > 0 and lower != 0.0 else r[index]
+            d_prime.append(rhs / denominator)
+        solution = [None] * hidden
+        solution[-1] = d_prime[-1]
+        for index in range(hidden - 2, -1, -1):
+            upper = c_prime[index]
+            solution[index] = d_prime[index] - upper * solution[index + 1] if upper != 0.0 else d_prime[index]
+        return tuple(solution)
