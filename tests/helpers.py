@@ -79,7 +79,15 @@ def all_solvers(max_steps=20_000, rtol=1e-10):
         pc.GradientDescent(step_size=0.2, rtol=rtol, max_steps=max_steps),
         pc.OptaxSolver(optax.sgd(0.1, momentum=0.8), rtol=rtol, max_steps=max_steps),
         pc.OptaxSolver(optax.adam(0.02), rtol=rtol, max_steps=max_steps),
+        pc.ConjugateGradient(rtol=rtol, max_steps=max_steps),
+        pc.ConjugateGradient(rtol=rtol, max_steps=max_steps, preconditioner=pc.DepthPreconditioner()),
+        pc.NewtonKrylov(rtol=rtol),
+        pc.Nesterov(step_size=0.1, rtol=rtol, max_steps=max_steps),
+        pc.ODEFlow(rtol=rtol, max_steps=max_steps),
     ]
+
+
+SOLVER_IDS = ["gd", "momentum", "adam", "cg", "pcg", "newton", "nesterov", "ode"]
 
 
 def data(key, batch, input_dim, output_dim, *, one_hot=False, dtype=jnp.float64):

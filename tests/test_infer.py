@@ -5,7 +5,7 @@ import optax
 import pytest
 
 import pcscale as pc
-from helpers import all_solvers, data, hand_energy, mup_multipliers, tree_allclose, weights_of
+from helpers import SOLVER_IDS, all_solvers, data, hand_energy, mup_multipliers, tree_allclose, weights_of
 
 D, C = 6, 3
 
@@ -16,7 +16,7 @@ def _linear(width, depth, *, precision=1.0, parameterisation=None, skips=False, 
                    output_precision=precision, dtype=jnp.float64, key=jax.random.PRNGKey(seed))
 
 
-@pytest.mark.parametrize("solver", all_solvers(), ids=["gd", "momentum", "adam"])
+@pytest.mark.parametrize("solver", all_solvers(), ids=SOLVER_IDS)
 def test_one_hidden_layer_reaches_the_linear_solution(solver):
     lam = 0.7
     model = _linear(8, 2, precision=lam, parameterisation=pc.SP())

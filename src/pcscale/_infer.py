@@ -105,7 +105,8 @@ def _solve(model, x, y, solver, z0) -> InferenceSolution:
             energy, grad = fn(z)
             residual = tree_norm(grad)
             diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
-            return energy, residual, jnp.where(diverged, _DIVERGED, status), zero + 1
+            met = jnp.where(residual <= tolerance, _CONVERGED, status)
+            return energy, residual, jnp.where(diverged, _DIVERGED, met), zero + 1
 
         keep = lambda: (energy, residual, status, zero)  # noqa: E731
         energy, residual, status, checks = jax.lax.cond(status == _CONVERGED, keep, final)
@@ -152,7 +153,8 @@ def infer(
 
     The whole loop is one jitted `lax.while_loop`. It starts from the feedforward
     activities (or `z0`), and stops when the residual ‖∇_z Σ_i F_i‖ meets the solver's
-    tolerance, when its step budget runs out, or when the energy diverges; the
+    tolerance, when its step budget runs out, when the solver can make no further
+    progress (`stalled`), or when the energy diverges; the
     [`InferenceSolution`][pcscale.InferenceSolution] says which, in `result`. The
     reported energy is at the final activities.
 

@@ -54,9 +54,12 @@ class Nesterov(AbstractInferenceSolver):
                 "μPC networks are stable for β ≲ 0.3–0.45."
             )
         if self.momentum is not None and not (isinstance(self.momentum, float) and 0 <= self.momentum < 1):
-            raise ValueError(f"`momentum` must be None or a float in [0, 1), got {self.momentum!r}.")
+            raise ValueError(
+                f"`momentum` must be None (the k/(k + 3) schedule) or a float in [0, 1), got "
+                f"{self.momentum!r}; e.g. momentum=0.9."
+            )
         if not isinstance(self.restart, bool):
-            raise TypeError(f"`restart` must be a bool, got {self.restart!r}.")
+            raise TypeError(f"`restart` must be a bool, got {self.restart!r}; e.g. restart=True.")
         check_tolerances(self)
 
     def init(self, fn, z, energy, grad, tolerance):

@@ -67,10 +67,11 @@ class NewtonKrylov(AbstractInferenceSolver):
       than a tenth of the loop's own tolerance.
     - Negative curvature (possible for nonlinear networks away from equilibrium) ends the
       inner solve at the last good iterate (Steihaug); at the very first inner step the
-      direction falls back to −∇F.
+      direction falls back to −M⁻¹∇F (−∇F without a preconditioner).
     - A trial is accepted when it satisfies the Armijo condition
-      F(z + t·d) ≤ F(z) + c·t·∇Fᵀd, or, once the energy decrease is below rounding, when
-      the gradient norm decreased and the energy did not grow beyond rounding.
+      F(z + t·d) ≤ F(z) + c·t·∇Fᵀd, or, only once the decrease that condition asks for is
+      below the energy's rounding error (64·eps·|F|), when the gradient norm decreased and
+      the energy did not grow beyond rounding.
 
     On a linear network each Newton step restarts the inner CG from scratch, so it needs
     a few outer steps and somewhat more products than
@@ -109,7 +110,7 @@ class NewtonKrylov(AbstractInferenceSolver):
         for name in ("max_inner_steps", "max_backtracks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}; e.g. {name}=100.")
         if not (isinstance(self.forcing, float) and 0 < self.forcing < 1):
             raise ValueError(f"`forcing` must be a float in (0, 1), got {self.forcing!r}; e.g. 0.1.")
         if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
@@ -136,29 +137,33 @@ class NewtonKrylov(AbstractInferenceSolver):
             precondition = lambda r: self.preconditioner.apply(fn.model, r)  # noqa: E731
         direction, products = _steihaug(hvp, grad, inner_tolerance, self.max_inner_steps, precondition)
         slope = tree_dot(grad, direction)
-        rounding = 1e3 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
+        rounding = 64 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
 
         def cond(carry):
-            t, _, _, accepted, tries = carry
+            *_, accepted, tries = carry
             return ~accepted & (tries < self.max_backtracks)
 
         def body(carry):
-            t, _, _, _, tries = carry
+            t, _, _, _, _, tries = carry
             trial = tree_axpy(t, direction, z)
             trial_energy, trial_grad = fn(trial)
-            finite = jnp.isfinite(trial_energy) & jnp.isfinite(tree_norm(trial_grad))
+            trial_norm = tree_norm(trial_grad)
+            finite = jnp.isfinite(trial_energy) & jnp.isfinite(trial_norm)
             armijo = trial_energy <= energy + self.armijo * t * slope
-            flat = (tree_norm(trial_grad) < norm) & (trial_energy <= energy + rounding)
+            # Once the decrease Armijo asks for is below the energy's rounding error, the
+            # energy cannot judge the step: accept it if the gradient norm fell and the
+            # energy did not rise beyond rounding.
+            below_rounding = self.armijo * t * jnp.abs(slope) <= rounding
+            flat = below_rounding & (trial_norm < norm) & (trial_energy <= energy + rounding)
             accepted = finite & (armijo | flat)
-            return 0.5 * t, trial_energy, trial_grad, accepted, tries + 1
+            return 0.5 * t, trial, trial_energy, trial_grad, accepted, tries + 1
 
         one = jnp.ones((), energy.dtype)
-        carry = (one, energy, grad, jnp.array(False), jnp.array(0, jnp.int32))
-        t, new_energy, new_grad, accepted, tries = jax.lax.while_loop(cond, body, carry)
-        t = 2.0 * t  # the step of the last trial
-        new_z = tree_where(accepted, tree_axpy(t, direction, z), z)
-        new_energy = jnp.where(accepted, new_energy, energy)
-        new_grad = tree_where(accepted, new_grad, grad)
+        carry = (one, z, energy, grad, jnp.array(False), jnp.array(0, jnp.int32))
+        _, trial, trial_energy, trial_grad, accepted, tries = jax.lax.while_loop(cond, body, carry)
+        new_z = tree_where(accepted, trial, z)
+        new_energy = jnp.where(accepted, trial_energy, energy)
+        new_grad = tree_where(accepted, trial_grad, grad)
         state = _NewtonState(state.tolerance, state.initial_residual, ~accepted)
         return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=products)
 

@@ -19,6 +19,7 @@ class _FlowState(eqx.Module):
     solver_state: PyTree
     controller_state: PyTree
     step_atol: Float[Array, ""]
+    first: Bool[Array, ""]
 
 
 def _stages(solver) -> int:
@@ -69,9 +70,9 @@ class ODEFlow(AbstractInferenceSolver):
     divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
-        if not isinstance(self.solver, diffrax.AbstractRungeKutta) or not hasattr(self.solver, "tableau"):
+        if not isinstance(self.solver, diffrax.AbstractERK):
             raise TypeError(
-                f"`solver` must be an explicit Diffrax Runge–Kutta solver, got "
+                f"`solver` must be an explicit Diffrax Runge–Kutta solver (diffrax.AbstractERK), got "
                 f"{type(self.solver).__name__}; e.g. diffrax.Tsit5()."
             )
         if self.solver.tableau.b_error is None:
@@ -82,9 +83,12 @@ class ODEFlow(AbstractInferenceSolver):
         if not (isinstance(self.dt0, float) and self.dt0 > 0):
             raise ValueError(f"`dt0` must be a positive float, got {self.dt0!r}; e.g. 0.1.")
         if not (isinstance(self.step_rtol, float) and self.step_rtol >= 0):
-            raise ValueError(f"`step_rtol` must be a non-negative float, got {self.step_rtol!r}.")
+            raise ValueError(f"`step_rtol` must be a non-negative float, got {self.step_rtol!r}; e.g. 0.0.")
         if self.step_atol is not None and not (isinstance(self.step_atol, float) and self.step_atol > 0):
-            raise ValueError(f"`step_atol` must be None or a positive float, got {self.step_atol!r}.")
+            raise ValueError(
+                f"`step_atol` must be None (derived from the tolerance) or a positive float, got "
+                f"{self.step_atol!r}; e.g. 1e-8."
+            )
         check_tolerances(self)
 
     def _parts(self, fn, step_atol):
@@ -107,7 +111,7 @@ class ODEFlow(AbstractInferenceSolver):
             term, t0, horizon, z, self.dt0, None, self.solver.func, self.solver.error_order(term)
         )
         t1 = jnp.asarray(t1, energy.dtype)
-        return _FlowState(t0, t1, jnp.array(False), solver_state, controller_state, step_atol)
+        return _FlowState(t0, t1, jnp.array(False), solver_state, controller_state, step_atol, jnp.array(True))
 
     def step(self, fn, z, energy, grad, state):
         term, controller = self._parts(fn, state.step_atol)
@@ -127,6 +131,9 @@ class ODEFlow(AbstractInferenceSolver):
             solver_state,
             controller_state,
             state.step_atol,
+            jnp.array(False),
         )
-        evaluations = _stages(self.solver) + keep.astype(jnp.int32)
+        # A first-same-as-last solver evaluated the field once in `init`: counted here.
+        initial = (state.first & self.solver.tableau.fsal).astype(jnp.int32)
+        evaluations = _stages(self.solver) + keep.astype(jnp.int32) + initial
         return new_z, new_energy, new_grad, new_state, cost(gradients=evaluations)

@@ -32,6 +32,14 @@ class RoundingArmijo(optx.AbstractSearch):
     slope: float = 0.1
     step_init: float = 1.0
 
+    def __check_init__(self):
+        for name, low, high in (("decrease_factor", 0.0, 1.0), ("slope", 0.0, 0.5)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and low < value < high):
+                raise ValueError(f"`{name}` must be in ({low:g}, {high:g}), got {value!r}; e.g. 0.1.")
+        if not (isinstance(self.step_init, (int, float)) and self.step_init > 0):
+            raise ValueError(f"`step_init` must be positive, got {self.step_init!r}; e.g. 1.0.")
+
     def init(self, y, f_info_struct):
         return _BacktrackingState(step_size=jnp.array(self.step_init))
 

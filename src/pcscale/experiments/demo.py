@@ -22,10 +22,10 @@ def make_solver(name: str, model, *, rtol: float, step_size: float, max_steps: i
         return pc.auto_solver(model, rtol=rtol)
     factories = {
         "gd": lambda: pc.GradientDescent(step_size=step_size, rtol=rtol, max_steps=max_steps),
-        "cg": lambda: pc.ConjugateGradient(rtol=rtol),
+        "cg": lambda: pc.ConjugateGradient(rtol=rtol, max_steps=max_steps),
         "newton": lambda: pc.NewtonKrylov(rtol=rtol),
         "nesterov": lambda: pc.Nesterov(step_size=step_size / 2, rtol=rtol, max_steps=max_steps),
-        "lbfgs": lambda: pc.LBFGS(rtol=rtol),
+        "lbfgs": lambda: pc.LBFGS(rtol=rtol, max_steps=max_steps),
         "ode": lambda: pc.ODEFlow(rtol=rtol, max_steps=max_steps),
     }
     if name not in factories:
@@ -39,7 +39,9 @@ class DemoConfig:
     linear teacher (d_y classes), one fixed batch; cross-entropy; Adam with the μPC
     reference rule; inference from the feedforward state by `solver`: one of
     `SOLVERS` ("auto" = [`pcscale.auto_solver`][pcscale.auto_solver]; "gd" = gradient
-    descent with β = `step_size`, at most `max_inference_steps` steps)."""
+    descent with β = `step_size`; "nesterov" uses β = `step_size`/2, since momentum
+    needs β ≲ 1/λ_max; "newton" keeps its own budget of Newton steps, the others stop
+    after `max_inference_steps` steps)."""
 
     widths: tuple[int, ...] = (16, 256)
     depth: int = 8

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import equinox as eqx
+
 from .._model import PCModel
 from .._solver import AbstractInferenceSolver, ConjugateGradient, DepthPreconditioner, GradientDescent, NewtonKrylov
 from ._hessian import is_linear
@@ -14,8 +16,9 @@ def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0
     r"""The inference solver to use for `model`, by a documented rule:
 
     1. no hidden layer (depth 1): nothing to solve → `GradientDescent` (stops at once);
-    2. a linear network (identity activation, no biases, MSE output: the energy is
-       quadratic in the activities) → [`ConjugateGradient`][pcscale.ConjugateGradient],
+    2. a linear or affine network (identity activation, linear layer maps with or without
+       biases, MSE output: the energy is quadratic in the activities) →
+       [`ConjugateGradient`][pcscale.ConjugateGradient],
        exact in at most n steps and O(√κ·log(1/rtol)) in practice;
     3. any other network → [`NewtonKrylov`][pcscale.NewtonKrylov], globalised by a line
        search, so it also handles negative curvature away from equilibrium;
@@ -46,6 +49,11 @@ def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0
         return GradientDescent(rtol=rtol, atol=atol)
     residual = any(layer.skip for layer in model.layers[1:-1])
     preconditioner = DepthPreconditioner() if residual else None
-    if is_linear(model, input_shape(model, x)):
+    # Biases add constants to the predictions: the energy stays quadratic in z, with the
+    # same Hessian, so the network without them decides.
+    unbiased = eqx.tree_at(
+        lambda m: [layer.bias for layer in m.layers], model, [None] * model.depth, is_leaf=lambda v: v is None
+    )
+    if is_linear(unbiased, input_shape(model, x)):
         return ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner)
     return NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)
