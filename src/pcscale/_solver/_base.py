@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Int
 
 from .._custom_types import Activities
+from ._preconditioner import AbstractPreconditioner
 
 # value_and_grad of the summed per-sample energy Σ_i F_i with respect to the activities.
 EnergyAndGrad = Callable[[Activities], tuple[Array, Activities]]
@@ -45,6 +46,23 @@ def check_tolerances(solver) -> None:
     if not (isinstance(factor, float) and factor > 1):
         raise ValueError(
             f"`divergence_factor` must be a float > 1, got {factor!r}; the default is 1e4."
+        )
+
+
+def check_step_size(solver, hint: str = "μPC networks are stable for β ≲ 0.3–0.45.") -> None:
+    """Shared validation of a per-sample step size β."""
+    if not (isinstance(solver.step_size, float) and solver.step_size > 0):
+        raise ValueError(
+            f"`step_size` must be a positive float (β per sample), got {solver.step_size!r}; {hint}"
+        )
+
+
+def check_preconditioner(solver) -> None:
+    """Shared validation of the Krylov solvers' optional preconditioner."""
+    if solver.preconditioner is not None and not isinstance(solver.preconditioner, AbstractPreconditioner):
+        raise TypeError(
+            f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
+            f"{type(solver.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
         )
 
 

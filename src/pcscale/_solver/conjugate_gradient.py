@@ -13,7 +13,7 @@ from jaxtyping import Array, Bool
 from .._custom_types import Activities
 from .._tree import tree_axpy, tree_dot, tree_scale, tree_where
 from ._preconditioner import AbstractPreconditioner
-from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+from ._base import AbstractInferenceSolver, check_preconditioner, check_tolerances, cost, to_float
 
 
 class _CGState(eqx.Module):
@@ -77,11 +77,7 @@ class ConjugateGradient(AbstractInferenceSolver):
                 f"`fallback_step_size` must be a positive float, got {self.fallback_step_size!r}; "
                 "the default 0.1 is stable for μPC networks."
             )
-        if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
-            raise TypeError(
-                f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
-                f"{type(self.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
-            )
+        check_preconditioner(self)
 
     def init(self, fn, z, energy, grad, tolerance):
         zeros = jax.tree.map(jnp.zeros_like, grad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import equinox as eqx
 
-from ._base import AbstractInferenceSolver, cost, check_tolerances, to_float
+from ._base import AbstractInferenceSolver, check_step_size, check_tolerances, cost, to_float
 
 
 class GradientDescent(AbstractInferenceSolver):
@@ -36,11 +36,7 @@ class GradientDescent(AbstractInferenceSolver):
     divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
-        if not (isinstance(self.step_size, float) and self.step_size > 0):
-            raise ValueError(
-                f"`step_size` must be a positive float (β per sample), got {self.step_size!r}; "
-                "μPC networks are stable for β ≲ 0.3–0.45."
-            )
+        check_step_size(self)
         check_tolerances(self)
 
     def init(self, fn, z, energy, grad, tolerance):

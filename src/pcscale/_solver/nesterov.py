@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 
 from .._custom_types import Activities
 from .._tree import tree_axpy, tree_dot
-from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+from ._base import AbstractInferenceSolver, check_step_size, check_tolerances, cost, to_float
 
 
 class _NesterovState(eqx.Module):
@@ -48,11 +48,7 @@ class Nesterov(AbstractInferenceSolver):
     divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
-        if not (isinstance(self.step_size, float) and self.step_size > 0):
-            raise ValueError(
-                f"`step_size` must be a positive float (β per sample), got {self.step_size!r}; "
-                "μPC networks are stable for β ≲ 0.3–0.45."
-            )
+        check_step_size(self)
         if self.momentum is not None and not (isinstance(self.momentum, float) and 0 <= self.momentum < 1):
             raise ValueError(
                 f"`momentum` must be None (the k/(k + 3) schedule) or a float in [0, 1), got "

@@ -10,7 +10,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._tree import tree_axpy, tree_dot, tree_norm, tree_scale, tree_where
 from ._preconditioner import AbstractPreconditioner
-from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+from ._base import AbstractInferenceSolver, check_preconditioner, check_tolerances, cost, to_float
 
 
 class _NewtonState(eqx.Module):
@@ -113,11 +113,7 @@ class NewtonKrylov(AbstractInferenceSolver):
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}; e.g. {name}=100.")
         if not (isinstance(self.forcing, float) and 0 < self.forcing < 1):
             raise ValueError(f"`forcing` must be a float in (0, 1), got {self.forcing!r}; e.g. 0.1.")
-        if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
-            raise TypeError(
-                f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
-                f"{type(self.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
-            )
+        check_preconditioner(self)
         if not (isinstance(self.armijo, float) and 0 < self.armijo < 0.5):
             raise ValueError(f"`armijo` must be a float in (0, 0.5), got {self.armijo!r}; e.g. 1e-4.")
 
