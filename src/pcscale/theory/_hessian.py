@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Activities, BatchX, BatchY
+from .._infer import SummedEnergy
 from .._model import FULL_PRECISION, PCModel
 from ._lanczos import lanczos
 from ..nn._mlp import Linear
@@ -55,10 +56,7 @@ def _check_has_activities(model: PCModel, function: str) -> None:
 def summed_gradient(model: PCModel, x: Array, y: Array):
     """z ↦ ∇_z Σ_i F_i: the stack of per-sample activity gradients."""
 
-    def total(z: Activities) -> Array:
-        return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
-
-    return jax.grad(total)
+    return jax.grad(SummedEnergy(model, x, y).value)
 
 
 def batch_hvp(model: PCModel, x: Array, y: Array, z: Activities):
