@@ -19,6 +19,7 @@ from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradien
 from ._infer import infer as infer
 from ._layer import PCLayer as PCLayer
 from ._model import PCModel as PCModel
+from ._parameterised import Parameterised as Parameterised
 from ._optimiser import (
     AbstractOptimiser as AbstractOptimiser,
     Adam as Adam,
@@ -29,6 +30,7 @@ from ._optimiser import (
 from ._parameterisation import (
     AbstractParameterisation as AbstractParameterisation,
     AdamRule as AdamRule,
+    InitStdRule as InitStdRule,
     CompleteP as CompleteP,
     DepthMuP as DepthMuP,
     Init as Init,

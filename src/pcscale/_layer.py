@@ -74,10 +74,17 @@ class PCLayer(eqx.Module):
 
     def parameter_scalings(self) -> PyTree:
         """The [`Scaling`][pcscale.Scaling] of each array leaf of the layer, as a pytree
-        with the structure of `eqx.filter(layer, eqx.is_array)`."""
+        with the structure of `eqx.filter(layer, eqx.is_array)`.
+
+        A `module` with its own `parameter_scalings()` (a
+        [`Parameterised`][pcscale.Parameterised]) gives those of its leaves; otherwise
+        matrices get `scaling` and vectors `vector_scaling`."""
 
         def pick(leaf):
             return self.scaling if jax.numpy.ndim(leaf) >= 2 else self.vector_scaling
 
-        params = eqx.filter(self, eqx.is_array)
-        return jax.tree.map(pick, params)
+        scalings = jax.tree.map(pick, eqx.filter(self, eqx.is_array))
+        own = getattr(self.module, "parameter_scalings", None)
+        if callable(own):
+            scalings = eqx.tree_at(lambda layer: layer.module, scalings, own())
+        return scalings

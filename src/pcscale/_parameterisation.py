@@ -2,12 +2,14 @@
 μPC and CompleteP mean.
 
 Every weight of a network has a [`WeightRole`][pcscale.WeightRole] (input, hidden,
-output or vector, its fan-in and whether it sits in a residual branch). Together with
-the network's [`NetworkShape`][pcscale.NetworkShape] (width N, depth L, whether it has
-residual branches), a parameterisation turns that role into a
-[`Scaling`][pcscale.Scaling]: forward multiplier, init distribution and std, learning-rate
-scales for SGD-like and Adam-like optimisers, Adam ε scale and weight-decay scale. The
-tables implemented here are those of `science.md` §3.1.
+output or vector, its fan-in, whether it sits in a residual branch, the gain of its
+input's activation, and which init convention it follows). Together with the network's
+[`NetworkShape`][pcscale.NetworkShape] (width N, depth L, whether it has residual
+branches, base width), a parameterisation turns that role into a
+[`Scaling`][pcscale.Scaling]: forward multiplier, init distribution and std,
+learning-rate scales for SGD-like and Adam-like optimisers, Adam ε scale and
+weight-decay scale; and it gives the attention logit scale. The tables implemented here
+are those of `science.md` §3.1 (MLPs), §3.3 (ResNets) and §3.4 (transformers).
 
 Builders apply a parameterisation once, when they build a model; afterwards every other
 module reads the scalings stored on the model and never asks which preset it was.
@@ -16,153 +18,20 @@ module reads the scalings stored on the model and never asks which preset it was
 from __future__ import annotations
 
 import abc
-import dataclasses
-import enum
 import math
-import numbers
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
-from jaxtyping import Array, PRNGKeyArray
 
-
-class Role(enum.Enum):
-    """What a weight does in the network."""
-
-    INPUT = "input"
-    """First map, from the data (fan-in D) to the width N."""
-    HIDDEN = "hidden"
-    """A width-to-width map (fan-in N), in a residual branch or not."""
-    OUTPUT = "output"
-    """The readout, from the width to the output (fan-in N)."""
-    VECTOR = "vector"
-    """A bias vector (starts at zero)."""
-    GAIN = "gain"
-    """A gain vector, e.g. of a normalisation layer (starts at one)."""
-
-
-class Init(enum.Enum):
-    """Distribution of a raw weight at initialisation."""
-
-    NORMAL = "normal"
-    """N(0, std²)."""
-    UNIFORM = "uniform"
-    """U(−√3·std, +√3·std), which has standard deviation std."""
-    ZEROS = "zeros"
-    """All zeros (biases)."""
-    ONES = "ones"
-    """All ones (gains)."""
-
-
-class AdamRule(enum.Enum):
-    """How Adam-like learning rates are assigned (`science.md` §3.1)."""
-
-    REFERENCE = "reference"
-    """One global rate for every weight, as the paper's reference code does."""
-    PER_ROLE = "per_role"
-    """Input, output and vector weights get η; hidden and branch weights the scaled rate."""
-
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightRole:
-    """The role of one weight.
-
-    **Arguments:**
-
-    - `kind`: a [`Role`][pcscale.Role].
-    - `fan_in`: number of inputs of the map this weight belongs to (D for the input
-      layer, N for hidden and output layers). Must be ≥ 1.
-    - `branch`: whether the weight sits in a residual branch `z + L^(−α)·branch(z)`.
-    """
-
-    kind: Role
-    fan_in: int
-    branch: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.kind, Role):
-            raise TypeError(
-                f"`kind` must be a pcscale.Role, got {self.kind!r}; use e.g. Role.HIDDEN."
-            )
-        if not _is_positive_int(self.fan_in):
-            raise ValueError(
-                f"`fan_in` must be a positive integer, got {self.fan_in!r}; pass the "
-                "number of inputs of the map."
-            )
-        if self.branch and self.kind is not Role.HIDDEN:
-            raise ValueError(
-                f"only hidden weights sit in residual branches, got branch=True for a "
-                f"{self.kind.value} weight; set branch=False."
-            )
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkShape:
-    """The network-level sizes a parameterisation scales with.
-
-    **Arguments:**
-
-    - `width`: N, the hidden width (channels for a CNN, d_model for a transformer).
-    - `depth`: L, the number of weight layers (or the builder's stated effective depth).
-    - `residual`: whether the network has residual branches at all. Depth factors of
-      learning rates apply only to networks that do: a network without skips is
-      parameterised as μP by every member of the μP family.
-    """
-
-    width: int
-    depth: int
-    residual: bool = False
-
-    def __post_init__(self):
-        if not _is_positive_int(self.width):
-            raise ValueError(
-                f"`width` must be a positive integer, got {self.width!r}; pass e.g. width=128."
-            )
-        if not _is_positive_int(self.depth):
-            raise ValueError(
-                f"`depth` must be a positive integer, got {self.depth!r}; pass e.g. depth=4."
-            )
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaling:
-    """Every scale of one weight, fixed when the model is built.
-
-    - `multiplier`: forward multiplier a; the layer computes a·W.
-    - `init`, `init_std`: distribution and standard deviation of the raw weight W.
-    - `sgd_lr_scale`, `adam_lr_scale`: factors on the base learning rate η for SGD-like
-      and Adam-like optimisers (the raw-weight rate is η·scale).
-    - `adam_eps_scale`: factor on Adam's ε.
-    - `weight_decay_scale`: factor on the weight-decay coefficient.
-    """
-
-    multiplier: float = 1.0
-    init: Init = Init.NORMAL
-    init_std: float = 1.0
-    sgd_lr_scale: float = 1.0
-    adam_lr_scale: float = 1.0
-    adam_eps_scale: float = 1.0
-    weight_decay_scale: float = 1.0
-
-    def sample(self, shape: tuple[int, ...], dtype, *, key: PRNGKeyArray) -> Array:
-        """Draw a raw weight of `shape` from this scaling's init distribution."""
-        if self.init is Init.ZEROS:
-            return jnp.zeros(shape, dtype)
-        if self.init is Init.ONES:
-            return jnp.ones(shape, dtype)
-        if self.init is Init.UNIFORM:
-            bound = math.sqrt(3.0) * self.init_std
-            return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
-        return self.init_std * jax.random.normal(key, shape, dtype)
+from ._roles import (
+    AdamRule as AdamRule,
+    Init as Init,
+    InitStdRule as InitStdRule,
+    NetworkShape as NetworkShape,
+    Role as Role,
+    Scaling as Scaling,
+    WeightRole as WeightRole,
+    _is_real,
+)
 
 
 def _check_gamma0(gamma0) -> None:
@@ -175,22 +44,51 @@ def _check_gamma0(gamma0) -> None:
 def _check_adam_rule(rule) -> None:
     if not isinstance(rule, AdamRule):
         raise TypeError(
-            f"`adam_rule` must be a pcscale.AdamRule, got {rule!r}; use AdamRule.REFERENCE "
-            "or AdamRule.PER_ROLE."
+            f"`adam_rule` must be a pcscale.AdamRule, got {rule!r}; use AdamRule.REFERENCE, "
+            "AdamRule.PER_ROLE or AdamRule.RESNET_REFERENCE."
+        )
+
+
+def _check_init_std_rule(rule) -> None:
+    if not isinstance(rule, InitStdRule):
+        raise TypeError(
+            f"`init_std_rule` must be a pcscale.InitStdRule, got {rule!r}; use "
+            "InitStdRule.STANDARD or InitStdRule.REFERENCE."
+        )
+
+
+def _check_alpha(alpha, *, allow_none: bool) -> None:
+    if alpha is None and allow_none:
+        return
+    if not (_is_real(alpha) and 0.5 <= float(alpha) <= 1.0):
+        raise ValueError(
+            f"`alpha` must lie in [1/2, 1], got {alpha!r}; use alpha=0.5 (μPC / Depth-μP) "
+            "or alpha=1.0 (CompleteP)" + (", or None for no depth scaling." if allow_none else
+                                            ", or MuP() for no depth scaling.")
         )
 
 
 def _vector_scaling(role: WeightRole, **scales) -> Scaling:
-    """Biases start at zero, gains at one; neither has weight decay or a multiplier."""
+    """Biases start at zero, gains at one; neither has a multiplier, and by default no
+    weight decay."""
     init = Init.ONES if role.kind is Role.GAIN else Init.ZEROS
-    return Scaling(init=init, init_std=0.0, weight_decay_scale=0.0, **scales)
+    scales.setdefault("weight_decay_scale", 0.0)
+    return Scaling(init=init, init_std=0.0, **scales)
+
+
+def _is_vector(role: WeightRole) -> bool:
+    return role.kind in (Role.VECTOR, Role.GAIN)
+
+
+def _carries_branch_multiplier(role: WeightRole) -> bool:
+    return role.branch and role.branch_output and role.kind is Role.HIDDEN
 
 
 class AbstractParameterisation(eqx.Module):
     """Maps a weight's role and the network's shape to its [`Scaling`][pcscale.Scaling].
 
-    Subclasses implement `scaling` and carry the output scale `gamma0` (γ0); nothing outside this module inspects which
-    subclass is in use.
+    Subclasses implement `scaling` and `attention_logit_scale` and carry the output scale
+    `gamma0` (γ0); nothing outside this module inspects which subclass is in use.
     """
 
     @abc.abstractmethod
@@ -205,37 +103,74 @@ class AbstractParameterisation(eqx.Module):
 class SP(AbstractParameterisation):
     """Standard parameterisation: PyTorch/Equinox default uniform init
     U(−1/√fan_in, 1/√fan_in), no multipliers except 1/γ0 on the readout, the same
-    learning rate η for every weight and every optimiser.
+    learning rate η for every weight and every optimiser; attention logits 1/√d_h.
+
+    σ0-convention weights (the transformer, `science.md` §3.4): N(0, σ0²) embeddings and
+    head (multiplier 1/γ0), hidden matrices by `init_std_rule`, weight decay on every
+    tensor.
 
     **Arguments:**
 
     - `gamma0`: output scale γ0 (readout multiplier 1/γ0). Default 1.
+    - `alpha`: optional depth exponent of residual branches: with `alpha` set, branch
+      outputs are multiplied by L^(−α). Default None (standard SP). The paper's SP
+      transformer uses `alpha=1.0` (its 1/n_b branches, `science.md` §3.5, item 2).
+    - `init_std_rule`: an [`InitStdRule`][pcscale.InitStdRule] for σ0-convention hidden
+      matrices. Default `STANDARD` (GPT-2: σ0, σ0/√(2L) on branch outputs).
     """
 
     gamma0: float = 1.0
+    alpha: float | None = None
+    init_std_rule: InitStdRule = InitStdRule.STANDARD
 
     def __check_init__(self):
         _check_gamma0(self.gamma0)
+        _check_alpha(self.alpha, allow_none=True)
+        _check_init_std_rule(self.init_std_rule)
+
+    def _branch_multiplier(self, role: WeightRole, shape: NetworkShape) -> float:
+        if self.alpha is None or not _carries_branch_multiplier(role):
+            return 1.0
+        return float(shape.depth) ** (-self.alpha)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        if role.kind in (Role.VECTOR, Role.GAIN):
+        if role.std is not None:
+            return self._std_scaling(role, shape)
+        if _is_vector(role):
             return _vector_scaling(role)
-        multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else 1.0
+        multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else self._branch_multiplier(role, shape)
         return Scaling(
             multiplier=multiplier,
             init=Init.UNIFORM,
             init_std=1.0 / math.sqrt(3.0 * role.fan_in),
         )
 
+    def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
+        # science.md §3.4, SP column: one rate, one ε, weight decay κ on every tensor.
+        if _is_vector(role):
+            return _vector_scaling(role, weight_decay_scale=1.0)
+        std = role.std
+        multiplier = 1.0
+        if role.kind is Role.OUTPUT:
+            multiplier = 1.0 / self.gamma0
+        elif role.kind is Role.HIDDEN:
+            if self.init_std_rule is InitStdRule.REFERENCE:
+                std /= math.sqrt(shape.width_ratio)
+            if role.branch and role.branch_output:
+                std /= math.sqrt(2.0 * shape.depth)
+            multiplier = self._branch_multiplier(role, shape)
+        return Scaling(multiplier=multiplier, init=Init.NORMAL, init_std=std)
+
     def attention_logit_scale(self, head_dim: int) -> float:
         return 1.0 / math.sqrt(head_dim)
 
 
 class NTP(AbstractParameterisation):
-    """Neural tangent parameterisation: N(0, 1) weights, multiplier 1/√fan_in
+    """Neural tangent parameterisation: N(0, 1) weights, multiplier gain/√fan_in
     (1/√(N·L) on residual branches, 1/(γ0·√N) on the readout) and an unscaled rate η.
 
-    The paper defines no Adam rule for NTP; `pcscale` uses η for Adam as well.
+    The paper defines no Adam rule for NTP, nor the σ0 convention; `pcscale` uses η for
+    Adam as well, and treats σ0-convention weights as N(0,1) weights.
 
     **Arguments:**
 
@@ -248,13 +183,15 @@ class NTP(AbstractParameterisation):
         _check_gamma0(self.gamma0)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        if role.kind in (Role.VECTOR, Role.GAIN):
+        if _is_vector(role):
             return _vector_scaling(role)
         multiplier = 1.0 / math.sqrt(role.fan_in)
-        if role.branch:
-            multiplier /= math.sqrt(shape.depth)
         if role.kind is Role.OUTPUT:
             multiplier /= self.gamma0
+        else:
+            multiplier *= role.gain
+        if _carries_branch_multiplier(role):
+            multiplier /= math.sqrt(shape.depth)
         return Scaling(multiplier=multiplier)
 
     def attention_logit_scale(self, head_dim: int) -> float:
@@ -264,8 +201,8 @@ class NTP(AbstractParameterisation):
 class _MuPFamily(AbstractParameterisation):
     """μP width scaling with an optional depth exponent α (None: width only)."""
 
-    # Concrete subclasses declare `alpha` (float, or None for width-only μP), `gamma0`
-    # and `adam_rule`.
+    # Concrete subclasses declare `alpha` (float, or None for width-only μP), `gamma0`,
+    # `adam_rule` and `init_std_rule`.
 
     def _depth_factor(self, shape: NetworkShape, power: float) -> float:
         # Depth factors only exist for networks with residual branches; without skips
@@ -274,88 +211,148 @@ class _MuPFamily(AbstractParameterisation):
             return 1.0
         return float(shape.depth) ** power
 
+    def _branch_multiplier(self, role: WeightRole, shape: NetworkShape) -> float:
+        if self.alpha is None or not _carries_branch_multiplier(role):
+            return 1.0
+        return float(shape.depth) ** (-self.alpha)
+
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
+        if role.std is not None:
+            return self._std_scaling(role, shape)
         alpha = 0.0 if self.alpha is None else self.alpha
         width = shape.width
         sgd = self.gamma0**2 * width * self._depth_factor(shape, 2 * alpha - 1)
-        adam_scaled = self._depth_factor(shape, alpha - 1) / math.sqrt(width)
-        if self.adam_rule is AdamRule.REFERENCE or role.kind is Role.HIDDEN:
-            adam = adam_scaled
+        branch_rate = self._depth_factor(shape, alpha - 1) / math.sqrt(width)
+        if self.adam_rule is AdamRule.REFERENCE:
+            adam = branch_rate
+        elif role.kind is Role.HIDDEN:
+            adam = branch_rate if role.branch else 1.0 / math.sqrt(width)
+        elif role.kind is Role.OUTPUT and self.adam_rule is AdamRule.RESNET_REFERENCE:
+            adam = 1.0 / math.sqrt(width)
         else:
             adam = 1.0
-        if role.kind in (Role.VECTOR, Role.GAIN):
+        if _is_vector(role):
             return _vector_scaling(role, sgd_lr_scale=sgd, adam_lr_scale=adam)
-        multiplier = 1.0 / math.sqrt(role.fan_in)
         if role.kind is Role.OUTPUT:
             multiplier = 1.0 / (self.gamma0 * role.fan_in)
-        elif role.branch and self.alpha is not None:
-            multiplier *= float(shape.depth) ** (-self.alpha)
+        else:
+            multiplier = role.gain / math.sqrt(role.fan_in) * self._branch_multiplier(role, shape)
         return Scaling(multiplier=multiplier, sgd_lr_scale=sgd, adam_lr_scale=adam)
+
+    def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
+        # science.md §3.4, μPC / CompleteP column, with d replaced by m = d/d_0 and the
+        # CompleteP depth factors written for a general α: block matrices get Adam rate
+        # η·L^(α−1)/m and ε/(m·L^α) (η/d and ε/(d·n_b) at α = 1); embeddings, head and
+        # vectors the base rate η. Weight decay κ·m on hidden matrices, κ on embeddings
+        # and head, none on vectors. The SGD scales (no paper value) keep the mean-field
+        # effective updates: γ0²·m for embeddings and head, L^(2α−1) for block tensors.
+        alpha = 0.0 if self.alpha is None else self.alpha
+        m = shape.width_ratio
+        eps = (self._depth_factor(shape, -alpha) if role.branch else 1.0) / m
+        if _is_vector(role):
+            sgd = self._depth_factor(shape, 2 * alpha - 1) if role.branch else 1.0
+            return _vector_scaling(role, sgd_lr_scale=sgd, adam_eps_scale=eps)
+        if role.kind in (Role.INPUT, Role.OUTPUT):
+            multiplier = 1.0 / (self.gamma0 * m) if role.kind is Role.OUTPUT else 1.0
+            return Scaling(
+                multiplier=multiplier, init_std=role.std, sgd_lr_scale=self.gamma0**2 * m,
+                adam_eps_scale=eps,
+            )
+        std = role.std if self.init_std_rule is InitStdRule.REFERENCE else role.std / math.sqrt(m)
+        if role.branch:
+            adam = self._depth_factor(shape, alpha - 1) / m
+            sgd = self._depth_factor(shape, 2 * alpha - 1)
+        else:
+            adam, sgd = 1.0 / m, 1.0
+        return Scaling(
+            multiplier=self._branch_multiplier(role, shape), init_std=std, sgd_lr_scale=sgd,
+            adam_lr_scale=adam, adam_eps_scale=eps, weight_decay_scale=m,
+        )
 
     def attention_logit_scale(self, head_dim: int) -> float:
         return 1.0 / head_dim
 
 
-class MuP(_MuPFamily):
-    """μP (maximal update, mean-field) width scaling with no depth factor.
-
-    N(0, 1) weights; multipliers 1/√D (input), 1/√N (hidden and branch), 1/(γ0·N)
-    (readout); SGD rate η·γ0²·N; Adam rate η/√N.
-
-    **Arguments:**
-
+_MUP_ARGS = """
     - `gamma0`: output scale γ0. Default 1.
-    - `adam_rule`: [`AdamRule`][pcscale.AdamRule]; default the paper's reference rule.
-    """
+    - `adam_rule`: [`AdamRule`][pcscale.AdamRule]; default the paper's MLP reference
+      rule (one global rate).
+    - `init_std_rule`: [`InitStdRule`][pcscale.InitStdRule] for σ0-convention hidden
+      matrices (the transformer); default `STANDARD` (σ0·√(d_0/d), CompleteP).
+"""
 
+
+class MuP(_MuPFamily):
     alpha: None = eqx.field(default=None, init=False)
     gamma0: float = 1.0
     adam_rule: AdamRule = AdamRule.REFERENCE
+    init_std_rule: InitStdRule = InitStdRule.STANDARD
 
     def __check_init__(self):
         _check_gamma0(self.gamma0)
         _check_adam_rule(self.adam_rule)
+        _check_init_std_rule(self.init_std_rule)
 
 
 class DepthMuP(_MuPFamily):
+    alpha: float
+    gamma0: float = 1.0
+    adam_rule: AdamRule = AdamRule.REFERENCE
+    init_std_rule: InitStdRule = InitStdRule.STANDARD
+
+    def __check_init__(self):
+        _check_gamma0(self.gamma0)
+        _check_alpha(self.alpha, allow_none=False)
+        _check_adam_rule(self.adam_rule)
+        _check_init_std_rule(self.init_std_rule)
+
+
+MuP.__doc__ = (
+    """μP (maximal update, mean-field) width scaling with no depth factor.
+
+    N(0, 1) weights; multipliers gain/√D (input), gain/√N (hidden and branch),
+    1/(γ0·N) (readout); SGD rate η·γ0²·N; Adam rate η/√N; attention logits 1/d_h.
+
+    **Arguments:**
+"""
+    + _MUP_ARGS
+)
+DepthMuP.__doc__ = (
     """μP width scaling plus residual branches scaled by L^(−α), α ∈ [1/2, 1].
 
-    Multipliers 1/√D (input), 1/√N (hidden, no skip), L^(−α)/√N (branch), 1/(γ0·N)
-    (readout); SGD rate η·γ0²·N·L^(2α−1); Adam rate η·L^(α−1)/√N. Without residual
-    branches the depth factors vanish (the network is μP).
+    Multipliers gain/√D (input), gain/√N (hidden, no skip), gain·L^(−α)/√N (branch),
+    1/(γ0·N) (readout); SGD rate η·γ0²·N·L^(2α−1); Adam rate η·L^(α−1)/√N. Without
+    residual branches the depth factors vanish (the network is μP).
 
     **Arguments:**
 
     - `alpha`: depth exponent in [1/2, 1] (1/2: Depth-μP / μPC, 1: CompleteP).
-    - `gamma0`: output scale γ0. Default 1.
-    - `adam_rule`: [`AdamRule`][pcscale.AdamRule]; default the paper's reference rule.
-    """
-
-    alpha: float
-    gamma0: float = 1.0
-    adam_rule: AdamRule = AdamRule.REFERENCE
-
-    def __check_init__(self):
-        _check_gamma0(self.gamma0)
-        if not (_is_real(self.alpha) and 0.5 <= float(self.alpha) <= 1.0):
-            raise ValueError(
-                f"`alpha` must lie in [1/2, 1], got {self.alpha!r}; use alpha=0.5 "
-                "(μPC / Depth-μP) or alpha=1.0 (CompleteP), or MuP() for no depth scaling."
-            )
-        _check_adam_rule(self.adam_rule)
+"""
+    + _MUP_ARGS
+)
 
 
-def MuPC(gamma0: float = 1.0, *, adam_rule: AdamRule = AdamRule.REFERENCE) -> DepthMuP:
+def MuPC(
+    gamma0: float = 1.0,
+    *,
+    adam_rule: AdamRule = AdamRule.REFERENCE,
+    init_std_rule: InitStdRule = InitStdRule.STANDARD,
+) -> DepthMuP:
     """μPC: μP plus Depth-μP branches (α = 1/2), output multiplier 1/(γ0·N).
 
     **Arguments:** as [`DepthMuP`][pcscale.DepthMuP].
     """
-    return DepthMuP(alpha=0.5, gamma0=gamma0, adam_rule=adam_rule)
+    return DepthMuP(alpha=0.5, gamma0=gamma0, adam_rule=adam_rule, init_std_rule=init_std_rule)
 
 
-def CompleteP(gamma0: float = 1.0, *, adam_rule: AdamRule = AdamRule.REFERENCE) -> DepthMuP:
+def CompleteP(
+    gamma0: float = 1.0,
+    *,
+    adam_rule: AdamRule = AdamRule.REFERENCE,
+    init_std_rule: InitStdRule = InitStdRule.STANDARD,
+) -> DepthMuP:
     """CompleteP: μP plus branches scaled by 1/L (α = 1).
 
     **Arguments:** as [`DepthMuP`][pcscale.DepthMuP].
     """
-    return DepthMuP(alpha=1.0, gamma0=gamma0, adam_rule=adam_rule)
+    return DepthMuP(alpha=1.0, gamma0=gamma0, adam_rule=adam_rule, init_std_rule=init_std_rule)

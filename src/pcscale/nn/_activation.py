@@ -1,7 +1,8 @@
-"""The activation functions builders accept by name."""
+"""The activation functions builders accept by name, and their gains."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -25,6 +26,17 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "gelu": gelu,
 }
 
+# Gains g with Var(g·φ(z)) ≈ Var(z) for z ~ N(0, 1), used by the μP family's
+# gain/√fan_in multipliers (science.md §3.3). Linear, tanh and ReLU take PyTorch's
+# values (1, 5/3, √2). PyTorch has none for GELU; pcscale uses the second-moment gain
+# 1/√E[GELU(z)²] = 1/√0.42522 (E by quadrature), the rule that also gives ReLU its √2.
+GAINS: dict[Callable[[Array], Array], float] = {
+    identity: 1.0,
+    jax.nn.tanh: 5.0 / 3.0,
+    jax.nn.relu: math.sqrt(2.0),
+    gelu: 1.5335304411955328,
+}
+
 
 def resolve_activation(activation: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
     """A callable from a name in `ACTIVATIONS`, or the callable itself."""
@@ -34,4 +46,19 @@ def resolve_activation(activation: str | Callable[[Array], Array]) -> Callable[[
         return ACTIVATIONS[activation.lower()]
     raise ValueError(
         f"`activation` must be one of {sorted(ACTIVATIONS)} or a callable, got {activation!r}."
+    )
+
+
+def activation_gain(phi: Callable[[Array], Array], gain: float | None = None) -> float:
+    """The gain of `phi` from `GAINS`, or `gain` when given (needed for a custom
+    activation)."""
+    if gain is not None:
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
+            raise ValueError(f"`gain` must be a positive float, got {gain!r}; e.g. gain=1.0.")
+        return float(gain)
+    if phi in GAINS:
+        return GAINS[phi]
+    raise ValueError(
+        f"no gain is known for the custom activation {phi!r}; pass gain=... (1/√E[φ(z)²] "
+        "for z ~ N(0, 1) is a good default)."
     )

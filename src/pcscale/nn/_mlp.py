@@ -7,7 +7,6 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._energy import MSE, AbstractOutputEnergy
@@ -21,6 +20,7 @@ from .._parameterisation import (
     WeightRole,
 )
 from ._activation import identity, resolve_activation
+from ._checks import check_dtype, check_parameterisation, positive_int
 
 
 class Linear(eqx.Module):
@@ -31,12 +31,6 @@ class Linear(eqx.Module):
 
     def __call__(self, x: Float[Array, " in"]) -> Float[Array, " out"]:
         return self.weight @ x
-
-
-def _positive_int(value, name: str, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}; {hint}.")
-    return int(value)
 
 
 def _build(
@@ -54,20 +48,12 @@ def _build(
     dtype,
     key: PRNGKeyArray,
 ) -> PCModel:
-    input_dim = _positive_int(input_dim, "input_dim", "pass the flattened input size, e.g. 784")
-    width = _positive_int(width, "width", "pass the hidden width N, e.g. 128")
-    output_dim = _positive_int(output_dim, "output_dim", "pass the target size, e.g. 10")
-    depth = _positive_int(depth, "depth", "pass the number of weight layers L ≥ 1")
-    if not isinstance(parameterisation, AbstractParameterisation):
-        raise TypeError(
-            f"`parameterisation` must be a pcscale parameterisation such as pcscale.MuPC(), got "
-            f"{parameterisation!r}."
-        )
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
-        raise ValueError(
-            "`dtype` is float64 but JAX's 64-bit mode is off, so the weights would silently be "
-            'float32; call jax.config.update("jax_enable_x64", True) before creating any array.'
-        )
+    input_dim = positive_int(input_dim, "input_dim", "pass the flattened input size, e.g. 784")
+    width = positive_int(width, "width", "pass the hidden width N, e.g. 128")
+    output_dim = positive_int(output_dim, "output_dim", "pass the target size, e.g. 10")
+    depth = positive_int(depth, "depth", "pass the number of weight layers L ≥ 1")
+    check_parameterisation(parameterisation)
+    check_dtype(dtype)
     phi = resolve_activation(activation)
     residual = skips and depth > 2
     shape = NetworkShape(width=width, depth=depth, residual=residual)
