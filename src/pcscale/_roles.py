@@ -101,8 +101,9 @@ class WeightRole:
       gain/√fan_in. Default 1; SP ignores it.
     - `std`: σ0 to use the σ0 convention of `science.md` §3.4 (GPT-style N(0, σ0²)
       weights with width scaling in the init std and the learning rate rather than in
-      multipliers), as the transformer does. Default None: the N(0,1)-with-multipliers
-      convention of §3.1 and §3.3.
+      multipliers), as the transformer does. Vectors of such a network pass it too: it
+      selects their learning-rate and ε table (they still start at 0 or 1). Default None:
+      the N(0,1)-with-multipliers convention of §3.1 and §3.3.
     """
 
     kind: Role

@@ -62,10 +62,13 @@ def parameterise(
     if not isinstance(shape, NetworkShape):
         raise TypeError(f"`shape` must be a pcscale.NetworkShape, got {shape!r}.")
     paths, leaves, treedef = _paths_and_leaves(module)
-    if callable(roles) and not isinstance(roles, WeightRole):
+    declared = jax.tree.leaves(roles, is_leaf=lambda node: isinstance(node, WeightRole))
+    # A roles pytree mirrors the module, so it may itself be a (callable) Equinox module:
+    # it is a function of the path only if it holds no WeightRole.
+    if callable(roles) and not any(isinstance(r, WeightRole) for r in declared):
         role_list = [roles(path, leaf) for path, leaf in zip(paths, leaves)]
     else:
-        role_list = jax.tree.leaves(roles, is_leaf=lambda node: isinstance(node, WeightRole))
+        role_list = declared
         if len(role_list) != len(leaves):
             raise ValueError(
                 f"`roles` must hold one WeightRole per array leaf of `module` ({len(leaves)}: "
@@ -187,7 +190,7 @@ def infer_roles(
                 kind,
                 fan_in=fan_in,
                 branch=in_branch,
-                branch_output=path in outputs,
+                branch_output=(path in outputs) if kind is Role.HIDDEN else True,
                 gain=gain if kind in (Role.INPUT, Role.HIDDEN) else 1.0,
             )
         )

@@ -47,6 +47,11 @@ class AvgPool2(eqx.Module):
 
     def __call__(self, x: Float[Array, "c height width"]) -> Float[Array, "c height/2 width/2"]:
         c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(
+                f"cannot 2×2-pool an activity of shape {tuple(x.shape)} (odd side): the images "
+                "are not of the `image_size` the model was built with (sides divisible by 8)."
+            )
         return x.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
 
 

@@ -123,9 +123,9 @@ def _block_role(path: str, d: int, std: float) -> WeightRole:
     name = path.lstrip(".").split(".")[0]
     if name.startswith("ln"):
         kind = Role.GAIN if path.endswith(".gain") else Role.VECTOR
-        return WeightRole(kind, fan_in=d, branch=True)
+        return WeightRole(kind, fan_in=d, branch=True, std=std)
     if name.startswith("b"):
-        return WeightRole(Role.VECTOR, fan_in=d, branch=True)
+        return WeightRole(Role.VECTOR, fan_in=d, branch=True, std=std)
     fan_in = MLP_RATIO * d if name == "w2" else d
     return WeightRole(Role.HIDDEN, fan_in=fan_in, branch=True, branch_output=name in ("w_out", "w2"), std=std)
 
@@ -245,7 +245,7 @@ def transformer(
 
     if layer_norm:
         def final_role(path, _):
-            return WeightRole(Role.GAIN if path.endswith(".gain") else Role.VECTOR, fan_in=d)
+            return WeightRole(Role.GAIN if path.endswith(".gain") else Role.VECTOR, fan_in=d, std=std)
 
         final = parameterise(norm(), final_role, parameterisation, shape, key=keys[-2])
         layers.append(PCLayer(final))

@@ -26,3 +26,5 @@ from ._hessian import (
 )
 from ._step import ClosedFormStepMetrics as ClosedFormStepMetrics, closed_form_step as closed_form_step
 from ._structure import enable_float64 as enable_float64
+from ._coord import CoordCheck as CoordCheck, coord_check as coord_check, spread as spread
+from ._coord import load_coord_check as load_coord_check, save_coord_check as save_coord_check

@@ -1,0 +1,67 @@
+"""The one plotting style every pcscale figure shares."""
+
+from __future__ import annotations
+
+import os
+
+
+def pyplot():
+    """matplotlib.pyplot with a non-interactive backend unless one was chosen, or a
+    clear error when the `plot` extra is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(
+            "plots need matplotlib; install it with pip install 'pcscale[plot]'."
+        ) from None
+    if "MPLBACKEND" not in os.environ and matplotlib.get_backend().lower() not in ("agg", "pdf", "svg"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+}
+
+COLOURMAP = "viridis"
+
+
+def layer_colours(count: int):
+    """One colour per layer, from the first (dark) to the last (light)."""
+    plt = pyplot()
+    cmap = plt.get_cmap(COLOURMAP)
+    return [cmap(index / max(count - 1, 1) * 0.9) for index in range(count)]
+
+
+def save(figure, path) -> None:
+    """Save `figure` to `path` (format from the suffix, PNG by default), creating the
+    folder, atomically (temporary file then rename)."""
+    import tempfile
+
+    path = os.fspath(path)
+    root, suffix = os.path.splitext(path)
+    if not suffix:
+        path, suffix = path + ".png", ".png"
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".figure-", suffix=suffix)
+    os.close(handle)
+    try:
+        figure.savefig(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
