@@ -36,7 +36,7 @@ def _cnn_check(parameterisation, seeds):
                        seeds=seeds, key=KEY)
 
 
-def test_resnet_is_width_stable_under_mupc_and_not_under_sp():
+def test_resnet_is_width_stable_under_mupc():
     # science.md §3.3 per-group Adam rates; channels 4 → 32.
     mupc = _cnn_check(pc.MuPC(adam_rule=pc.AdamRule.RESNET_REFERENCE), seeds=2)
     assert mupc.converged == (1.0, 1.0)
@@ -45,6 +45,13 @@ def test_resnet_is_width_stable_under_mupc_and_not_under_sp():
     # Pools have no weights: their own update is exactly zero at every width.
     pools = [2, 5, 8]
     assert all(float(jnp.max(v[:, pools])) == 0.0 for v in mupc.own_update)
+
+
+# The SP counterparts show that the check can fail. They cost a compile per width and
+# preset, so they run with -m slow; the default run shows a failing SP check on an MLP
+# (docs/coord_check.md).
+@pytest.mark.slow
+def test_resnet_is_not_width_stable_under_sp():
     sp = _cnn_check(pc.SP(), seeds=1)
     assert float(np.nanmax(np.asarray(spread(sp.update)))) > 2.0
 
@@ -63,11 +70,15 @@ def _transformer_check(parameterisation):
                        key=KEY)
 
 
-def test_transformer_is_width_stable_under_completep_and_not_under_sp():
+def test_transformer_is_width_stable_under_completep():
     completep = _transformer_check(pc.CompleteP())
     assert completep.converged == (1.0, 1.0)
     activation, update = _stable(completep)
     assert activation < 1.5 and update < 1.5
+
+
+@pytest.mark.slow
+def test_transformer_is_not_width_stable_under_sp():
     sp = _transformer_check(pc.SP(alpha=1.0))
     assert float(np.nanmax(np.asarray(spread(sp.update)))) > 2.0
 

@@ -211,6 +211,7 @@ def test_float32_inputs_solve_in_float32():
 # ------------------------------------------------------------ finite width
 
 
+@pytest.mark.slow  # 26 s; the two-output case below covers the default run
 def test_matches_finite_width_networks():
     """The issue's acceptance test: toy data, 4 hidden layers, N = 2048, γ0 = 1, 50 GD
     steps, loss averaged over 3 initialisations. The lazy curve differs from the DMFT by

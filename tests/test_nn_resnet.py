@@ -106,9 +106,15 @@ def images(seed, batch, side, dtype, channels=C_IN):
 
 
 # ------------------------------------------------------------------------------ tests
-@pytest.mark.parametrize("parameterisation", ["mupc", "sp"])
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-@pytest.mark.parametrize("n_res", [3, 6])
+# Two cases cover both presets, both activations and both depths in the default run;
+# the rest of the product runs with -m slow (each case compiles its own network).
+FORWARD_CASES = [
+    pytest.param(p, a, n, marks=() if (p, a, n) in {("mupc", "tanh", 3), ("sp", "relu", 6)} else pytest.mark.slow)
+    for p in ("mupc", "sp") for a in ("tanh", "relu") for n in (3, 6)
+]
+
+
+@pytest.mark.parametrize("parameterisation, activation, n_res", FORWARD_CASES)
 def test_forward_matches_hand_written_resnet(parameterisation, activation, n_res):
     side = 16
     model = build(parameterisation, activation, n_res, side)

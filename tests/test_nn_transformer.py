@@ -143,9 +143,16 @@ def assert_close32(actual, expected):
 
 
 # ------------------------------------------------------------------------------ tests
-@pytest.mark.parametrize("preset", list(PRESETS))
-@pytest.mark.parametrize("layer_norm_on", [False, True])
-@pytest.mark.parametrize("redrawn", [False, True])
+# Three default cases cover every preset, LayerNorm on and off and both inits; the rest
+# of the product runs with -m slow.
+DEFAULT_FORWARD = {("completep", False, True), ("sp-alpha1", True, True), ("sp", False, False)}
+FORWARD_CASES = [
+    pytest.param(p, ln, r, marks=() if (p, ln, r) in DEFAULT_FORWARD else pytest.mark.slow)
+    for p in PRESETS for ln in (False, True) for r in (False, True)
+]
+
+
+@pytest.mark.parametrize("preset, layer_norm_on, redrawn", FORWARD_CASES)
 def test_forward_matches_hand_written_transformer(preset, layer_norm_on, redrawn):
     model = build(preset, layer_norm_on=layer_norm_on)
     if redrawn:
