@@ -160,3 +160,35 @@ def test_bad_roles_and_modules_are_rejected():
         pc.nn.parameterise(target, lambda p, w: WeightRole(Role.HIDDEN, fan_in=8), "mupc", shape, key=KEY)
     with pytest.raises(ValueError, match="one Scaling per array leaf"):
         pc.Parameterised(target, (pc.Scaling(),))
+
+
+def test_a_nested_parameterised_module_or_a_double_scaling_is_refused():
+    shape = pc.NetworkShape(width=8, depth=3)
+    block = pc.nn.parameterise(TwoLayerBranch(8, key=KEY), lambda p, w: WeightRole(Role.HIDDEN, fan_in=8),
+                               pc.MuP(), shape, key=KEY)
+    with pytest.raises(ValueError, match="below its top level"):
+        pc.PCLayer(eqx.nn.Sequential([block]))
+    with pytest.raises(ValueError, match="scaling` must stay the default"):
+        pc.PCLayer(block, scaling=pc.Scaling(multiplier=0.5))
+
+
+def test_gain_is_for_hidden_matrices_and_output_biases_can_be_named():
+    class Biased(eqx.Module):
+        w_in: jax.Array
+        w: jax.Array
+        b: jax.Array
+
+        def __init__(self, width):
+            self.w_in, self.w, self.b = jnp.zeros((width, 3)), jnp.zeros((width, width)), jnp.zeros(width)
+
+        def __call__(self, z):
+            return self.w @ jnp.tanh(self.w_in @ z) + self.b
+
+    roles = pc.nn.infer_roles(Biased(4), Biased(16), gain=5 / 3)
+    assert roles.w_in.gain == 1.0 and roles.w.gain == 5 / 3
+    roles = pc.nn.infer_roles(Biased(4), Biased(16), branch=True, branch_outputs=[".w", ".b"])
+    assert roles.b.branch and roles.b.branch_output
+    shape = pc.NetworkShape(width=16, depth=4, residual=True)
+    assert pc.CompleteP().scaling(roles.b, shape).multiplier == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match="no hidden"):
+        pc.nn.infer_roles(eqx.nn.Linear(3, 4, key=KEY), eqx.nn.Linear(3, 8, key=KEY), branch=True)

@@ -350,3 +350,59 @@ def test_float_inputs_are_rejected(model32):
 def test_unbatched_tokens_are_rejected(model32):
     with pytest.raises(ValueError, match="batch"):
         model32(jnp.asarray([0, 1, 2], jnp.int32))
+
+
+# ------------------------------------------- biases, and the scalings a built model gets
+def test_biases_sit_inside_the_scaled_branches():
+    # With use_bias, a block is x + m·(Attn(LN₁x) W_out + b_out), then + m·(MLP + b2), with
+    # LN(z) = g·normalised(z) + β; every weight and bias redrawn to O(1) values.
+    model = redraw(pc.nn.transformer(V, D, HEADS, BLOCKS, max_len=MAX_LEN, layer_norm=True, use_bias=True,
+                                     parameterisation=pc.CompleteP(), key=jax.random.PRNGKey(1)), seed=3)
+    tokens, _ = tokens_and_targets(4, jnp.float32)
+    m, logit_scale, head = 1.0 / BLOCKS, 1.0 / (D // HEADS), 1.0 / D
+
+    def ln(z, norm):
+        return layer_norm(z, norm.gain) + norm.bias
+
+    emb = model.layers[0].module
+    x = emb.tokens[tokens] + emb.positions[:T]
+    dh = D // HEADS
+    for layer in model.layers[1 : 1 + BLOCKS]:
+        b = layer.module.module
+        h = ln(x, b.ln1)
+        qkv = mm(h, b.w_qkv.T) + b.b_qkv
+        q, k, v = (qkv[..., i * D : (i + 1) * D].reshape(BATCH, T, HEADS, dh) for i in range(3))
+        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, precision=HIGHEST) * logit_scale
+        logits = jnp.where(jnp.tril(jnp.ones((T, T), bool)), logits, -jnp.inf)
+        o = jnp.einsum("bhqk,bkhc->bqhc", jax.nn.softmax(logits, axis=-1), v, precision=HIGHEST).reshape(BATCH, T, D)
+        x = x + m * (mm(o, b.w_out.T) + b.b_out)
+        h = ln(x, b.ln2)
+        x = x + m * (mm(jax.nn.gelu(mm(h, b.w1.T) + b.b1, approximate=False), b.w2.T) + b.b2)
+    x = ln(x, model.layers[-2].module.module)
+    assert_close32(model(tokens), head * mm(x, model.layers[-1].module.weight.T))
+
+
+def test_built_model_scalings_follow_the_completep_table():
+    # science.md §3.4 with d = D, n_b = BLOCKS, base width 1: (Adam lr, Adam ε, weight
+    # decay) per tensor, read from the optimiser-facing pytree of a built model.
+    model = pc.nn.transformer(V, D, HEADS, BLOCKS, max_len=MAX_LEN, layer_norm=True, use_bias=True,
+                              parameterisation=pc.CompleteP(), key=jax.random.PRNGKey(0))
+    scalings = model.parameter_scalings()
+    get = lambda s: (s.adam_lr_scale, s.adam_eps_scale, s.weight_decay_scale)  # noqa: E731
+    assert get(scalings.layers[0].module.tokens) == pytest.approx((1.0, 1 / D, 1.0))
+    assert get(scalings.layers[0].module.positions) == pytest.approx((1.0, 1 / D, 1.0))
+    for layer in scalings.layers[1 : 1 + BLOCKS]:
+        block = layer.module.module
+        for matrix in (block.w_qkv, block.w_out, block.w1, block.w2):
+            assert get(matrix) == pytest.approx((1 / D, 1 / (D * BLOCKS), D))
+        for vector in (block.ln1.gain, block.ln1.bias, block.ln2.gain, block.b_qkv, block.b_out, block.b1, block.b2):
+            assert get(vector) == pytest.approx((1.0, 1 / (D * BLOCKS), 0.0))
+        # Only the branch outputs (and the biases added there) carry 1/n_b.
+        assert [block.w_qkv.multiplier, block.w_out.multiplier, block.w1.multiplier, block.w2.multiplier] == \
+            pytest.approx([1.0, 1 / BLOCKS, 1.0, 1 / BLOCKS])
+        assert [block.b_qkv.multiplier, block.b_out.multiplier, block.b1.multiplier, block.b2.multiplier,
+                block.ln1.bias.multiplier] == pytest.approx([1.0, 1 / BLOCKS, 1.0, 1 / BLOCKS, 1.0])
+    final = scalings.layers[-2].module.module
+    assert get(final.gain) == pytest.approx((1.0, 1 / D, 0.0))
+    assert get(scalings.layers[-1].module.weight) == pytest.approx((1.0, 1 / D, 1.0))
+    assert scalings.layers[-1].module.weight.multiplier == pytest.approx(1 / D)

@@ -16,6 +16,10 @@ def identity(z: Array) -> Array:
     return z
 
 
+def _has_own_scalings(node) -> bool:
+    return isinstance(node, eqx.Module) and callable(getattr(node, "parameter_scalings", None))
+
+
 class PCLayer(eqx.Module):
     """One layer map of a PC network, for a single (unbatched) sample:
 
@@ -59,6 +63,24 @@ class PCLayer(eqx.Module):
         if not callable(self.module):
             raise TypeError(
                 f"`module` must be a callable Equinox module, got {type(self.module).__name__}."
+            )
+        own = callable(getattr(self.module, "parameter_scalings", None))
+        if own and self.scaling != Scaling():
+            raise ValueError(
+                "`module` carries its own per-weight scalings (a pcscale.Parameterised), so the "
+                f"layer's `scaling` must stay the default, got {self.scaling!r}; put the "
+                "multiplier into the Parameterised module's scalings instead."
+            )
+        nested = [
+            node for node in jax.tree.leaves(self.module, is_leaf=_has_own_scalings)
+            if _has_own_scalings(node) and node is not self.module
+        ]
+        if nested:
+            raise ValueError(
+                "`module` contains a pcscale.Parameterised below its top level, whose "
+                "learning-rate, ε and weight-decay scales the optimiser would not see; pass it "
+                "as the PCLayer's module directly (one Parameterised per layer, wrapping the "
+                "whole map)."
             )
 
     @property

@@ -69,8 +69,8 @@ def _check_alpha(alpha, *, allow_none: bool) -> None:
 
 
 def _vector_scaling(role: WeightRole, **scales) -> Scaling:
-    """Biases start at zero, gains at one; neither has a multiplier, and by default no
-    weight decay."""
+    """Biases start at zero, gains at one; by default neither has a multiplier (a bias
+    at a branch output gets the branch's) or weight decay."""
     init = Init.ONES if role.kind is Role.GAIN else Init.ZEROS
     scales.setdefault("weight_decay_scale", 0.0)
     return Scaling(init=init, init_std=0.0, **scales)
@@ -81,7 +81,9 @@ def _is_vector(role: WeightRole) -> bool:
 
 
 def _carries_branch_multiplier(role: WeightRole) -> bool:
-    return role.branch and role.branch_output and role.kind is Role.HIDDEN
+    # The weights that produce a branch's output, and a bias added at that output, are
+    # scaled with the branch; gains act on its input and never are.
+    return role.branch and role.branch_output and role.kind in (Role.HIDDEN, Role.VECTOR)
 
 
 class AbstractParameterisation(eqx.Module):
@@ -137,7 +139,7 @@ class SP(AbstractParameterisation):
         if role.std is not None:
             return self._std_scaling(role, shape)
         if _is_vector(role):
-            return _vector_scaling(role)
+            return _vector_scaling(role, multiplier=self._branch_multiplier(role, shape))
         multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else self._branch_multiplier(role, shape)
         return Scaling(
             multiplier=multiplier,
@@ -148,7 +150,7 @@ class SP(AbstractParameterisation):
     def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
         # science.md §3.4, SP column: one rate, one ε, weight decay κ on every tensor.
         if _is_vector(role):
-            return _vector_scaling(role, weight_decay_scale=1.0)
+            return _vector_scaling(role, multiplier=self._branch_multiplier(role, shape), weight_decay_scale=1.0)
         std = role.std
         multiplier = 1.0
         if role.kind is Role.OUTPUT:
@@ -183,16 +185,15 @@ class NTP(AbstractParameterisation):
         _check_gamma0(self.gamma0)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
+        branch = 1.0 / math.sqrt(shape.depth) if _carries_branch_multiplier(role) else 1.0
         if _is_vector(role):
-            return _vector_scaling(role)
+            return _vector_scaling(role, multiplier=branch)
         multiplier = 1.0 / math.sqrt(role.fan_in)
         if role.kind is Role.OUTPUT:
             multiplier /= self.gamma0
         else:
             multiplier *= role.gain
-        if _carries_branch_multiplier(role):
-            multiplier /= math.sqrt(shape.depth)
-        return Scaling(multiplier=multiplier)
+        return Scaling(multiplier=multiplier * branch)
 
     def attention_logit_scale(self, head_dim: int) -> float:
         return 1.0 / math.sqrt(head_dim)
@@ -232,7 +233,9 @@ class _MuPFamily(AbstractParameterisation):
         else:
             adam = 1.0
         if _is_vector(role):
-            return _vector_scaling(role, sgd_lr_scale=sgd, adam_lr_scale=adam)
+            return _vector_scaling(
+                role, multiplier=self._branch_multiplier(role, shape), sgd_lr_scale=sgd, adam_lr_scale=adam
+            )
         if role.kind is Role.OUTPUT:
             multiplier = 1.0 / (self.gamma0 * role.fan_in)
         else:
@@ -251,7 +254,9 @@ class _MuPFamily(AbstractParameterisation):
         eps = (self._depth_factor(shape, -alpha) if role.branch else 1.0) / m
         if _is_vector(role):
             sgd = self._depth_factor(shape, 2 * alpha - 1) if role.branch else 1.0
-            return _vector_scaling(role, sgd_lr_scale=sgd, adam_eps_scale=eps)
+            return _vector_scaling(
+                role, multiplier=self._branch_multiplier(role, shape), sgd_lr_scale=sgd, adam_eps_scale=eps
+            )
         if role.kind in (Role.INPUT, Role.OUTPUT):
             multiplier = 1.0 / (self.gamma0 * m) if role.kind is Role.OUTPUT else 1.0
             return Scaling(

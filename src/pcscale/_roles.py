@@ -92,10 +92,11 @@ class WeightRole:
     - `branch`: whether the weight sits in a residual branch `z + L^(−α)·branch(z)`
       (hidden matrices, and the vectors of a branch's normalisation layers). Branch
       weights get the depth factors of the learning rate and Adam ε.
-    - `branch_output`: whether this weight produces the branch's output and so carries
-      the branch multiplier L^(−α). Default True (a one-weight branch, as in MLPs and
-      CNNs); set False for the inner weights of a multi-weight branch (a transformer's
-      W_qkv and W1), so that the branch is scaled once.
+    - `branch_output`: whether this weight produces the branch's output (or, for a
+      bias, is added at it) and so carries the branch multiplier L^(−α). Default True (a
+      one-weight branch, as in MLPs and CNNs); set False for the inner weights and biases
+      of a multi-weight branch (a transformer's W_qkv, W1 and their biases, its
+      LayerNorm biases), so that the branch is scaled once. Gains are never scaled.
     - `gain`: gain of the activation the weight's input passed through (5/3 for tanh, √2
       for ReLU, 1 for linear): the μP-family multiplier of input and hidden weights is
       gain/√fan_in. Default 1; SP ignores it.

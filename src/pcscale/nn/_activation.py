@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -53,7 +54,7 @@ def activation_gain(phi: Callable[[Array], Array], gain: float | None = None) ->
     """The gain of `phi` from `GAINS`, or `gain` when given (needed for a custom
     activation)."""
     if gain is not None:
-        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
+        if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not gain > 0:
             raise ValueError(f"`gain` must be a positive float, got {gain!r}; e.g. gain=1.0.")
         return float(gain)
     if phi in GAINS:

@@ -60,7 +60,10 @@ def parameterise(
             f"{parameterisation!r}."
         )
     if not isinstance(shape, NetworkShape):
-        raise TypeError(f"`shape` must be a pcscale.NetworkShape, got {shape!r}.")
+        raise TypeError(
+            f"`shape` must be a pcscale.NetworkShape, got {shape!r}; pass e.g. "
+            "pcscale.NetworkShape(width=256, depth=8, residual=True)."
+        )
     paths, leaves, treedef = _paths_and_leaves(module)
     declared = jax.tree.leaves(roles, is_leaf=lambda node: isinstance(node, WeightRole))
     # A roles pytree mirrors the module, so it may itself be a (callable) Equinox module:
@@ -130,10 +133,11 @@ def infer_roles(
     - `branch`: the module is a residual branch: hidden matrices and vectors get
       `branch=True`.
     - `branch_outputs`: paths (`jax.tree_util.keystr`, e.g. `".w2"`) of the hidden
-      matrices that produce the branch's output and carry L^(−α). Default: the only
-      hidden matrix, which must then be unique.
-    - `gain`: the activation gain of input and hidden matrices (μP-family multipliers
-      gain/√fan_in).
+      matrices that produce the branch's output, and of biases added at it: they carry
+      L^(−α). Default: the only hidden matrix, which must then be unique (biases are then
+      not scaled).
+    - `gain`: the gain of the activation that hidden matrices read (μP-family
+      multipliers gain/√fan_in); input matrices read raw data and keep gain 1.
 
     **Returns:** a pytree of [`WeightRole`][pcscale.WeightRole] with the structure of
     `eqx.filter(target, eqx.is_array)`, to pass to `parameterise`.
@@ -167,6 +171,11 @@ def infer_roles(
                 f"leaf {path!r} (shape {tuple(t.shape)}) does not change with width, so its role "
                 "cannot be inferred; declare the roles explicitly with pcscale.nn.parameterise."
             )
+    if branch and not hidden:
+        raise ValueError(
+            "`branch=True` but the module has no hidden (width × width) matrix to carry the branch "
+            "multiplier; declare the roles explicitly with pcscale.nn.parameterise."
+        )
     if branch_outputs is None:
         if branch and len(hidden) > 1:
             raise ValueError(
@@ -176,11 +185,12 @@ def infer_roles(
         outputs = set(hidden)
     else:
         outputs = set(branch_outputs)
-        unknown = outputs - set(hidden)
+        vectors = [path for path, (kind, _) in zip(paths, kinds) if kind is Role.VECTOR]
+        unknown = outputs - set(hidden) - set(vectors)
         if unknown:
             raise ValueError(
-                f"`branch_outputs` names {sorted(unknown)}, which are not hidden matrices of the "
-                f"module; choose among {hidden}."
+                f"`branch_outputs` names {sorted(unknown)}, which are neither hidden matrices nor "
+                f"biases of the module; choose among {hidden + vectors}."
             )
     roles = []
     for path, (kind, fan_in) in zip(paths, kinds):
@@ -190,8 +200,8 @@ def infer_roles(
                 kind,
                 fan_in=fan_in,
                 branch=in_branch,
-                branch_output=(path in outputs) if kind is Role.HIDDEN else True,
-                gain=gain if kind in (Role.INPUT, Role.HIDDEN) else 1.0,
+                branch_output=path in outputs if kind in (Role.HIDDEN, Role.VECTOR) else True,
+                gain=gain if kind is Role.HIDDEN else 1.0,
             )
         )
     return jax.tree.unflatten(treedef, roles)

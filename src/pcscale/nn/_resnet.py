@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import equinox as eqx
@@ -143,11 +144,12 @@ def resnet(
     width = positive_int(width, "width", "pass the number of channels C, e.g. 16")
     output_dim = positive_int(output_dim, "output_dim", "pass the number of classes, e.g. 10")
     height, side = _image_size(image_size)
-    if isinstance(n_res, bool) or not isinstance(n_res, int) or n_res < 0 or n_res % STAGES:
+    if isinstance(n_res, bool) or not isinstance(n_res, numbers.Integral) or n_res < 0 or n_res % STAGES:
         raise ValueError(
             f"`n_res` must be a non-negative multiple of {STAGES} (blocks per stage × 3), got "
             f"{n_res!r}; the paper uses n_res=3."
         )
+    n_res = int(n_res)
     check_parameterisation(parameterisation)
     check_dtype(dtype)
     phi = resolve_activation(activation)

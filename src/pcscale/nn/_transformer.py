@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -123,9 +125,10 @@ def _block_role(path: str, d: int, std: float) -> WeightRole:
     name = path.lstrip(".").split(".")[0]
     if name.startswith("ln"):
         kind = Role.GAIN if path.endswith(".gain") else Role.VECTOR
-        return WeightRole(kind, fan_in=d, branch=True, std=std)
+        return WeightRole(kind, fan_in=d, branch=True, branch_output=False, std=std)
     if name.startswith("b"):
-        return WeightRole(Role.VECTOR, fan_in=d, branch=True, std=std)
+        # b_out and b2 are added at the sub-branch outputs, so they are scaled with them.
+        return WeightRole(Role.VECTOR, fan_in=d, branch=True, branch_output=name in ("b_out", "b2"), std=std)
     fan_in = MLP_RATIO * d if name == "w2" else d
     return WeightRole(Role.HIDDEN, fan_in=fan_in, branch=True, branch_output=name in ("w_out", "w2"), std=std)
 
@@ -166,7 +169,8 @@ def transformer(
     output: n_blocks + 2 tensors of shape (T, d) per sequence. The output energy is the
     **token-summed** cross-entropy on one-hot targets (T, vocab_size), so
     F = λ·T·(per-token mean CE) at the feedforward state; the BP twin `model.loss` is
-    the same token sum (the paper's per-token mean divided by T: cosines are unchanged).
+    the same token sum, T times the paper's per-token mean BP loss: cosines are unchanged,
+    norm ratios and logged losses must divide by T.
 
     Weights use the σ0 convention (`WeightRole.std`): embeddings and head N(0, σ0²),
     block matrices by the parameterisation's `init_std_rule`; the block's branch
@@ -209,7 +213,7 @@ def transformer(
             f"`n_heads` must divide `d_model`, got d_model={d} and n_heads={n_heads}; choose "
             f"e.g. n_heads in {[h for h in range(1, min(d, 16) + 1) if d % h == 0]}."
         )
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not std > 0:
         raise ValueError(f"`std` must be a positive float σ0, got {std!r}; the paper uses 0.02.")
     check_parameterisation(parameterisation)
     check_dtype(dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def pyplot():
@@ -14,7 +15,12 @@ def pyplot():
         raise ImportError(
             "plots need matplotlib; install it with pip install 'pcscale[plot]'."
         ) from None
-    if "MPLBACKEND" not in os.environ and matplotlib.get_backend().lower() not in ("agg", "pdf", "svg"):
+    # Headless machines (clusters, CI) fall back to Agg; a chosen backend (MPLBACKEND,
+    # Jupyter's inline backend, a desktop with a display) is left alone.
+    backend = matplotlib.get_backend().lower()
+    interactive_gui = backend in ("tkagg", "qtagg", "qt5agg", "gtk3agg", "gtk4agg", "wxagg")
+    headless = sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    if "MPLBACKEND" not in os.environ and interactive_gui and headless:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
