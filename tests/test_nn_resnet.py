@@ -126,14 +126,14 @@ def test_forward_matches_hand_written_resnet(parameterisation, activation, n_res
     out = model(x)
     assert out.dtype == jnp.float32 and out.shape == (3, CLASSES)
     scale = max(1.0, float(jnp.max(jnp.abs(expected))))
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6 * scale)
 
     # The feedforward activities are the hand-written ones, pool outputs included.
     z = model.init_activities(x)
     assert len(z) == len(activities) == 3 * (2 + n_res // 3)
     for z_l, h_l in zip(z, activities):
         assert z_l.shape == h_l.shape
-        np.testing.assert_allclose(z_l, h_l, rtol=1e-5, atol=1e-6 * max(1.0, float(jnp.max(jnp.abs(h_l)))))
+        np.testing.assert_allclose(z_l, h_l, rtol=1e-6, atol=1e-6 * max(1.0, float(jnp.max(jnp.abs(h_l)))))
 
 
 @pytest.mark.parametrize("n_res", [0, 3, 6])

@@ -139,7 +139,7 @@ def hand_kwargs(preset, layer_norm_on):
 
 def assert_close32(actual, expected):
     scale = max(1.0, float(jnp.max(jnp.abs(expected))))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6 * scale)
 
 
 # ------------------------------------------------------------------------------ tests
