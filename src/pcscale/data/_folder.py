@@ -1,0 +1,155 @@
+"""Reader for an ImageNet-style folder of class subfolders of images (Pillow, optional)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._cifar import ImageArrays
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def read_image_folder(
+    root: str | Path, *, size: int = 224, resize: int = 256, limit: int | None = None
+) -> ImageArrays:
+    """Read an ImageNet-style folder: one subfolder per class, each holding images.
+
+    The classes are the sorted subfolder names (hidden folders, starting with `.`, are
+    skipped) and an image's label is its class's index. Images are the files with a suffix
+    in `.jpg .jpeg .png .bmp .gif .webp` (any case), sorted by name within each class and
+    taken class by class: this is the *stream order*, and `limit` keeps its first images.
+
+    Each image is converted to RGB, resized (bilinear, aspect ratio kept) so that its
+    shorter side is `resize` — the longer side becomes `int(resize · long / short)`, as in
+    torchvision — and centre-cropped to `size × size`, with the crop's top-left corner at
+    `round((resized − size) / 2)` on each axis.
+
+    Needs Pillow: `pip install 'pcscale[images]'`.
+
+    **Arguments:**
+
+    - `root`: the folder of class subfolders.
+    - `size`: side of the square centre crop, in pixels.
+    - `resize`: length of the shorter side after resizing, in pixels; at least `size`.
+    - `limit`: read at most this many images (the first in stream order); `None` reads all.
+
+    **Returns:**
+
+    An [`ImageArrays`][pcscale.data._cifar.ImageArrays] with `uint8` images of shape
+    `(N, 3, size, size)`, `int64` labels, the class names (all classes, even those that
+    `limit` cut off) and the image files read.
+
+    **Raises:**
+
+    `ImportError` without Pillow; `FileNotFoundError` when `root` is missing, has no
+    class subfolders, or a class subfolder has no images; `ValueError` for bad sizes or an
+    unreadable image.
+    """
+    image_module = _import_pillow()
+    _check_sizes(size, resize, limit)
+    root = Path(root)
+    class_names, files, labels = _list_images(root)
+    if limit is not None:
+        files, labels = files[:limit], labels[:limit]
+    images = np.empty((len(files), 3, size, size), dtype=np.uint8)
+    for n, path in enumerate(files):
+        images[n] = _load_image(image_module, path, size, resize)
+    return ImageArrays(
+        images=images,
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=class_names,
+        files=tuple(str(path) for path in files),
+    )
+
+
+def _import_pillow():
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise ImportError(
+            "Reading an image folder needs Pillow, which is not installed; expected the "
+            "optional image extra. Install it with: pip install 'pcscale[images]' "
+            "(or pip install pillow)."
+        ) from error
+    return Image
+
+
+def _check_sizes(size: int, resize: int, limit: int | None) -> None:
+    for name, value in (("size", size), ("resize", resize)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is not valid; expected a positive integer.")
+    if size > resize:
+        raise ValueError(
+            f"size={size} is larger than resize={resize}; expected size <= resize, because the "
+            "centre crop is taken from an image whose shorter side is `resize`. Lower `size` "
+            "or raise `resize`."
+        )
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r} is not valid; expected None or a positive integer.")
+
+
+def _list_images(root: Path) -> tuple[tuple[str, ...], list[Path], list[int]]:
+    """Return the class names, and every image file with its label, in stream order."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Image folder {str(root)!r} does not exist (or is not a directory); expected a "
+            "folder of class subfolders of images (ImageNet layout, e.g. 'train/n01440764/"
+            "*.JPEG'). Check the path."
+        )
+    class_dirs = sorted(
+        (entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        key=lambda entry: entry.name,
+    )
+    if not class_dirs:
+        raise FileNotFoundError(
+            f"Image folder {str(root)!r} has no class subfolders; expected one subfolder per "
+            "class, each holding that class's images. Check that `root` is the folder above "
+            "the class folders."
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        class_files = _class_images(class_dir)
+        files.extend(class_files)
+        labels.extend([label] * len(class_files))
+    return tuple(entry.name for entry in class_dirs), files, labels
+
+
+def _class_images(class_dir: Path) -> list[Path]:
+    class_files = sorted(
+        (
+            entry
+            for entry in class_dir.iterdir()
+            if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES
+        ),
+        key=lambda entry: entry.name,
+    )
+    if not class_files:
+        raise FileNotFoundError(
+            f"Class folder {str(class_dir)!r} holds no images; expected at least one file "
+            f"with a suffix in {IMAGE_SUFFIXES} (any case). Add images or remove the folder."
+        )
+    return class_files
+
+
+def _load_image(image_module, path: Path, size: int, resize: int) -> np.ndarray:
+    """Open, resize the shorter side to `resize`, centre-crop `size`; return uint8 CHW."""
+    try:
+        with image_module.open(path) as image:
+            rgb = image.convert("RGB")
+    except Exception as error:  # Pillow raises several types for unreadable files
+        raise ValueError(
+            f"Image {str(path)!r} could not be read ({type(error).__name__}: {error}); "
+            "expected an image Pillow can decode. Replace or remove the file."
+        ) from error
+    width, height = rgb.size
+    short, long = min(width, height), max(width, height)
+    scaled_long = int(resize * long / short)
+    new_size = (resize, scaled_long) if width <= height else (scaled_long, resize)
+    resized = rgb.resize(new_size, resample=image_module.BILINEAR)
+    left = int(round((new_size[0] - size) / 2.0))
+    top = int(round((new_size[1] - size) / 2.0))
+    cropped = resized.crop((left, top, left + size, top + size))
+    return np.asarray(cropped, dtype=np.uint8).transpose(2, 0, 1)

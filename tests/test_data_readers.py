@@ -1,0 +1,418 @@
+"""Tests of the dataset file readers: IDX, CIFAR pickles, image folders and text.
+
+Every test writes tiny files in the official format itself and checks the reader returns
+exactly what was written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcscale.data._cifar import ImageArrays, read_cifar
+from pcscale.data._folder import read_image_folder
+from pcscale.data._idx import read_idx
+from pcscale.data._text import TextCorpus, decode, encode, read_text
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool) -> Path:
+    """Write `array` as an IDX file, following the format's specification."""
+    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D}
+    code = {**codes, np.float64: 0x0E}[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+@pytest.fixture
+def mnist_like():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=(5,), dtype=np.uint8)
+    return images, labels
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_round_trip_images_and_labels(tmp_path, mnist_like, compress):
+    images, labels = mnist_like
+    # The suffix does not decide compression: a gzipped file without `.gz` must work too.
+    got_images = read_idx(write_idx(tmp_path / "images-idx3-ubyte", images, compress=compress))
+    got_labels = read_idx(write_idx(tmp_path / "labels-idx1-ubyte", labels, compress=compress))
+    assert got_images.dtype == np.uint8 and got_images.shape == (5, 28, 28)
+    np.testing.assert_array_equal(got_images, images)
+    assert got_labels.dtype == np.uint8
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_other_types_are_native_endian(tmp_path, dtype):
+    array = (np.arange(24).reshape(2, 3, 4) - 7).astype(dtype) * dtype(3)
+    got = read_idx(write_idx(tmp_path / "x.idx", array, compress=False))
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative
+    np.testing.assert_array_equal(got, array)
+
+
+def test_idx_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope-idx1-ubyte"):
+        read_idx(tmp_path / "nope-idx1-ubyte")
+
+
+@pytest.mark.parametrize("first_bytes", [b"\x01\x00\x08\x01", b"\x00\x00\x07\x01", b"PK\x03\x04"])
+def test_idx_wrong_magic(tmp_path, first_bytes):
+    path = tmp_path / "bad"
+    path.write_bytes(first_bytes + struct.pack(">I", 3) + bytes(3))
+    with pytest.raises(ValueError, match="wrong magic number.*IDX file"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_truncated_and_too_long(tmp_path, mnist_like, compress):
+    images, _ = mnist_like
+    payload = write_idx(tmp_path / "ok", images, compress=False).read_bytes()
+    for name, content in [("short", payload[:-1]), ("long", payload + b"\x00"), ("header", payload[:9])]:
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(content) if compress else content)
+        with pytest.raises(ValueError, match=f"{name}.*truncated or corrupt"):
+            read_idx(path)
+
+
+def test_idx_truncated_gzip(tmp_path, mnist_like):
+    images, _ = mnist_like
+    compressed = write_idx(tmp_path / "ok.gz", images, compress=True).read_bytes()
+    path = tmp_path / "cut.gz"
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(ValueError, match="cut.gz.*gzip stream is corrupt"):
+        read_idx(path)
+    garbled = tmp_path / "garbled.gz"
+    garbled.write_bytes(compressed[:10] + b"\xff" * 40 + compressed[50:])
+    with pytest.raises(ValueError, match="garbled.gz.*gzip"):
+        read_idx(garbled)
+
+
+def test_idx_real_mnist():
+    folder = SHARED_DATA / "mnist"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (development data only)")
+    labels = read_idx(folder / "train-labels-idx1-ubyte.gz")
+    images = read_idx(folder / "t10k-images-idx3-ubyte.gz")
+    assert labels.shape == (60000,) and labels.dtype == np.uint8
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.min() == 0 and labels.max() == 9
+    assert set(np.unique(labels).tolist()) == set(range(10))
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _pickle(path: Path, content) -> None:
+    with path.open("wb") as file:
+        pickle.dump(content, file)
+
+
+def write_cifar10(folder: Path, per_batch: int = 2, seed: int = 0) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Write a tiny CIFAR-10 python version; return each batch's data and labels."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    batches = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=per_batch).tolist()
+        _pickle(folder / name, {b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                                b"filenames": [f"{name}_{k}.png".encode() for k in range(per_batch)]})
+        batches[name] = (data, labels)
+    names = [n.encode() for n in CIFAR10_NAMES]
+    meta = {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}
+    _pickle(folder / "batches.meta", meta)
+    return batches
+
+
+def write_cifar100(folder: Path, seed: int = 1) -> dict[str, tuple[np.ndarray, list[int]]]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    batches = {}
+    for name, n in [("train", 4), ("test", 3)]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        fine = rng.integers(0, 100, size=n).tolist()
+        fine[0] = 99
+        coarse = [f // 5 for f in fine]
+        content = {b"filenames": [b"x.png"] * n, b"batch_label": name.encode(),
+                   b"fine_labels": fine, b"coarse_labels": coarse, b"data": data}
+        _pickle(folder / name, content)
+        batches[name] = (data, fine)
+    _pickle(folder / "meta", {b"fine_label_names": [f"class{k:02d}".encode() for k in range(100)],
+                              b"coarse_label_names": [f"super{k:02d}".encode() for k in range(20)]})
+    return batches
+
+
+def assert_channel_major(images: np.ndarray, data: np.ndarray) -> None:
+    """Pixel (c, i, j) of image n must be data[n, 1024*c + 32*i + j]."""
+    for n in range(data.shape[0]):
+        for c, i, j in [(0, 0, 0), (0, 0, 31), (1, 5, 7), (2, 31, 0), (2, 31, 31), (1, 16, 3)]:
+            assert images[n, c, i, j] == data[n, 1024 * c + 32 * i + j]
+    expected = np.stack([[data[:, 1024 * c + 32 * i: 1024 * c + 32 * i + 32] for i in range(32)]
+                         for c in range(3)])  # (3, 32, N, 32)
+    np.testing.assert_array_equal(images, expected.transpose(2, 0, 1, 3))
+
+
+def test_cifar10_train_and_test(tmp_path):
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    batches = write_cifar10(folder)
+    train = read_cifar(folder, "train")
+    assert isinstance(train, ImageArrays)
+    assert train.images.dtype == np.uint8 and train.images.shape == (10, 3, 32, 32)
+    assert train.labels.dtype == np.int64
+    order = [f"data_batch_{i}" for i in range(1, 6)]
+    data = np.concatenate([batches[name][0] for name in order])
+    assert_channel_major(train.images, data)
+    np.testing.assert_array_equal(train.labels, sum((batches[name][1] for name in order), []))
+    assert train.class_names == tuple(CIFAR10_NAMES)
+    assert train.files == tuple(str(folder / name) for name in order)
+
+    test = read_cifar(str(folder), "test", classes=10)
+    assert_channel_major(test.images, batches["test_batch"][0])
+    np.testing.assert_array_equal(test.labels, batches["test_batch"][1])
+    assert test.files == (str(folder / "test_batch"),)
+
+
+def test_cifar100(tmp_path):
+    folder = tmp_path / "cifar100" / "cifar-100-python"
+    batches = write_cifar100(folder)
+    for split in ("train", "test"):
+        got = read_cifar(folder, split, classes=100)
+        data, fine = batches[split]
+        assert got.images.shape == (len(fine), 3, 32, 32)
+        assert_channel_major(got.images, data)
+        np.testing.assert_array_equal(got.labels, fine)
+        assert got.labels.dtype == np.int64
+        assert got.class_names == tuple(f"class{k:02d}" for k in range(100))
+        assert got.files == (str(folder / split),)
+
+
+def test_cifar_bad_split_and_classes(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    with pytest.raises(ValueError, match="split='valid'.*'train', 'test'"):
+        read_cifar(folder, "valid")
+    with pytest.raises(ValueError, match="classes=20"):
+        read_cifar(folder, "train", classes=20)
+
+
+def test_cifar_missing_folder_lists_every_file(tmp_path):
+    folder = tmp_path / "absent"
+    with pytest.raises(FileNotFoundError) as info:
+        read_cifar(folder, "train")
+    message = str(info.value)
+    assert "does not exist" in message
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "batches.meta"]:
+        assert str(folder / name) in message
+
+
+def test_cifar_missing_file(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="missing: .*data_batch_3"):
+        read_cifar(folder, "train")
+    (folder / "meta").mkdir()  # CIFAR-100 files are all absent here
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+        read_cifar(folder, "test", classes=100)
+
+
+def test_cifar_corrupt_and_truncated_pickle(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    content = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match="test_batch.*could not be unpickled"):
+        read_cifar(folder, "test")
+    (folder / "test_batch").write_bytes(b"this is not a pickle")
+    with pytest.raises(ValueError, match="test_batch.*could not be unpickled"):
+        read_cifar(folder, "test")
+    _pickle(folder / "test_batch", [1, 2, 3])
+    with pytest.raises(ValueError, match="test_batch.*list.*expected a dict"):
+        read_cifar(folder, "test")
+
+
+def test_cifar_bad_contents(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    data = np.zeros((2, 3072), dtype=np.uint8)
+    cases = [
+        ({b"data": data}, r"no key b'labels'"),
+        ({b"labels": [0, 1]}, r"no key b'data'"),
+        ({b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]}, r"shape \(2, 1024\).*\(N, 3072\)"),
+        ({b"data": data, b"labels": [0, 1, 2]}, "3 labels for 2 images"),
+        ({b"data": data, b"labels": [0, 10]}, r"labels in \[0, 10\]; expected labels in \[0, 10\)"),
+        ({b"data": data, b"labels": [-1, 3]}, r"labels in \[-1, 3\]"),
+    ]
+    for content, message in cases:
+        _pickle(folder / "test_batch", content)
+        with pytest.raises(ValueError, match=message):
+            read_cifar(folder, "test")
+    _pickle(folder / "batches.meta", {b"num_vis": 3072})
+    with pytest.raises(ValueError, match=r"batches.meta.*no key b'label_names'"):
+        read_cifar(folder, "train")
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def _png(path: Path, width: int, height: int, seed: int):
+    image_module = pytest.importorskip("PIL.Image")
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    image_module.fromarray(pixels, "RGB").save(path)
+    return pixels
+
+
+def _expected_crop(path: Path, box_size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """Resize and crop with Pillow directly, using sizes worked out by hand in the test."""
+    image_module = pytest.importorskip("PIL.Image")
+    with image_module.open(path) as image:
+        resized = image.convert("RGB").resize(box_size, resample=image_module.BILINEAR)
+    return np.asarray(resized.crop(box)).transpose(2, 0, 1)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    pytest.importorskip("PIL")
+    root = tmp_path / "imagenet"
+    # Class names chosen so that sorting matters; files created out of order.
+    for name in ("n02_dog", "n01_cat"):
+        (root / name).mkdir(parents=True)
+    _png(root / "n02_dog" / "b.PNG", 30, 40, seed=1)  # portrait, upper-case suffix
+    _png(root / "n02_dog" / "a.png", 40, 30, seed=2)  # landscape
+    _png(root / "n01_cat" / "z.png", 25, 25, seed=3)  # square
+    _png(root / "n01_cat" / "c.png", 50, 21, seed=4)  # wide
+    (root / "n01_cat" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_stream_order_resize_and_crop(image_folder):
+    root = image_folder
+    got = read_image_folder(root, size=16, resize=20)
+    assert isinstance(got, ImageArrays)
+    order = [root / "n01_cat" / "c.png", root / "n01_cat" / "z.png",
+             root / "n02_dog" / "a.png", root / "n02_dog" / "b.PNG"]
+    assert got.files == tuple(str(p) for p in order)
+    assert got.class_names == ("n01_cat", "n02_dog")
+    np.testing.assert_array_equal(got.labels, [0, 0, 1, 1])
+    assert got.labels.dtype == np.int64
+    assert got.images.dtype == np.uint8 and got.images.shape == (4, 3, 16, 16)
+    # Shorter side -> 20, longer side int(20 * long / short); crop corner round((new - 16) / 2).
+    # c.png 50x21 -> 47x20, left round(15.5)=16 (Python rounds half to even), top 2.
+    # z.png 25x25 -> 20x20, corner (2, 2). a.png 40x30 -> 26x20, corner (5, 2).
+    # b.PNG 30x40 -> 20x26, corner (2, 5).
+    plans = [((47, 20), (16, 2)), ((20, 20), (2, 2)), ((26, 20), (5, 2)), ((20, 26), (2, 5))]
+    for n, (path, (box_size, (left, top))) in enumerate(zip(order, plans)):
+        expected = _expected_crop(path, box_size, (left, top, left + 16, top + 16))
+        np.testing.assert_array_equal(got.images[n], expected)
+
+
+def test_image_folder_identity_when_no_resizing_needed(image_folder):
+    # z.png is 25x25: with resize=25 and size=25 the output is the written pixels exactly.
+    pixels = _png(image_folder / "n01_cat" / "z.png", 25, 25, seed=3)
+    got = read_image_folder(image_folder, size=25, resize=25, limit=2)
+    assert got.images.shape == (2, 3, 25, 25)
+    np.testing.assert_array_equal(got.images[1], pixels.transpose(2, 0, 1))
+
+
+def test_image_folder_limit_takes_first_in_stream_order(image_folder):
+    got = read_image_folder(image_folder, size=8, resize=10, limit=3)
+    first = ("n01_cat/c.png", "n01_cat/z.png", "n02_dog/a.png")
+    assert got.files == tuple(str(image_folder / p) for p in first)
+    np.testing.assert_array_equal(got.labels, [0, 0, 1])
+    assert got.class_names == ("n01_cat", "n02_dog")
+    full = read_image_folder(image_folder, size=8, resize=10)
+    np.testing.assert_array_equal(got.images, full.images[:3])
+
+
+def test_image_folder_errors(image_folder, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.*does not exist"):
+        read_image_folder(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "loose.png").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="empty.*no class subfolders"):
+        read_image_folder(empty)
+    with pytest.raises(ValueError, match="size=32 is larger than resize=16"):
+        read_image_folder(image_folder, size=32, resize=16)
+    (image_folder / "n03_fish").mkdir()
+    (image_folder / "n03_fish" / "readme.txt").write_text("no images")
+    with pytest.raises(FileNotFoundError, match="n03_fish.*holds no images"):
+        read_image_folder(image_folder, size=8, resize=10)
+    (image_folder / "n03_fish" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg.*could not be read"):
+        read_image_folder(image_folder, size=8, resize=10)
+
+
+def test_image_folder_without_pillow(image_folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"pip install 'pcscale\[images\]'"):
+        read_image_folder(image_folder)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_text_round_trip(tmp_path):
+    text = "To be, or not to be:\nthat is the question. Ünïcödé ✓\n"
+    path = tmp_path / "input.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = read_text(path)
+    assert isinstance(corpus, TextCorpus)
+    assert corpus.path == str(path)
+    assert corpus.vocabulary == "".join(sorted(set(text)))
+    assert corpus.vocabulary[:4] == "\n ,."  # sorted by code point
+    assert corpus.tokens.dtype == np.int32 and corpus.tokens.shape == (len(text),)
+    np.testing.assert_array_equal(corpus.tokens, [corpus.vocabulary.index(ch) for ch in text])
+    assert decode(corpus.tokens, corpus.vocabulary) == text
+
+
+def test_encode_decode_helpers():
+    np.testing.assert_array_equal(encode("abca", "cab"), [1, 2, 0, 1])
+    assert encode("abca", "cab").dtype == np.int32
+    assert decode(np.array([[1, 2], [0, 1]]), "cab") == "abca"
+    assert decode(np.array([], dtype=np.int32), "ab") == ""
+    with pytest.raises(ValueError, match=r"not in the vocabulary: \['x', 'z'\]"):
+        encode("axbz", "ab")
+    with pytest.raises(ValueError, match=r"expected integers in \[0, 2\)"):
+        decode(np.array([0, 2]), "ab")
+    with pytest.raises(ValueError, match=r"expected integers in \[0, 2\)"):
+        decode(np.array([-1]), "ab")
+
+
+def test_text_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.txt"):
+        read_text(tmp_path / "absent.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.txt.*is empty"):
+        read_text(empty)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\u00e9 ok".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt.*not valid UTF-8: byte 0xe9 at byte offset 3"):
+        read_text(latin)
+
+
+def test_text_real_shakespeare():
+    path = SHARED_DATA / "shakespeare" / "input.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (development data only)")
+    corpus = read_text(path)
+    text = path.read_text(encoding="utf-8")
+    assert corpus.tokens.shape == (len(text),)
+    assert decode(corpus.tokens[:1000], corpus.vocabulary) == text[:1000]
