@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import tarfile
-import warnings
 from pathlib import Path
 
 import jax
@@ -123,7 +122,10 @@ def test_default_images_load_offline_and_fallback_says_so(tmp_path):
 def test_bundled_text_is_real_small_and_attributed():
     corpus = data.load("shakespeare-excerpt")
     text = data.decode(corpus.tokens, corpus.vocabulary)
-    assert text.startswith("HAMLET, PRINCE OF DENMARK") and len(text.encode()) <= 200_000
+    raw = Path(data.__file__).with_name("shakespeare_excerpt.txt").read_text()
+    assert text == raw and raw.startswith("HAMLET, PRINCE OF DENMARK") and len(raw.encode()) <= 200_000
+    if (SHARED / "shakespeare" / "input.txt").is_file():  # the real corpus it was cut from
+        assert (SHARED / "shakespeare" / "input.txt").read_text().startswith(raw.rstrip("\n"))
     assert corpus.vocabulary == "".join(sorted(set(text)))
     notice = Path(data.__file__).with_name("SHAKESPEARE_NOTICE.txt").read_text()
     assert "Open Knowledge Foundation, Open Shakespeare" in notice and "CC BY 2.5" in notice
@@ -156,7 +158,8 @@ def test_toy_task_is_exact():
         data.toy(samples=5, key=key)
 
 
-@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/data is absent (a user's machine)")
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir() or not (SHARED / "shakespeare").is_dir(),
+                    reason="../shared/data is absent (a user's machine)")
 def test_real_mnist_and_shakespeare():
     ds = data.load("mnist", root=SHARED, n=2000, seed=0, flatten=True)
     assert ds.x.shape == (2000, 784) and ds.labels.max() == 9
@@ -244,7 +247,6 @@ def test_offline_download_fails_fast_and_says_where_to_put_files(tmp_path, monke
         with pytest.raises(ValueError, match=message):
             data.download(name, tmp_path / "root")
     assert not os.path.exists(tmp_path / "root" / "imagenet")
-    warnings.simplefilter("default")
 
 
 def test_reference_augment_is_a_padded_crop_possibly_flipped():
@@ -264,3 +266,84 @@ def test_reference_augment_is_a_padded_crop_possibly_flipped():
     assert flipped_any  # with 6 images, seed 5 flips at least one
     with pytest.raises(ValueError, match="images"):
         data.reference_augment(images[0])
+
+
+def test_the_defaults_need_no_network_and_no_files(tmp_path, monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in an offline test")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv(data.ENVIRONMENT_VARIABLE, raising=False)
+    with pytest.warns(UserWarning, match="offline default 'digits'.*2000 samples asked for"):
+        images = data.load_or_default("mnist", n=2000)
+    assert images.name == "digits" and images.x.shape == (1500, 1, 8, 8)
+    with pytest.warns(UserWarning, match="shakespeare-excerpt"):
+        text = data.load_or_default("tinyshakespeare")
+    assert len(text.vocabulary) == 65
+
+
+def test_an_incomplete_folder_is_an_error_not_a_fallback(tmp_path):
+    _mnist_root(tmp_path)
+    (tmp_path / "mnist" / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte") as caught:
+        data.load_or_default("mnist", root=tmp_path)
+    assert not isinstance(caught.value, data.DatasetMissing)
+
+
+@pytest.mark.parametrize("name, mean, std", [("fashion-mnist", 0.5, 0.5)])
+def test_fashion_mnist_normalisation(tmp_path, name, mean, std):
+    raw = _mnist_root(tmp_path)
+    (tmp_path / "mnist").rename(tmp_path / name)
+    ds = data.load(name, root=tmp_path)
+    np.testing.assert_allclose(ds.x[:, 0], (raw["train"][0] / 255.0 - mean) / std, atol=1e-6)
+
+
+def test_imagenet_batch_is_normalised_per_channel_and_1000_wide(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 3, 224, 224), dtype=np.uint8)
+    labels = np.array([0, 999, 5, 17, 400, 3])
+    (tmp_path / "imagenet").mkdir()
+    np.savez(tmp_path / "imagenet" / "train.npz", images=images, labels=labels)
+    ds = data.load("imagenet", root=tmp_path, n=4, seed=2)
+    chosen = np.random.default_rng(2).choice(6, 4, replace=False)  # science.md §6.2
+    np.testing.assert_array_equal(ds.labels, labels[chosen])
+    mean = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(ds.x, (images[chosen] / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
+    assert ds.y.shape == (4, 1000) and ds.y[0, labels[chosen[0]]] == 1.0
+    np.savez(tmp_path / "imagenet" / "train.npz", images=images[:, :, :100], labels=labels)
+    with pytest.raises(ValueError, match="expected uint8"):
+        data.load("imagenet", root=tmp_path)
+
+
+def test_a_hand_copied_archive_is_unpacked_offline_and_kept(tmp_path, monkeypatch):
+    staging = tmp_path / "staging"
+    write_cifar10(staging / "cifar-10-batches-py")
+    folder = tmp_path / "root" / "cifar10"
+    folder.mkdir(parents=True)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staging / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    offline = _download.Remote("http://127.0.0.1:9/cifar-10-python.tar.gz", archive.name, _md5(archive),
+                               archive=True)
+    monkeypatch.setitem(_download.REMOTES, "cifar10", (offline,))
+    data.download("cifar10", tmp_path / "root", timeout=2)
+    assert archive.is_file() and (folder / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_downloaded_files_follow_the_umask(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    _mnist_root(source)
+    files = sorted((source / "mnist").iterdir())
+    monkeypatch.setitem(_download.REMOTES, "mnist", tuple(_remote(f) for f in files))
+    previous = os.umask(0o022)
+    try:
+        folder = data.download("mnist", tmp_path / "root")
+    finally:
+        os.umask(previous)
+    assert all((p.stat().st_mode & 0o777) == 0o644 for p in folder.iterdir())

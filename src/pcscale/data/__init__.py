@@ -9,6 +9,7 @@ from ._folder import read_image_folder as read_image_folder
 from ._idx import read_idx as read_idx
 from ._load import (
     DATASETS as DATASETS,
+    DatasetMissing as DatasetMissing,
     ImageDataset as ImageDataset,
     expected_path as expected_path,
     load as load,

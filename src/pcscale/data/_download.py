@@ -100,6 +100,10 @@ def _fetch(remote: Remote, folder: Path, name: str, timeout: float) -> Path:
                 f"{remote.url} arrived corrupt or changed upstream: got {found}, expected {expected}; nothing "
                 "was kept. Try again, or place the official file by hand."
             )
+        # mkstemp creates 0600 files; a shared data root must stay readable by others.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         final = folder / remote.filename
         os.replace(temporary, final)
         return final
@@ -123,7 +127,11 @@ def _unpack(archive_path: Path, folder: Path, expected: str) -> None:
     try:
         try:
             with tarfile.open(archive_path, "r:gz") as archive:
-                archive.extractall(staging, members=list(_safe_members(archive, staging)))
+                members = list(_safe_members(archive, staging))
+                if hasattr(tarfile, "data_filter"):  # also refuses devices, FIFOs, odd modes
+                    archive.extractall(staging, members=members, filter="data")
+                else:  # pragma: no cover - Python without extraction filters
+                    archive.extractall(staging, members=members)
         except (tarfile.TarError, EOFError, OSError) as error:
             raise ValueError(f"{archive_path} could not be unpacked ({error}); delete it and download again.") from None
         source = staging / expected
@@ -143,9 +151,12 @@ def download(name: str, root: str | os.PathLike | None = None, *, timeout: float
     unpack archives atomically. Files already present and valid are not fetched again.
     Nothing in pcscale calls this implicitly.
 
-    Offline, the first connection fails within `timeout` seconds with a
-    `ConnectionError` that lists the files to place by hand. A failed or corrupt download
-    leaves nothing behind in the root. ImageNet is gated and cannot be downloaded; the
+    Offline, the first connection fails (within `timeout` seconds once the host name
+    resolves) with a `ConnectionError` that lists the files to place by hand; an official
+    archive copied into the dataset folder by hand is verified and unpacked instead. A
+    failed or corrupt download leaves no partial file, no half-unpacked folder and no
+    empty dataset folder (the root itself may have been created); files verified earlier
+    in the same call are kept. ImageNet is gated and cannot be downloaded; the
     bundled defaults ("digits", "shakespeare-excerpt") need no download.
 
     **Arguments:** `name` ("mnist", "fashion-mnist", "cifar10", "cifar100",
@@ -153,6 +164,8 @@ def download(name: str, root: str | os.PathLike | None = None, *, timeout: float
 
     **Returns:** the dataset's folder.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a dataset name, got {name!r}; e.g. download('mnist', root).")
     if name not in REMOTES:
         if name in IMAGE_SETS or name in TEXT_SETS:
             why = ("ImageNet is gated: request it from image-net.org and prepare a folder of class "
@@ -169,11 +182,17 @@ def download(name: str, root: str | os.PathLike | None = None, *, timeout: float
                 expected = CIFAR_FOLDERS[name]
                 if (folder / expected).is_dir():
                     continue
-                archive = _fetch(remote, folder, name, timeout)
+                # An official archive copied here by hand is verified and unpacked, not fetched,
+                # and is kept; a fetched one is removed once unpacked.
+                archive = folder / remote.filename
+                fetched = not _verified(archive, remote)
+                if fetched:
+                    archive = _fetch(remote, folder, name, timeout)
                 try:
                     _unpack(archive, folder, expected)
                 finally:
-                    archive.unlink(missing_ok=True)
+                    if fetched:
+                        archive.unlink(missing_ok=True)
             elif not _verified(folder / remote.filename, remote):
                 _fetch(remote, folder, name, timeout)
     except BaseException:

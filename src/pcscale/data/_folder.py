@@ -122,7 +122,7 @@ def _class_images(class_dir: Path) -> list[Path]:
         (
             entry
             for entry in class_dir.iterdir()
-            if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES
+            if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_SUFFIXES
         ),
         key=lambda entry: entry.name,
     )

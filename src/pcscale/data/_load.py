@@ -17,6 +17,12 @@ from ._root import data_root, describe_root
 from ._text import TextCorpus, read_text
 
 
+class DatasetMissing(FileNotFoundError):
+    """The dataset's folder (or text file) is absent from the data root: the one case in
+    which [`load_or_default`][pcscale.data.load_or_default] falls back. A folder that is
+    present but incomplete raises a plain `FileNotFoundError` instead."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
     """Images (or any fixed-size inputs) with class labels, preprocessed.
@@ -67,7 +73,7 @@ IMAGE_SETS = {
 }
 TEXT_SETS = {
     "tinyshakespeare": _Spec("tinyshakespeare", "text", description="a plain-text corpus, input.txt"),
-    "shakespeare-excerpt": _Spec("", "bundled-text", description="Hamlet excerpt shipped with pcscale (offline)"),
+    "shakespeare-excerpt": _Spec("", "bundled-text", description="the complete Hamlet, shipped with pcscale (offline)"),
 }
 DATASETS = tuple(sorted(IMAGE_SETS) + sorted(TEXT_SETS))
 
@@ -82,6 +88,8 @@ IMAGENET_POOL = 1000  # science.md §6.2: the first 1000 training images in stre
 
 def expected_path(name: str, root: Path, split: str = "train") -> Path:
     """The file or folder `load(name)` reads under `root`."""
+    if name not in IMAGE_SETS and name not in TEXT_SETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}.")
     spec = IMAGE_SETS.get(name) or TEXT_SETS[name]
     if spec.kind == "idx":
         return root / spec.folder / IDX_FILES[split][0]
@@ -89,6 +97,8 @@ def expected_path(name: str, root: Path, split: str = "train") -> Path:
         return root / spec.folder / CIFAR_FOLDERS[name]
     if spec.kind == "folder":
         return root / spec.folder / split
+    if spec.kind in ("digits", "bundled-text"):
+        raise ValueError(f"{name!r} ships with pcscale or scikit-learn: it has no files under the data root.")
     return root / spec.folder / "input.txt"
 
 
@@ -104,7 +114,14 @@ def _find_idx(folder: Path, stem: str, name: str, how: str) -> Path:
 
 
 def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
-    """Raw uint8 images (N, C, H, W), int labels, class names and a source string."""
+    """Images in [0, 1] (float32, (N, C, H, W)), int labels, class names and a source."""
+    if spec.kind in ("idx", "cifar", "folder") and not (root / spec.folder).is_dir():
+        raise DatasetMissing(
+            f"{name}: no folder {root / spec.folder} (looked for {expected_path(name, root, split)}); the data "
+            f"root was taken from {how}. Place the official files there (docs/data.md)"
+            + (", or fetch them with pcscale.data.download(name, root)." if spec.kind != "folder" else
+               "; ImageNet is gated and must be prepared by hand.")
+        )
     if spec.kind == "idx":
         folder = root / spec.folder
         images_path = _find_idx(folder, IDX_FILES[split][0], name, how)
@@ -115,8 +132,14 @@ def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
                 f"{name}: {images_path} holds shape {images.shape} and {labels_path} shape {labels.shape}; "
                 "expected (N, 28, 28) images and N labels. Re-download the official files."
             )
+        if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"{name}: {images_path} holds {images.dtype} images of shape {images.shape[1:]} and {labels_path} "
+                f"{labels.dtype} labels; expected uint8 28×28 images and integer labels. Re-download the "
+                "official files."
+            )
         _check_labels(labels, spec.classes, labels_path)
-        return images[:, None], labels.astype(np.int64), tuple(str(c) for c in range(10)), str(folder)
+        return _unit(images[:, None]), labels.astype(np.int64), tuple(str(c) for c in range(10)), str(folder)
     if spec.kind == "cifar":
         folder = root / spec.folder / CIFAR_FOLDERS[name]
         if not folder.is_dir():
@@ -125,18 +148,47 @@ def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
                 f"python archive there, or fetch it with pcscale.data.download({name!r}, root)."
             )
         arrays = read_cifar(folder, split, classes=spec.classes)
-        return arrays.images, arrays.labels, arrays.class_names, str(folder)
+        return _unit(arrays.images), arrays.labels, arrays.class_names, str(folder)
     if spec.kind == "folder":
+        batch = root / spec.folder / f"{split}.npz"
+        if batch.is_file():
+            return _imagenet_batch(batch)
         folder = root / spec.folder / split
         if not folder.is_dir():
             raise FileNotFoundError(
-                f"{name}: no folder {folder}; the data root was taken from {how}. ImageNet is gated: "
-                "place a folder of class subfolders of images there (e.g. the first images of the "
-                "official training set); see docs/data.md."
+                f"{name}: neither {batch} nor the folder {folder}; the data root was taken from {how}. "
+                "ImageNet is gated: put a pre-extracted batch or a folder of class subfolders of images "
+                "there; see docs/data.md."
             )
         arrays = read_image_folder(folder, size=224, resize=256, limit=IMAGENET_POOL)
-        return arrays.images, arrays.labels, arrays.class_names, str(folder)
+        return _unit(arrays.images), arrays.labels, arrays.class_names, str(folder)
     return _digits(split)
+
+
+def _unit(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels to float32 in [0, 1]."""
+    return images.astype(np.float32) / 255.0
+
+
+def _imagenet_batch(path: Path):
+    """A pre-extracted batch: `images` uint8 (N, 3, 224, 224), already resized and cropped,
+    in the dataset's stream order, and `labels` (N,) standard class indices 0 … 999."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"{path} is not a pre-extracted ImageNet batch ({error}); it must be an .npz with `images` "
+            "uint8 (N, 3, 224, 224) and `labels` (N,) in 0 … 999 (docs/data.md)."
+        ) from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, 224, 224) or len(labels) != len(images):
+        raise ValueError(
+            f"{path}: `images` is {images.dtype} {images.shape} with {len(labels)} labels; expected uint8 "
+            "(N, 3, 224, 224) and N labels."
+        )
+    _check_labels(labels, 1000, path)
+    names = tuple(str(c) for c in range(1000))
+    return _unit(images[:IMAGENET_POOL]), labels[:IMAGENET_POOL].astype(np.int64), names, str(path)
 
 
 def _digits(split: str):
@@ -148,7 +200,7 @@ def _digits(split: str):
             "pip install scikit-learn."
         ) from None
     bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    images = (bunch.images / 16.0).astype(np.float32)  # grey levels 0 … 16
     labels = bunch.target.astype(np.int64)
     # A fixed split (sklearn ships none): the last 297 digits are the test set.
     cut = len(labels) - 297
@@ -236,7 +288,7 @@ def load(
             return corpus
         path = expected_path(name, base)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise DatasetMissing(
                 f"{name}: no {path}; the data root was taken from {how}. Place the plain-text corpus "
                 f"there, or fetch it with pcscale.data.download({name!r}, root)."
             )
@@ -248,13 +300,15 @@ def load(
         # science.md §6.2: B of the first 1000 images, without replacement.
         indices = np.random.default_rng(seed).choice(len(labels), n, replace=False)
     images, labels = images[indices], labels[indices]
-    x = images.astype(np.float32) / 255.0
+    x = images
     mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
     x = (x - mean) / std
     if flatten:
         x = x.reshape(len(x), -1)
-    classes = len(class_names) if spec.kind == "folder" else spec.classes
+    # ImageNet targets are always 1000 wide: labels are standard indices (the rank of the
+    # synset folder, which is the standard index when all 1000 folders are present).
+    classes = max(spec.classes, len(class_names))
     y = np.eye(classes, dtype=np.float32)[labels] if one_hot else labels.copy()
     return ImageDataset(
         x=x, y=y, labels=labels, class_names=tuple(class_names), name=name, source=source, split=split,
@@ -266,7 +320,7 @@ def _bundled_text() -> TextCorpus:
     resource = resources.files("pcscale.data").joinpath("shakespeare_excerpt.txt")
     with resources.as_file(resource) as path:
         corpus = read_text(path)
-    return dataclasses.replace(corpus, path="pcscale (bundled Hamlet excerpt, Open Shakespeare, CC BY 2.5)")
+    return dataclasses.replace(corpus, path="pcscale (bundled: Hamlet, Open Knowledge Foundation, Open Shakespeare, CC BY 2.5)")
 
 
 DEFAULTS = {"image": "digits", "text": "shakespeare-excerpt"}
@@ -274,19 +328,27 @@ DEFAULTS = {"image": "digits", "text": "shakespeare-excerpt"}
 
 def load_or_default(name: str, **kwargs) -> ImageDataset | TextCorpus:
     """[`load`][pcscale.data.load] `name`, or, when its files are missing, the offline
-    default of its kind, with a warning: scikit-learn's digits for images, the bundled
-    Shakespeare excerpt for text. An `ImageDataset` fallback records the dataset asked
-    for in `substitute_for`; check `.name` (or `.path` for text) to see which was used.
-    Any other error (a corrupt file, a bad argument) is raised, never masked.
+    default of its kind, with a warning: scikit-learn's digits for images (all of them
+    if `n` asks for more), the bundled *Hamlet* for text. It falls back only when the
+    dataset's folder (or text file) is absent ([`DatasetMissing`][pcscale.data.DatasetMissing]);
+    an incomplete folder, a corrupt file or a bad argument is raised, never masked. An
+    `ImageDataset` fallback records the dataset asked for in `substitute_for`; check
+    `.name` (or `.path` for text) to see which was used.
 
     **Arguments:** as for `load`.
     """
     _check_common(name, kwargs.get("split", "train"), kwargs.get("seed", 0))
     try:
         return load(name, **kwargs)
-    except FileNotFoundError as error:
+    except DatasetMissing as error:
         fallback = DEFAULTS["text" if name in TEXT_SETS else "image"]
-        warnings.warn(f"{error} Using the offline default {fallback!r} instead.", stacklevel=2)
+        note = ""
+        if fallback == "digits" and kwargs.get("n") is not None:
+            available = len(_digits(kwargs.get("split", "train"))[1])
+            if kwargs["n"] > available:
+                note = f" ({kwargs['n']} samples asked for; it has {available}, so all are used)"
+                kwargs = {**kwargs, "n": available}
+        warnings.warn(f"{error} Using the offline default {fallback!r} instead{note}.", stacklevel=2)
         data = load(fallback, **kwargs)
         if isinstance(data, ImageDataset):
             data = dataclasses.replace(data, substitute_for=name)

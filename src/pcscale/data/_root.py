@@ -20,6 +20,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"`root` must be a path, got {type(root).__name__}; pass e.g. root='~/data'.")
+        if not os.fspath(root):
+            raise ValueError("`root` is an empty path (the working directory is never used); pass a folder.")
         return Path(root).expanduser()
     from_env = os.environ.get(ENVIRONMENT_VARIABLE)
     if from_env:
