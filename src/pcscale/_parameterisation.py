@@ -41,20 +41,10 @@ def _check_gamma0(gamma0) -> None:
         )
 
 
-def _check_adam_rule(rule) -> None:
-    if not isinstance(rule, AdamRule):
-        raise TypeError(
-            f"`adam_rule` must be a pcscale.AdamRule, got {rule!r}; use AdamRule.REFERENCE, "
-            "AdamRule.PER_ROLE or AdamRule.RESNET_REFERENCE."
-        )
-
-
-def _check_init_std_rule(rule) -> None:
-    if not isinstance(rule, InitStdRule):
-        raise TypeError(
-            f"`init_std_rule` must be a pcscale.InitStdRule, got {rule!r}; use "
-            "InitStdRule.STANDARD or InitStdRule.REFERENCE."
-        )
+def _check_enum(value, kind, name: str) -> None:
+    if not isinstance(value, kind):
+        members = " or ".join(f"{kind.__name__}.{member.name}" for member in kind)
+        raise TypeError(f"`{name}` must be a pcscale.{kind.__name__}, got {value!r}; use {members}.")
 
 
 def _check_alpha(alpha, *, allow_none: bool) -> None:
@@ -80,10 +70,12 @@ def _is_vector(role: WeightRole) -> bool:
     return role.kind in (Role.VECTOR, Role.GAIN)
 
 
-def _carries_branch_multiplier(role: WeightRole) -> bool:
-    # The weights that produce a branch's output, and a bias added at that output, are
-    # scaled with the branch; gains act on its input and never are.
-    return role.branch and role.branch_output and role.kind in (Role.HIDDEN, Role.VECTOR)
+def _branch_factor(alpha: float | None, role: WeightRole, shape: NetworkShape) -> float:
+    """L^(−α) for the weights that produce a branch's output and for a bias added at that
+    output; 1 for everything else (gains act on a branch's input and are never scaled),
+    and for every weight when `alpha` is None."""
+    carries = role.branch and role.branch_output and role.kind in (Role.HIDDEN, Role.VECTOR)
+    return float(shape.depth) ** (-alpha) if alpha is not None and carries else 1.0
 
 
 class AbstractParameterisation(eqx.Module):
@@ -128,19 +120,14 @@ class SP(AbstractParameterisation):
     def __check_init__(self):
         _check_gamma0(self.gamma0)
         _check_alpha(self.alpha, allow_none=True)
-        _check_init_std_rule(self.init_std_rule)
-
-    def _branch_multiplier(self, role: WeightRole, shape: NetworkShape) -> float:
-        if self.alpha is None or not _carries_branch_multiplier(role):
-            return 1.0
-        return float(shape.depth) ** (-self.alpha)
+        _check_enum(self.init_std_rule, InitStdRule, "init_std_rule")
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
         if role.std is not None:
             return self._std_scaling(role, shape)
         if _is_vector(role):
-            return _vector_scaling(role, multiplier=self._branch_multiplier(role, shape))
-        multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else self._branch_multiplier(role, shape)
+            return _vector_scaling(role, multiplier=_branch_factor(self.alpha, role, shape))
+        multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else _branch_factor(self.alpha, role, shape)
         return Scaling(
             multiplier=multiplier,
             init=Init.UNIFORM,
@@ -150,7 +137,7 @@ class SP(AbstractParameterisation):
     def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
         # science.md §3.4, SP column: one rate, one ε, weight decay κ on every tensor.
         if _is_vector(role):
-            return _vector_scaling(role, multiplier=self._branch_multiplier(role, shape), weight_decay_scale=1.0)
+            return _vector_scaling(role, multiplier=_branch_factor(self.alpha, role, shape), weight_decay_scale=1.0)
         std = role.std
         multiplier = 1.0
         if role.kind is Role.OUTPUT:
@@ -160,7 +147,7 @@ class SP(AbstractParameterisation):
                 std /= math.sqrt(shape.width_ratio)
             if role.branch and role.branch_output:
                 std /= math.sqrt(2.0 * shape.depth)
-            multiplier = self._branch_multiplier(role, shape)
+            multiplier = _branch_factor(self.alpha, role, shape)
         return Scaling(multiplier=multiplier, init=Init.NORMAL, init_std=std)
 
     def attention_logit_scale(self, head_dim: int) -> float:
@@ -185,7 +172,7 @@ class NTP(AbstractParameterisation):
         _check_gamma0(self.gamma0)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        branch = 1.0 / math.sqrt(shape.depth) if _carries_branch_multiplier(role) else 1.0
+        branch = _branch_factor(0.5, role, shape)  # NTP: 1/√L on branch outputs
         if _is_vector(role):
             return _vector_scaling(role, multiplier=branch)
         multiplier = 1.0 / math.sqrt(role.fan_in)
@@ -202,6 +189,12 @@ class NTP(AbstractParameterisation):
 class _MuPFamily(AbstractParameterisation):
     """μP width scaling with an optional depth exponent α (None: width only)."""
 
+    # Equinox runs every __check_init__ along the MRO: this one serves both presets.
+    def __check_init__(self):
+        _check_gamma0(self.gamma0)
+        _check_enum(self.adam_rule, AdamRule, "adam_rule")
+        _check_enum(self.init_std_rule, InitStdRule, "init_std_rule")
+
     # Concrete subclasses declare `alpha` (float, or None for width-only μP), `gamma0`,
     # `adam_rule` and `init_std_rule`.
 
@@ -211,11 +204,6 @@ class _MuPFamily(AbstractParameterisation):
         if self.alpha is None or not shape.residual:
             return 1.0
         return float(shape.depth) ** power
-
-    def _branch_multiplier(self, role: WeightRole, shape: NetworkShape) -> float:
-        if self.alpha is None or not _carries_branch_multiplier(role):
-            return 1.0
-        return float(shape.depth) ** (-self.alpha)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
         if role.std is not None:
@@ -234,12 +222,12 @@ class _MuPFamily(AbstractParameterisation):
             adam = 1.0
         if _is_vector(role):
             return _vector_scaling(
-                role, multiplier=self._branch_multiplier(role, shape), sgd_lr_scale=sgd, adam_lr_scale=adam
+                role, multiplier=_branch_factor(self.alpha, role, shape), sgd_lr_scale=sgd, adam_lr_scale=adam
             )
         if role.kind is Role.OUTPUT:
             multiplier = 1.0 / (self.gamma0 * role.fan_in)
         else:
-            multiplier = role.gain / math.sqrt(role.fan_in) * self._branch_multiplier(role, shape)
+            multiplier = role.gain / math.sqrt(role.fan_in) * _branch_factor(self.alpha, role, shape)
         return Scaling(multiplier=multiplier, sgd_lr_scale=sgd, adam_lr_scale=adam)
 
     def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
@@ -255,7 +243,7 @@ class _MuPFamily(AbstractParameterisation):
         if _is_vector(role):
             sgd = self._depth_factor(shape, 2 * alpha - 1) if role.branch else 1.0
             return _vector_scaling(
-                role, multiplier=self._branch_multiplier(role, shape), sgd_lr_scale=sgd, adam_eps_scale=eps
+                role, multiplier=_branch_factor(self.alpha, role, shape), sgd_lr_scale=sgd, adam_eps_scale=eps
             )
         if role.kind in (Role.INPUT, Role.OUTPUT):
             multiplier = 1.0 / (self.gamma0 * m) if role.kind is Role.OUTPUT else 1.0
@@ -270,7 +258,7 @@ class _MuPFamily(AbstractParameterisation):
         else:
             adam, sgd = 1.0 / m, 1.0
         return Scaling(
-            multiplier=self._branch_multiplier(role, shape), init_std=std, sgd_lr_scale=sgd,
+            multiplier=_branch_factor(self.alpha, role, shape), init_std=std, sgd_lr_scale=sgd,
             adam_lr_scale=adam, adam_eps_scale=eps, weight_decay_scale=m,
         )
 
@@ -293,11 +281,6 @@ class MuP(_MuPFamily):
     adam_rule: AdamRule = AdamRule.REFERENCE
     init_std_rule: InitStdRule = InitStdRule.STANDARD
 
-    def __check_init__(self):
-        _check_gamma0(self.gamma0)
-        _check_adam_rule(self.adam_rule)
-        _check_init_std_rule(self.init_std_rule)
-
 
 class DepthMuP(_MuPFamily):
     alpha: float
@@ -306,10 +289,7 @@ class DepthMuP(_MuPFamily):
     init_std_rule: InitStdRule = InitStdRule.STANDARD
 
     def __check_init__(self):
-        _check_gamma0(self.gamma0)
         _check_alpha(self.alpha, allow_none=False)
-        _check_adam_rule(self.adam_rule)
-        _check_init_std_rule(self.init_std_rule)
 
 
 MuP.__doc__ = (
