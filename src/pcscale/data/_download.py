@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .._files import atomic_path
 from ._load import CIFAR_FOLDERS, IMAGE_SETS, TEXT_SETS
 from ._root import data_root
 
@@ -80,9 +81,8 @@ def _targets(name: str, folder: Path) -> list[Path]:
 
 def _fetch(remote: Remote, folder: Path, name: str, timeout: float) -> Path:
     """Download into a temporary file in `folder`, verify, then rename into place."""
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix="-" + remote.filename)
-    os.close(handle)
-    try:
+    final = folder / remote.filename
+    with atomic_path(final) as temporary:
         try:
             with urllib.request.urlopen(remote.url, timeout=timeout) as response, open(temporary, "wb") as out:
                 shutil.copyfileobj(response, out, 1 << 20)
@@ -92,24 +92,14 @@ def _fetch(remote: Remote, folder: Path, name: str, timeout: float) -> Path:
                 f"could not fetch {remote.url} ({error}). If this machine is offline, copy the official "
                 f"files there by hand: {places} (see docs/data.md)."
             ) from None
-        check = Remote(remote.url, remote.filename, remote.md5, remote.size)
-        if not _verified(Path(temporary), check):
-            found = _md5(Path(temporary)) if remote.md5 else f"{os.path.getsize(temporary)} bytes"
+        if not _verified(temporary, remote):
+            found = _md5(temporary) if remote.md5 else f"{temporary.stat().st_size} bytes"
             expected = remote.md5 or f"{remote.size} bytes"
             raise ValueError(
                 f"{remote.url} arrived corrupt or changed upstream: got {found}, expected {expected}; nothing "
                 "was kept. Try again, or place the official file by hand."
             )
-        # mkstemp creates 0600 files; a shared data root must stay readable by others.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        final = folder / remote.filename
-        os.replace(temporary, final)
-        return final
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    return final
 
 
 def _safe_members(archive: tarfile.TarFile, path: Path):

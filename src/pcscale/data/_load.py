@@ -84,6 +84,7 @@ IDX_FILES = {
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 SPLITS = ("train", "test")
 IMAGENET_POOL = 1000  # science.md §6.2: the first 1000 training images in stream order
+DIGITS_SIZES = {"train": 1500, "test": 297}  # scikit-learn's 1,797 digits, split at 1,500
 
 
 def expected_path(name: str, root: Path, split: str = "train") -> Path:
@@ -203,7 +204,7 @@ def _digits(split: str):
     images = (bunch.images / 16.0).astype(np.float32)  # grey levels 0 … 16
     labels = bunch.target.astype(np.int64)
     # A fixed split (sklearn ships none): the last 297 digits are the test set.
-    cut = len(labels) - 297
+    cut = DIGITS_SIZES["train"]
     part = slice(0, cut) if split == "train" else slice(cut, None)
     return images[part, None], labels[part], tuple(str(c) for c in range(10)), "scikit-learn (bundled)"
 
@@ -344,7 +345,7 @@ def load_or_default(name: str, **kwargs) -> ImageDataset | TextCorpus:
         fallback = DEFAULTS["text" if name in TEXT_SETS else "image"]
         note = ""
         if fallback == "digits" and kwargs.get("n") is not None:
-            available = len(_digits(kwargs.get("split", "train"))[1])
+            available = DIGITS_SIZES[kwargs.get("split", "train")]
             if kwargs["n"] > available:
                 note = f" ({kwargs['n']} samples asked for; it has {available}, so all are used)"
                 kwargs = {**kwargs, "n": available}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .._files import atomic_path
+
 
 def pyplot():
     """matplotlib.pyplot with a non-interactive backend unless one was chosen, or a
@@ -54,20 +56,8 @@ def layer_colours(count: int):
 def save(figure, path) -> None:
     """Save `figure` to `path` (format from the suffix, PNG by default), creating the
     folder, atomically (temporary file then rename)."""
-    import tempfile
-
     path = os.fspath(path)
-    root, suffix = os.path.splitext(path)
-    if not suffix:
-        path, suffix = path + ".png", ".png"
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".figure-", suffix=suffix)
-    os.close(handle)
-    try:
+    if not os.path.splitext(path)[1]:
+        path += ".png"
+    with atomic_path(path, prefix=".figure-") as temporary:
         figure.savefig(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import json
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ from .._solution import RESULTS
 from .._solver import AbstractInferenceSolver
 from .._solver._base import with_traced_numbers
 from .._train import _guarded_update
+from .._files import atomic_path
 from .._gradients import energy_gradients
 from .._validation import validated
 from ._auto import auto_solver
@@ -86,14 +89,16 @@ def _rms(tree) -> Array:
 def _measure_step(model, opt_state, x, y, optimiser, solver):
     x, y = validated(model, x, y)
     inputs = (x,) + tuple(jax.vmap(model._activities_one)(x))
-    output = jax.vmap(model._forward_one)(x)
+    # At the feedforward state each map's prediction f_l(z_{l−1}) is z_l itself, so only
+    # the readout's output needs computing.
+    output = jax.vmap(model.layers[-1])(inputs[-1])
     solution = solve_activities(model, x, y, solver)
     errors = model.errors(solution.activities, x)
     _, grads = energy_gradients(model, solution.activities, x, y)
     new, opt_state, _, _ = _guarded_update(model, opt_state, grads, optimiser, jnp.array(True))
     own = [
-        jax.vmap(after)(z_prev) - jax.vmap(before)(z_prev)
-        for before, after, z_prev in zip(model.layers, new.layers, inputs)
+        jax.vmap(after)(z_prev) - before
+        for after, z_prev, before in zip(new.layers, inputs, inputs[1:] + (output,))
     ]
     new_inputs = (x,) + tuple(jax.vmap(new._activities_one)(x))
     change = [after - before for before, after in zip(inputs[1:], new_inputs[1:])]
@@ -247,32 +252,17 @@ def save_coord_check(result: CoordCheck, path) -> None:
     (temporary file, then rename), so that an interrupted write never leaves a partial
     file."""
     import json
-    import os
-    import tempfile
-
     if not isinstance(result, CoordCheck):
         raise TypeError(f"`result` must be a CoordCheck, got {type(result).__name__}.")
     record = {"sizes": list(result.sizes), "steps": result.steps, "converged": list(result.converged)}
     for name in _ARRAY_FIELDS:
         record[name] = [np.asarray(v, dtype=np.float64).tolist() for v in getattr(result, name)]
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".coord-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(record, file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(record))
 
 
 def load_coord_check(path) -> CoordCheck:
     """Read a [`CoordCheck`][pcscale.theory.CoordCheck] written by `save_coord_check`."""
-    import json
-
     try:
         with open(path) as file:
             record = json.load(file)
