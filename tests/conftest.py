@@ -3,3 +3,28 @@ import jax
 # Tests that need float64 ask for it through dtypes; enabling x64 up front lets them.
 # Library defaults stay float32 (builders take an explicit dtype).
 jax.config.update("jax_enable_x64", True)
+
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+# Development and CI data (../shared/data beside the repository); a user's machine does
+# not have it, and the experiments then fall back to their offline defaults.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def data_root(tmp_path_factory, monkeypatch) -> Path:
+    """A data root for experiment runs, set as $PCSCALE_DATA: ../shared/data's MNIST and
+    Shakespeare text under the names `pcscale.data` reads (mnist/, tinyshakespeare/
+    input.txt) when that folder exists, else an empty folder (offline defaults)."""
+    root = tmp_path_factory.mktemp("data-root")
+    if (SHARED_DATA / "mnist").is_dir():
+        os.symlink(SHARED_DATA / "mnist", root / "mnist")
+    if (SHARED_DATA / "shakespeare" / "input.txt").is_file():
+        (root / "tinyshakespeare").mkdir()
+        os.symlink(SHARED_DATA / "shakespeare" / "input.txt", root / "tinyshakespeare" / "input.txt")
+    monkeypatch.setenv("PCSCALE_DATA", str(root))
+    return root

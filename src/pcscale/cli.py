@@ -48,7 +48,110 @@ def _parser() -> argparse.ArgumentParser:
         help="a smoke run (widths 8,64, depth 4, 3 steps); cannot be combined with --widths/--depth/--steps",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    run = commands.add_parser(
+        "run", help="run an experiment of the paper (pcscale list) into a results folder, print its table and plot it",
+    )
+    run.add_argument("experiment", help="experiment name, e.g. width-depth-linear (see pcscale list)")
+    run.add_argument("--preset", default="quick", help="quick (minutes on a laptop CPU) or paper (default quick)")
+    run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set widths=8,64 --set steps=5 (repeatable; "
+        "pcscale show-config EXPERIMENT lists the keys)",
+    )
+    run.add_argument("--out", help="results folder (default runs/EXPERIMENT-PRESET)")
+    precision = run.add_mutually_exclusive_group()
+    precision.add_argument("--x64", action="store_true", default=None, help="compute in float64")
+    precision.add_argument("--x32", dest="x64", action="store_false", help="compute in float32")
+    run.add_argument("--force", action="store_true",
+                     help="delete results of a different config in --out instead of refusing")
+    run.add_argument("--no-plot", action="store_true", help="do not draw the figures")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    plot = commands.add_parser("plot", help="draw the figures of a results folder (PNG, into RUN_DIR/figures)")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="folder for the figures (default RUN_DIR/figures)")
+
+    commands.add_parser("list", help="list the experiments with one-line descriptions")
+
+    show = commands.add_parser("show", help="print the summary table of a results folder")
+    show.add_argument("run_dir")
+
+    config = commands.add_parser("show-config", help="print an experiment's config keys and a preset's values")
+    config.add_argument("experiment")
+    config.add_argument("--preset", default="quick")
     return parser
+
+
+def _experiment_command(args, parser) -> int:
+    from . import experiments
+
+    try:
+        if args.command == "list":
+            width = max(len(name) for name in experiments.EXPERIMENTS)
+            for name, experiment in experiments.EXPERIMENTS.items():
+                print(f"{name:<{width}}  {experiment.description}")
+            return 0
+        if args.command == "show-config":
+            import dataclasses
+
+            from .experiments._config import describe_type, field_types
+
+            experiment = experiments.get(args.experiment)
+            config = experiment.preset(args.preset)
+            types = field_types(type(config))
+            print(f"{experiment.name} --preset {args.preset} (override with --set KEY=VALUE):")
+            for field in dataclasses.fields(config):
+                value = _format(getattr(config, field.name)) or '""'
+                print(f"  {field.name} = {value}    ({describe_type(types[field.name])})")
+            return 0
+        if args.command == "show":
+            run = experiments.load_run(args.run_dir)
+            _print_summary(run)
+            return 0
+        if args.command == "plot":
+            return _plot(args.run_dir, args.out)
+        run = experiments.run(
+            args.experiment, args.preset, args.out, overrides=args.overrides, float64=args.x64, force=args.force,
+            progress=not args.no_progress,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        parser.exit(2, f"pcscale {args.command}: error: {error}\n")
+    _print_summary(run)
+    if run.reused:
+        print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")
+    print(f"\nresults: {run.out_dir}")
+    if not args.no_plot:
+        return _plot(run.out_dir, None)
+    return 0
+
+
+def _format(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() if isinstance(
+        value, bool) else str(value)
+
+
+def _print_summary(run) -> None:
+    from . import experiments
+
+    if run.results:
+        print(experiments.get(run.experiment).summarise(run.config, run.results))
+    if run.missing:
+        print(f"\n{len(run.missing)} cells not finished yet: {', '.join(run.missing[:8])}"
+              f"{' …' if len(run.missing) > 8 else ''} (rerun the same command to finish them)")
+
+
+def _plot(run_dir, out) -> int:
+    try:
+        from .plots import plot_run
+
+        paths = plot_run(run_dir, out_dir=out)
+    except ImportError as error:
+        print(f"figures not drawn: {error}", file=sys.stderr)
+        return 0
+    for path in paths:
+        print(f"figure: {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         config = demo.DemoConfig(seed=args.seed, solver=args.solver, **given)
         results = demo.run(config, progress=not args.no_progress)
         print(demo.format_table(config, results))
-    return 0
+        return 0
+    return _experiment_command(args, parser)
 
 
 if __name__ == "__main__":  # pragma: no cover

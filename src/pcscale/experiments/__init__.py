@@ -1,1 +1,16 @@
-"""Experiments: one module per study, each with a frozen config and a `run`."""
+"""Every experiment of the paper (science.md §5), each a frozen typed config with `quick`
+and `paper` presets, run cell by cell into a results folder that resumes after an
+interruption. From Python: `run("width-depth-linear", "quick", "runs/wdl")`; from the
+shell: `pcscale run width-depth-linear --preset quick`."""
+
+from __future__ import annotations
+
+from ._lockstep import ClosedForm as ClosedForm, Trace as Trace, train_lockstep as train_lockstep
+from ._results import Cell as Cell, CellResult as CellResult
+from ._runner import (
+    ConfigMismatch as ConfigMismatch,
+    Experiment as Experiment,
+    RunResults as RunResults,
+    run_experiment as run_experiment,
+)
+from ._registry import EXPERIMENTS as EXPERIMENTS, get as get, load_run as load_run, run as run

@@ -12,25 +12,12 @@ import numpy as np
 import pcscale as pc
 
 
-SOLVERS = ("auto", "gd", "cg", "newton", "nesterov", "lbfgs", "ode")
+from ._names import SOLVERS, solver as _solver
 
 
 def make_solver(name: str, model, *, rtol: float, step_size: float, max_steps: int):
-    """The inference solver a CLI / config name stands for (names live here, at the
-    edge; the core takes solver objects)."""
-    if name == "auto":
-        return pc.auto_solver(model, rtol=rtol)
-    factories = {
-        "gd": lambda: pc.GradientDescent(step_size=step_size, rtol=rtol, max_steps=max_steps),
-        "cg": lambda: pc.ConjugateGradient(rtol=rtol, max_steps=max_steps),
-        "newton": lambda: pc.NewtonKrylov(rtol=rtol),
-        "nesterov": lambda: pc.Nesterov(step_size=step_size / 2, rtol=rtol, max_steps=max_steps),
-        "lbfgs": lambda: pc.LBFGS(rtol=rtol, max_steps=max_steps),
-        "ode": lambda: pc.ODEFlow(rtol=rtol, max_steps=max_steps),
-    }
-    if name not in factories:
-        raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
-    return factories[name]()
+    """The inference solver a CLI / config name stands for (see `_names.solver`)."""
+    return _solver(name, model, step_size=step_size, rtol=rtol, max_steps=max_steps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,3 +28,4 @@ from ._step import ClosedFormStepMetrics as ClosedFormStepMetrics, closed_form_s
 from ._structure import enable_float64 as enable_float64
 from ._coord import CoordCheck as CoordCheck, coord_check as coord_check, spread as spread
 from ._coord import load_coord_check as load_coord_check, save_coord_check as save_coord_check
+from ._coord import coord_check_from_record as coord_check_from_record, coord_check_record as coord_check_record

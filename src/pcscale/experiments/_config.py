@@ -1,0 +1,144 @@
+"""Typed experiment configs: checks shared by every config, `key=value` overrides parsed
+by each field's declared type, and conversion to and from JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def parse_bool(text: str, key: str) -> bool:
+    """true/false (any case), 1/0 or yes/no; anything else is an error (science.md §7,
+    pitfall 8: a non-empty string is not True)."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"`{key}` expects a boolean (true/false, 1/0, yes/no), got {text!r}.")
+
+
+def _parse_scalar(kind: type, text: str, key: str):
+    if kind is bool:
+        return parse_bool(text, key)
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"`{key}` expects an integer, got {text!r}.") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"`{key}` expects a number, got {text!r}.") from None
+    return text.strip()
+
+
+def describe_type(kind) -> str:
+    """How a field type reads in messages: "integer", "comma-separated numbers"…"""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        return f"comma-separated {describe_type(typing.get_args(kind)[0])}s"
+    return {bool: "boolean", int: "integer", float: "number", str: "text"}.get(kind, str(kind))
+
+
+def field_types(config_type: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_type)
+    return {field.name: hints[field.name] for field in dataclasses.fields(config_type)}
+
+
+def parse_value(config_type: type, key: str, text: str):
+    """Parse `text` as the value of field `key` of `config_type`, by its declared type."""
+    kind = field_types(config_type)[key]
+    if typing.get_origin(kind) is tuple:
+        element = typing.get_args(kind)[0]
+        parts = [part for part in text.split(",") if part.strip()]
+        if not parts:
+            raise ValueError(f"`{key}` expects {describe_type(kind)}, got {text!r}.")
+        return tuple(_parse_scalar(element, part, key) for part in parts)
+    return _parse_scalar(kind, text, key)
+
+
+def valid_keys(config_type: type) -> str:
+    return ", ".join(f"{name} ({describe_type(kind)})" for name, kind in field_types(config_type).items())
+
+
+def apply_overrides(config, overrides: Sequence[str], *, experiment: str):
+    """`config` with each `key=value` of `overrides` applied, parsed by the field's type.
+    Unknown keys, missing '=' and values of the wrong type raise `ValueError` naming the
+    valid keys; the config's own checks then run on the result."""
+    config_type = type(config)
+    names = {field.name for field in dataclasses.fields(config_type)}
+    changes = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}; valid keys for {experiment}: "
+                             f"{valid_keys(config_type)}.")
+        if key not in names:
+            raise ValueError(f"unknown key {key!r} for {experiment}; valid keys: {valid_keys(config_type)}.")
+        changes[key] = parse_value(config_type, key, text)
+    return dataclasses.replace(config, **changes)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return {field.name: _jsonable(getattr(config, field.name)) for field in dataclasses.fields(config)}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def from_dict(config_type: type, values: dict[str, Any]):
+    """The config saved by `to_dict`: lists become tuples again; unknown keys are an
+    error (a results folder written by another version of the experiment)."""
+    types = field_types(config_type)
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ValueError(f"saved config has keys {sorted(unknown)} that {config_type.__name__} does not know.")
+    return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def check_config(config) -> None:
+    """Type checks shared by every config: each field holds its declared type (ints are
+    not bools, tuples are non-empty), so that a config built in Python is as strict as
+    one parsed from the command line."""
+    for name, kind in field_types(type(config)).items():
+        value = getattr(config, name)
+        if typing.get_origin(kind) is tuple:
+            element = typing.get_args(kind)[0]
+            if not isinstance(value, tuple) or not value:
+                raise TypeError(f"`{name}` must be a non-empty tuple of {describe_type(element)}s, got {value!r}.")
+            for item in value:
+                _check_scalar(element, item, name)
+        else:
+            _check_scalar(kind, value, name)
+
+
+def _check_scalar(kind, value, name: str) -> None:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if kind in (int, float) and isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"`{name}` must be a {describe_type(kind)}, got {value!r} ({type(value).__name__}).")
+
+
+def check_positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v <= 0 for v in values):
+            raise ValueError(f"`{name}` must be positive, got {value!r}.")
+
+
+def check_choice(config, name: str, choices: Sequence[str]) -> None:
+    value = getattr(config, name)
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if v not in choices:
+            raise ValueError(f"`{name}` must be one of {', '.join(choices)}, got {v!r}.")

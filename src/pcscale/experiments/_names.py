@@ -1,0 +1,132 @@
+"""The one place where the strings of configs and the command line ("mupc", "gd",
+"mnist"…) become library objects and data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+import pcscale as pc
+from pcscale import data as pcdata
+
+PARAMETERISATIONS = ("mupc", "completep", "mup", "depthmup", "ntp", "sp")
+SOLVERS = ("gd", "cg", "newton", "nesterov", "lbfgs", "ode", "auto")
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet", "digits")
+TEXT_DATASETS = ("tinyshakespeare", "shakespeare-excerpt")
+
+
+def parameterisation(name: str, *, gamma0: float = 1.0, alpha: float | None = None,
+                     reference_init_std: bool = False) -> pc.AbstractParameterisation:
+    """The parameterisation a config name stands for. `alpha` sets the depth exponent
+    of "depthmup" and "sp" (None: SP without a depth factor); `reference_init_std`
+    selects `InitStdRule.REFERENCE` (the paper's Fig. 4c transformer init)."""
+    rule = pc.InitStdRule.REFERENCE if reference_init_std else pc.InitStdRule.STANDARD
+    if name == "mupc":
+        return pc.MuPC(gamma0=gamma0, init_std_rule=rule)
+    if name == "completep":
+        return pc.CompleteP(gamma0=gamma0, init_std_rule=rule)
+    if name == "mup":
+        return pc.MuP(gamma0=gamma0, init_std_rule=rule)
+    if name == "depthmup":
+        return pc.DepthMuP(alpha=0.5 if alpha is None else alpha, gamma0=gamma0, init_std_rule=rule)
+    if name == "ntp":
+        return pc.NTP(gamma0=gamma0)
+    if name == "sp":
+        return pc.SP(gamma0=gamma0, alpha=alpha, init_std_rule=rule)
+    raise ValueError(f"unknown parameterisation {name!r}; choose one of {', '.join(PARAMETERISATIONS)}.")
+
+
+def solver(name: str, model, *, step_size: float, rtol: float, max_steps: int):
+    """The inference solver a config name stands for: "gd" is gradient descent with
+    β = `step_size` per sample; "nesterov" uses β/2 (momentum needs β ≲ 1/λ_max);
+    "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]; every solver stops at
+    `rtol` or after `max_steps` (rtol = 0 runs the whole budget, the reference's
+    fixed-iteration protocol)."""
+    if name == "auto":
+        return pc.auto_solver(model, rtol=rtol)
+    if name == "gd":
+        return pc.GradientDescent(step_size=step_size, rtol=rtol, max_steps=max_steps)
+    if name == "cg":
+        return pc.ConjugateGradient(rtol=rtol, max_steps=max_steps)
+    if name == "newton":
+        return pc.NewtonKrylov(rtol=rtol)
+    if name == "nesterov":
+        return pc.Nesterov(step_size=step_size / 2, rtol=rtol, max_steps=max_steps)
+    if name == "lbfgs":
+        return pc.LBFGS(rtol=rtol, max_steps=max_steps)
+    if name == "ode":
+        return pc.ODEFlow(rtol=rtol, max_steps=max_steps)
+    raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
+
+
+def dtype(float64: bool):
+    import jax.numpy as jnp
+
+    return jnp.float64 if float64 else jnp.float32
+
+
+def _root(data_root: str):
+    return data_root or None
+
+
+def _describe(dataset) -> dict:
+    return {"dataset": dataset.name, "source": dataset.source, "substitute_for": dataset.substitute_for}
+
+
+def _load(name: str, fallback: bool, **kwargs):
+    """`load`, or `load_or_default` when `fallback`; the fallback warning is kept and its
+    message returned so that it can be recorded in the results."""
+    if not fallback:
+        try:
+            return pcdata.load(name, **kwargs), None
+        except pcdata.DatasetMissing as error:
+            raise pcdata.DatasetMissing(
+                f"{error} The paper preset does not substitute data; place the files there, pass "
+                "--set data_root=DIR, or use --preset quick (which falls back to offline data)."
+            ) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = pcdata.load_or_default(name, **kwargs)
+    notes = [str(w.message) for w in caught]
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return loaded, (notes[0] if notes else None)
+
+
+def image_batch(name: str, *, batch: int, seed: int, flatten: bool, data_root: str, fallback: bool,
+                multiple_of: int = 1):
+    """One fixed batch of `batch` images (the first `batch` of a seeded permutation),
+    preprocessed as in science.md §6.2, with the description of what was used. Images
+    whose sides are not multiples of `multiple_of` (MNIST's 28×28 for the CNN's three
+    poolings) are zero-padded symmetrically up to the next multiple."""
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"unknown image dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS)}.")
+    dataset, note = _load(name, fallback, root=_root(data_root), n=batch, seed=seed, flatten=False)
+    x = dataset.x
+    padding = [(-side) % multiple_of for side in x.shape[2:]]
+    if any(padding):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(p // 2, p - p // 2) for p in padding])
+    info = {**_describe(dataset), "fallback_note": note, "batch": len(x), "image_shape": list(x.shape[1:]),
+            "padding": padding}
+    if flatten:
+        x = x.reshape(len(x), -1)
+    return x, dataset.y, info
+
+
+def text_batch(name: str, *, batch: int, seq_len: int, seed: int, data_root: str, fallback: bool):
+    """The paper's character-level batch (science.md §6.2) from corpus `name` (or a
+    path to any plain-text file), with its vocabulary size and a description."""
+    if name in TEXT_DATASETS:
+        corpus, note = _load(name, fallback, root=_root(data_root))
+    else:
+        from pathlib import Path
+
+        if not Path(name).is_file():
+            raise ValueError(f"`dataset` must be one of {', '.join(TEXT_DATASETS)} or a path to a plain-text "
+                             f"file, got {name!r} (no such file).")
+        corpus, note = pcdata.read_text(name), None
+    x, y = pcdata.text_batch(corpus, batch, seq_len, seed=seed)
+    info = {"dataset": name, "source": str(corpus.path), "fallback_note": note, "vocabulary": len(corpus.vocabulary),
+            "characters": len(corpus.tokens)}
+    return x, y, info

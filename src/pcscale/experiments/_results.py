@@ -1,0 +1,149 @@
+"""Results files: one JSON file per cell, written atomically, and the run's metadata file
+(experiment, resolved config, versions, device) beside them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import atomic_path
+from ._lockstep import PER_LAYER, SCALARS, Trace
+
+CELL_FORMAT = "pcscale-cell/1"
+RUN_FORMAT = "pcscale-run/1"
+RESULT_NAMES = ("converged", "max_steps", "stalled", "diverged")  # pcscale.RESULTS, in order
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One point of an experiment's grid: `name` (the results file's stem, e.g.
+    "H3-N64-seed0") and `settings` (what distinguishes it, e.g. width, depth, seed)."""
+
+    name: str
+    settings: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+    """What one cell produced.
+
+    - `cell`: the [`Cell`][pcscale.experiments.Cell].
+    - `trace`: the per-step [`Trace`][pcscale.experiments.Trace] (None for cells that do
+      not train, such as a DMFT curve or a coordinate check).
+    - `info`: experiment-specific values, documented by each experiment (the dataset
+      used, theory predictions, layer labels, a DMFT curve…), JSON-compatible.
+    - `wall_time`: seconds the cell took.
+    """
+
+    cell: Cell
+    trace: Trace | None
+    info: dict[str, Any]
+    wall_time: float
+
+
+def _clean(value):
+    """JSON-ready: arrays to lists, non-finite floats to None (JSON has no NaN)."""
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _float_array(values) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] if isinstance(row, list) else
+                     (np.nan if row is None else row) for row in values], dtype=float)
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(_clean(content), indent=1, allow_nan=False) + "\n")
+
+
+def cell_to_json(result: CellResult, *, experiment: str, config_digest: str) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "format": CELL_FORMAT,
+        "experiment": experiment,
+        "config_digest": config_digest,
+        "cell": result.cell.name,
+        "settings": result.cell.settings,
+        "wall_time": result.wall_time,
+        "info": result.info,
+    }
+    if result.trace is not None:
+        trace = result.trace
+        content["steps"] = trace.steps
+        content["result_names"] = RESULT_NAMES
+        content["metrics"] = {name: getattr(trace, name) for name in SCALARS + PER_LAYER}
+        content["final"] = {"pc_loss": trace.final_pc_loss, "bp_loss": trace.final_bp_loss}
+    return content
+
+
+def cell_from_json(content: dict[str, Any]) -> CellResult:
+    trace = None
+    if "metrics" in content:
+        metrics = content["metrics"]
+        arrays = {}
+        for name in SCALARS + PER_LAYER:
+            if name in ("inference_steps", "result"):
+                arrays[name] = np.asarray(metrics[name], dtype=np.int64)
+            elif name in ("converged", "pc_updated", "bp_updated"):
+                arrays[name] = np.asarray(metrics[name], dtype=bool)
+            else:
+                arrays[name] = _float_array(metrics[name])
+        final = content["final"]
+        trace = Trace(**arrays, final_pc_loss=_none_to_nan(final["pc_loss"]),
+                      final_bp_loss=_none_to_nan(final["bp_loss"]))
+    return CellResult(
+        cell=Cell(content["cell"], content["settings"]), trace=trace, info=content["info"],
+        wall_time=float(content["wall_time"]),
+    )
+
+
+def _none_to_nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def versions() -> dict[str, str]:
+    """Python, pcscale and the numerical stack's versions."""
+    import importlib.metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("pcscale", "jax", "jaxlib", "equinox", "optax", "numpy", "optimistix", "lineax"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def device() -> dict[str, Any]:
+    import jax
+
+    devices = jax.devices()
+    return {
+        "platform": devices[0].platform,
+        "kind": devices[0].device_kind,
+        "count": len(devices),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }

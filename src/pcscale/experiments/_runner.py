@@ -1,0 +1,189 @@
+"""The sweep runner: one results file per cell, written atomically; the resolved config,
+versions and device saved beside them; finished cells skipped on rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._config import from_dict, to_dict
+from ._results import (
+    CELL_FORMAT, RUN_FORMAT, Cell, CellResult, cell_from_json, cell_to_json, device, read_json, versions,
+    write_json,
+)
+
+RUN_FILE = "run.json"
+CELLS = "cells"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment of the paper, as the registry holds it.
+
+    - `name`, `description`: as `pcscale list` shows them.
+    - `config_type`: the frozen config dataclass; `presets`: "quick" and "paper" configs.
+    - `cells(config)`: the grid, a list of [`Cell`][pcscale.experiments.Cell]s.
+    - `run_cell(config, cell, progress)`: runs one cell, returns a
+      [`CellResult`][pcscale.experiments.CellResult].
+    - `summarise(config, results)`: the terminal table.
+    """
+
+    name: str
+    description: str
+    config_type: type
+    presets: dict[str, Any]
+    cells: Callable[[Any], list[Cell]]
+    run_cell: Callable[[Any, Cell, bool], CellResult]
+    summarise: Callable[[Any, list[CellResult]], str]
+
+    def preset(self, name: str):
+        if name not in self.presets:
+            raise ValueError(f"unknown preset {name!r} for {self.name}; choose one of {', '.join(self.presets)}.")
+        return self.presets[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResults:
+    """A run folder's content: the `experiment` name, its `config`, the `results` of
+    every cell present (in grid order), and which cells this call `computed` and which it
+    `reused` from an earlier call (resume)."""
+
+    experiment: str
+    config: Any
+    results: list[CellResult]
+    out_dir: Path
+    computed: tuple[str, ...] = ()
+    reused: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+class ConfigMismatch(ValueError):
+    """The output folder holds results of another experiment or config."""
+
+
+def digest(experiment: str, config) -> str:
+    text = json.dumps({"experiment": experiment, "config": to_dict(config)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool) -> str:
+    key = digest(experiment.name, config)
+    run_file = out_dir / RUN_FILE
+    if run_file.exists():
+        saved = read_json(run_file)
+        if saved.get("digest") != key:
+            if not force:
+                raise ConfigMismatch(
+                    f"{out_dir} holds results of {saved.get('experiment')!r} with another config "
+                    f"(saved digest {saved.get('digest')}, this run {key}); choose another --out, or pass "
+                    "--force (force=True) to delete those results and start again."
+                )
+            shutil.rmtree(out_dir / CELLS, ignore_errors=True)
+            shutil.rmtree(out_dir / "figures", ignore_errors=True)
+    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise ConfigMismatch(
+            f"{out_dir} is not empty and is not a pcscale run folder (no {RUN_FILE}); choose an empty or new "
+            "--out, or pass --force (force=True) to write into it."
+        )
+    write_json(run_file, {
+        "format": RUN_FORMAT, "experiment": experiment.name, "digest": key, "config": to_dict(config),
+        "versions": versions(), "device": device(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return key
+
+
+def _finished(path: Path, experiment: str, key: str) -> CellResult | None:
+    """The cell's saved result if its file is complete and belongs to this config."""
+    if not path.exists():
+        return None
+    try:
+        content = read_json(path)
+        if content.get("format") != CELL_FORMAT or content.get("experiment") != experiment:
+            return None
+        if content.get("config_digest") != key:
+            return None
+        return cell_from_json(content)
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: recompute it
+
+
+def run_experiment(
+    experiment: Experiment, config, out_dir: str | Path, *, force: bool = False, progress: bool = True
+) -> RunResults:
+    """Run every cell of `config` that `out_dir` does not already hold, writing one
+    results file per cell as soon as it finishes (temporary file, then rename): an
+    interrupted sweep (Ctrl-C, kill, an error) keeps every finished cell, and rerunning
+    the same command computes only the rest.
+
+    **Arguments:**
+
+    - `experiment`: from the registry (`pcscale.experiments.get(name)`).
+    - `config`: its config (e.g. `experiment.preset("quick")`).
+    - `out_dir`: the run folder; created if absent. A folder holding results of another
+      experiment or config is refused ([`ConfigMismatch`][pcscale.experiments.ConfigMismatch])
+      unless `force`, which deletes those results first.
+    - `progress`: progress bars over cells and steps.
+
+    **Returns:** [`RunResults`][pcscale.experiments.RunResults].
+    """
+    if not isinstance(config, experiment.config_type):
+        raise TypeError(f"`config` must be a {experiment.config_type.__name__} for {experiment.name}, got "
+                        f"{type(config).__name__}.")
+    if getattr(config, "float64", False):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # before any array of the run exists
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = _prepare(out_dir, experiment, config, force=force)
+    from tqdm.auto import tqdm
+
+    cells = experiment.cells(config)
+    results, computed, reused = [], [], []
+    bar = tqdm(cells, disable=not progress, desc=experiment.name, unit="cell")
+    for cell in bar:
+        path = out_dir / CELLS / f"{cell.name}.json"
+        done = _finished(path, experiment.name, key)
+        if done is None:
+            bar.set_postfix_str(cell.name)
+            start = time.perf_counter()
+            result = experiment.run_cell(config, cell, progress)
+            result = dataclasses.replace(result, wall_time=time.perf_counter() - start)
+            write_json(path, cell_to_json(result, experiment=experiment.name, config_digest=key))
+            computed.append(cell.name)
+            done = result
+        else:
+            reused.append(cell.name)
+        results.append(done)
+    bar.close()
+    return RunResults(experiment.name, config, results, out_dir, tuple(computed), tuple(reused))
+
+
+def load_run(out_dir: str | Path, registry: dict[str, Experiment]) -> RunResults:
+    """Read a run folder written by [`run`][pcscale.experiments.run]: its config and
+    every finished cell (cells not yet run are listed in `missing`)."""
+    out_dir = Path(out_dir)
+    run_file = out_dir / RUN_FILE
+    if not run_file.exists():
+        raise FileNotFoundError(f"{out_dir} is not a pcscale run folder: no {RUN_FILE}. Give the --out folder "
+                                "of a `pcscale run`.")
+    saved = read_json(run_file)
+    name = saved["experiment"]
+    if name not in registry:
+        raise ValueError(f"{run_file} is a run of {name!r}, which this pcscale does not know.")
+    experiment = registry[name]
+    config = from_dict(experiment.config_type, saved["config"])
+    results, missing = [], []
+    for cell in experiment.cells(config):
+        done = _finished(out_dir / CELLS / f"{cell.name}.json", name, saved["digest"])
+        if done is None:
+            missing.append(cell.name)
+        else:
+            results.append(done)
+    return RunResults(name, config, results, out_dir, missing=tuple(missing))

@@ -1,0 +1,134 @@
+"""`resnet-cnn` — Figure 4b: the 3-stage residual CNN of science.md §3.3 under μPC
+(per-group Adam rates), PC against BP across channel widths (science.md §5.8)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+import pcscale as pc
+
+from . import _names, _nonlinear
+from ._config import check_choice, check_config, check_positive
+from ._lockstep import optimiser_for, train_lockstep
+from ._results import Cell, CellResult
+from ._runner import Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetCNNConfig:
+    """Settings of `resnet-cnn`.
+
+    - `dataset`, `data_root`, `fallback`: the image dataset ("imagenet" for the paper:
+      B of the first 1000 training images at 224×224; quick: MNIST zero-padded to
+      32×32, or the 8×8 digits offline). Sides that are not multiples of 8 are padded.
+    - `batch`: B. `widths`: channels C (the paper labels them N = 9C). `n_res`: residual
+      blocks (3: one per stage). `seeds`.
+    - `activation`, `parameterisation` ("mupc": the paper's per-group Adam rates of
+      §3.3), `gamma0`, `learning_rate`: Adam's η.
+    - `solver`, `step_size` (β per sample), `rtol`, `max_inference_steps`: inference as in
+      `residual-mlp` (the paper's budget is 200 GD steps; `rtol = 0` runs all of them).
+    - `iteration_sweep`: inference budgets at which the cosine at θ_0 is also measured
+      (the paper's extra plot); empty to skip.
+    - `steps`: T. `float64`: compute in float64.
+    """
+
+    dataset: str = "mnist"
+    data_root: str = ""
+    fallback: bool = True
+    batch: int = 16
+    widths: tuple[int, ...] = (2, 8)
+    n_res: int = 3
+    seeds: tuple[int, ...] = (0,)
+    activation: str = "tanh"
+    parameterisation: str = "mupc"
+    gamma0: float = 1.0
+    learning_rate: float = 1e-3
+    solver: str = "gd"
+    step_size: float = 0.3
+    rtol: float = 1e-4
+    max_inference_steps: int = 100
+    iteration_sweep: tuple[int, ...] = (10, 30, 100)
+    steps: int = 5
+    float64: bool = False
+
+    def __post_init__(self):
+        check_config(self)
+        check_positive(self, "batch", "widths", "n_res", "gamma0", "learning_rate", "steps", "iteration_sweep")
+        check_choice(self, "dataset", _names.IMAGE_DATASETS)
+        check_choice(self, "parameterisation", _names.PARAMETERISATIONS)
+        check_choice(self, "activation", ("tanh", "relu", "linear", "gelu"))
+        _nonlinear.check_inference(self)
+
+
+QUICK = ResNetCNNConfig()
+PAPER = ResNetCNNConfig(dataset="imagenet", fallback=False, batch=128, widths=(2, 8, 16, 32),
+                        max_inference_steps=200, iteration_sweep=(10, 25, 50, 100, 200, 400), steps=100)
+
+
+def cells(config: ResNetCNNConfig) -> list[Cell]:
+    return [Cell(f"C{c}-seed{seed}", {"width": c, "seed": seed}) for c in config.widths for seed in config.seeds]
+
+
+def tracked_layers(model) -> tuple[list[int], list[str]]:
+    """The stage convs and the readout ([R]'s Conv1–3 and Readout): the non-residual
+    layers that carry weights (pools carry none, block convs are residual)."""
+    layers = [i for i in _nonlinear.layers_with_weights(model) if not model.layers[i].skip]
+    labels = [f"Conv{k + 1}" for k in range(len(layers) - 1)] + ["Readout"]
+    return layers, labels
+
+
+def _parameterisation(config: ResNetCNNConfig):
+    if config.parameterisation in ("mupc", "completep", "depthmup", "mup"):
+        base = _names.parameterisation(config.parameterisation, gamma0=config.gamma0)
+        return dataclasses.replace(base, adam_rule=pc.AdamRule.RESNET_REFERENCE)
+    return _names.parameterisation(config.parameterisation, gamma0=config.gamma0)
+
+
+def run_cell(config: ResNetCNNConfig, cell: Cell, progress: bool) -> CellResult:
+    c, seed = cell.settings["width"], cell.settings["seed"]
+    x, y, data_info = _names.image_batch(config.dataset, batch=config.batch, seed=seed, flatten=False,
+                                         data_root=config.data_root, fallback=config.fallback, multiple_of=8)
+    dtype = _names.dtype(config.float64)
+    x, y = x.astype(dtype), y.astype(dtype)
+    _, model_key = jax.random.split(jax.random.PRNGKey(seed))
+    model = pc.nn.resnet(x.shape[1], c, y.shape[1], image_size=tuple(x.shape[2:]), n_res=config.n_res,
+                         activation=config.activation, parameterisation=_parameterisation(config),
+                         output_energy=pc.CrossEntropy(), dtype=dtype, key=model_key)
+    optimiser = optimiser_for(model, pc.Adam(config.learning_rate))
+    solver = _nonlinear.solver_for(config, model)
+    sweep = [_cosine_at_budget(model, x, y, config, budget) for budget in config.iteration_sweep]
+    trace = train_lockstep(model, x, y, optimiser=optimiser, inference=solver, steps=config.steps,
+                           progress=progress, description=cell.name)
+    layers, labels = tracked_layers(model)
+    info = {**data_info, "depth_effective": config.n_res + 4, "solver": type(solver).__name__,
+            "tracked_layers": layers, "layer_labels": labels, "plot_width": 9 * c,
+            "iteration_sweep": list(config.iteration_sweep), "cosine_vs_iterations": np.asarray(sweep)}
+    return CellResult(cell, trace, info, 0.0)
+
+
+def _cosine_at_budget(model, x, y, config: ResNetCNNConfig, budget: int) -> float:
+    """The PC–BP cosine at θ_0 after exactly `budget` inference steps."""
+    solver = _names.solver(config.solver, model, step_size=config.step_size, rtol=0.0, max_steps=budget)
+    comparison = pc.compare_at_equilibrium(model, x, y, solver=solver)
+    cosine = jax.device_get(comparison.alignment.cosine)
+    return float(cosine) if bool(comparison.alignment.defined) else float("nan")
+
+
+def summarise(config: ResNetCNNConfig, results: list[CellResult]) -> str:
+    title = (f"resnet-cnn: 3-stage ResNet, n_res = {config.n_res}, {config.activation}, {config.parameterisation}, "
+             f"B = {config.batch}, Adam η = {config.learning_rate:g}")
+    return _nonlinear.summarise(title, config, results, label=lambda r: f"C = {r.cell.settings['width']}")
+
+
+EXPERIMENT = Experiment(
+    name="resnet-cnn",
+    description="Figure 4b: 3-stage residual CNNs under μPC, PC against BP across channel widths",
+    config_type=ResNetCNNConfig,
+    presets={"quick": QUICK, "paper": PAPER},
+    cells=cells,
+    run_cell=run_cell,
+    summarise=summarise,
+)

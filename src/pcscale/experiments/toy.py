@@ -1,0 +1,174 @@
+"""`toy` — Figure 2 (skips) and Figure A.17 (no skips): deep linear networks on the toy
+task, trained by full-batch GD with closed-form inference, against the DMFT curve
+(science.md §5.2). The same machinery serves `toy-sp`, `gamma0-sweep` and `saddle`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+import pcscale as pc
+
+from . import _names
+from ._config import check_choice, check_config, check_positive
+from ._lockstep import ClosedForm, optimiser_for, train_lockstep
+from ._results import Cell, CellResult
+from ._runner import Experiment
+from ._table import number, table
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    """Settings of the toy-task experiments (`toy`, `toy-sp`, `gamma0-sweep`, `saddle`).
+
+    - `widths`: N. `hidden_layers`: H (L = H + 1). `gamma0s`: γ0 values. `skips`: which
+      architectures to run (True: residual, α = 1/2 under μPC; False: plain MLP).
+    - `parameterisation`: "mupc" (the paper) or "sp" (`toy-sp`).
+    - `learning_rate`: GD's η; the parameterisation's SGD rule scales it (η·γ0²·N under
+      μPC, η under SP).
+    - `steps`: T. `seeds`: model seeds; `data_seed`: the toy data's seed, or −1 for each
+      cell's own seed (science.md §5.0: key = PRNGKey(seed), then (data_key, model_key) =
+      split(key)). With a fixed `data_seed`, the seeds are initialisations of one task,
+      whose mean is what the DMFT describes (§4.8 averages 3). `input_dim`, `samples`: D
+      and P of the toy task (40 and 20).
+    - `dmft`: also solve the infinite-width DMFT curve (no-skip μP networks only) with
+      `dmft_iterations` fixed-point sweeps.
+    - `float64`: compute in float64.
+    """
+
+    widths: tuple[int, ...] = (8, 32, 128, 512)
+    hidden_layers: tuple[int, ...] = (4,)
+    gamma0s: tuple[float, ...] = (1.0,)
+    skips: tuple[bool, ...] = (True, False)
+    parameterisation: str = "mupc"
+    learning_rate: float = 0.025
+    steps: int = 50
+    seeds: tuple[int, ...] = (0,)
+    data_seed: int = -1
+    input_dim: int = 40
+    samples: int = 20
+    dmft: bool = True
+    dmft_iterations: int = 10
+    float64: bool = True
+
+    def __post_init__(self):
+        check_config(self)
+        check_positive(self, "widths", "hidden_layers", "gamma0s", "learning_rate", "steps", "input_dim",
+                       "samples")
+        check_choice(self, "parameterisation", ("mupc", "mup", "sp", "ntp"))
+        if self.data_seed < -1:
+            raise ValueError(f"`data_seed` must be −1 (each cell's seed) or a seed ≥ 0, got {self.data_seed}.")
+        if self.dmft and self.parameterisation not in ("mupc", "mup"):
+            raise ValueError(f"`dmft` describes μP networks only, got parameterisation {self.parameterisation!r}; "
+                             "set dmft=false.")
+
+
+def _name(skips: bool, h: int, gamma0: float) -> str:
+    return f"{'skips' if skips else 'noskips'}-H{h}-g{gamma0:g}"
+
+
+def data_seed(config: ToyConfig, seed: int) -> int:
+    return seed if config.data_seed == -1 else config.data_seed
+
+
+def cells(config: ToyConfig) -> list[Cell]:
+    grid = []
+    # One DMFT curve per task: per seed when each seed draws its own data.
+    dmft_seeds = config.seeds if config.data_seed == -1 else (config.data_seed,)
+    for skips in config.skips:
+        for h in config.hidden_layers:
+            for gamma0 in config.gamma0s:
+                for n in config.widths:
+                    for seed in config.seeds:
+                        settings = {"kind": "network", "skips": skips, "hidden_layers": h, "gamma0": gamma0,
+                                    "width": n, "seed": seed, "data_seed": data_seed(config, seed)}
+                        grid.append(Cell(f"{_name(skips, h, gamma0)}-N{n}-seed{seed}", settings))
+                if config.dmft and not skips:
+                    for seed in dmft_seeds:
+                        settings = {"kind": "dmft", "skips": False, "hidden_layers": h, "gamma0": gamma0,
+                                    "data_seed": seed}
+                        grid.append(Cell(f"dmft-H{h}-g{gamma0:g}-data{seed}", settings))
+    return grid
+
+
+def toy_data(config: ToyConfig, seed: int, data_seed: int):
+    """The toy batch from `data_seed`'s data key and the model key of `seed` (both the
+    §5.0 split of PRNGKey(seed) when they are equal)."""
+    data_key, _ = jax.random.split(jax.random.PRNGKey(data_seed))
+    _, model_key = jax.random.split(jax.random.PRNGKey(seed))
+    x, y = pc.data.toy(input_dim=config.input_dim, samples=config.samples, key=data_key)
+    dtype = _names.dtype(config.float64)
+    return x.astype(dtype), y.astype(dtype), model_key
+
+
+def run_cell(config: ToyConfig, cell: Cell, progress: bool) -> CellResult:
+    s = cell.settings
+    x, y, model_key = toy_data(config, s.get("seed", s["data_seed"]), s["data_seed"])
+    depth = s["hidden_layers"] + 1
+    if s["kind"] == "dmft":
+        curve = pc.theory.dmft(x, y, depth=depth, learning_rate=config.learning_rate, steps=config.steps,
+                               gamma0=s["gamma0"], iterations=config.dmft_iterations)
+        info = {"dmft_loss": np.asarray(curve.loss), "fixed_point_change": float(curve.fixed_point_change),
+                "depth": depth}
+        return CellResult(cell, None, info, 0.0)
+    parameterisation = _names.parameterisation(config.parameterisation, gamma0=s["gamma0"])
+    build = pc.nn.residual_mlp if s["skips"] else pc.nn.mlp
+    model = build(config.input_dim, s["width"], 1, depth, parameterisation=parameterisation, activation="linear",
+                  output_energy=pc.MSE(), dtype=x.dtype, key=model_key)
+    optimiser = optimiser_for(model, pc.SGD(config.learning_rate))
+    trace = train_lockstep(model, x, y, optimiser=optimiser, inference=ClosedForm(), steps=config.steps,
+                           progress=progress, description=cell.name)
+    info = {"dataset": "toy", "depth": depth,
+            "theory_trace_gap": pc.theory.predicted_gap(s["width"], depth, parameterisation, skips=s["skips"])}
+    return CellResult(cell, trace, info, 0.0)
+
+
+def dmft_curves(results: list[CellResult]) -> dict[tuple[int, float, int], np.ndarray]:
+    """The DMFT loss curves of a run, keyed by (H, γ0, data seed)."""
+    return {(r.cell.settings["hidden_layers"], r.cell.settings["gamma0"], r.cell.settings["data_seed"]):
+            np.asarray(r.info["dmft_loss"], float) for r in results if r.cell.settings["kind"] == "dmft"}
+
+
+def summarise(config: ToyConfig, results: list[CellResult], *, title: str) -> str:
+    curves = dmft_curves(results)
+    last = config.steps - 1
+    rows = []
+    for r in results:
+        s = r.cell.settings
+        if s["kind"] != "network":
+            continue
+        trace = r.trace
+        dmft = curves.get((s["hidden_layers"], s["gamma0"], s["data_seed"])) if not s["skips"] else None
+        rows.append([
+            "yes" if s["skips"] else "no", str(s["hidden_layers"]), f"{s['gamma0']:g}", str(s["width"]),
+            str(s["seed"]),
+            f"{trace.spectral_gap[0]:.3e}", f"{r.info['theory_trace_gap']:.3e}",
+            number(trace.pc_energy[last]), number(trace.bp_loss[last]),
+            "—" if dmft is None else number(dmft[last]), number(trace.cosine_trajectory[last]),
+        ])
+    header = ["skips", "H", "γ0", "N", "seed", "s(θ0) − 1", "theory", "F*(T−1)", "BP loss", "DMFT", "cos (traj.)"]
+    return "\n".join([
+        f"{title}: linear MLPs on the toy task (D = {config.input_dim}, P = {config.samples}), "
+        f"{config.parameterisation}, GD η = {config.learning_rate:g}, closed-form inference, T = {config.steps}",
+        "",
+        table(header, rows),
+        "",
+        "s − 1 is the PC–BP gap (science.md §4.4–4.5); F* ≈ BP loss ≈ DMFT at large N under μPC.",
+    ])
+
+
+def experiment(name: str, description: str, quick: ToyConfig, paper: ToyConfig) -> Experiment:
+    return Experiment(
+        name=name, description=description, config_type=ToyConfig, presets={"quick": quick, "paper": paper},
+        cells=cells, run_cell=run_cell, summarise=lambda config, results: summarise(config, results, title=name),
+    )
+
+
+EXPERIMENT = experiment(
+    "toy",
+    "Figure 2 / A.17: deep linear μPC networks on the toy task; PC energy, BP loss and the DMFT curve",
+    ToyConfig(widths=(8, 32, 128, 512, 2048), seeds=(0, 1, 2), data_seed=0),
+    ToyConfig(widths=(8, 16, 32, 64, 128, 256, 512, 1024, 2048), steps=100),
+)

@@ -1,0 +1,131 @@
+"""`transformer` — Figure 4c: decoder-only transformers under CompleteP-style μPC on
+character-level Shakespeare, PC against BP across widths (science.md §5.9). Energies and
+losses are logged per token (F/T_seq next to the per-token BP loss)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+import pcscale as pc
+
+from . import _names, _nonlinear
+from ._config import check_choice, check_config, check_positive
+from ._lockstep import optimiser_for, train_lockstep
+from ._results import Cell, CellResult
+from ._runner import Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Settings of `transformer`.
+
+    - `dataset`: "tinyshakespeare" (read from the data root), "shakespeare-excerpt"
+      (bundled) or a path to any plain-text file; `data_root`, `fallback` as elsewhere
+      (quick falls back to the bundled text).
+    - `batch`: B sequences of `seq_len` characters (consecutive windows, §6.2).
+    - `widths`: d_model. `n_blocks`: n_b. `n_heads`. `layer_norm`. `seeds` (the paper's
+      figure is seed 2).
+    - `parameterisation`: "completep" (μPC with α = 1, the paper) or "sp", …; `gamma0`;
+      `reference_init_std`: the paper's Fig. 4c init (σ0 under μPC, σ0/√d under SP).
+    - `learning_rate`, `b1`, `b2`, `eps`, `weight_decay`: Adam, with the per-group rates
+      and ε of §3.4.
+    - `solver`, `step_size` (β per sequence), `rtol`, `max_inference_steps`: inference as
+      in `residual-mlp` (the paper's budget is 800 GD steps).
+    - `steps`: T. `float64`: compute in float64.
+    """
+
+    dataset: str = "tinyshakespeare"
+    data_root: str = ""
+    fallback: bool = True
+    batch: int = 16
+    seq_len: int = 16
+    widths: tuple[int, ...] = (8, 32)
+    n_blocks: int = 2
+    n_heads: int = 2
+    layer_norm: bool = False
+    seeds: tuple[int, ...] = (0,)
+    parameterisation: str = "completep"
+    gamma0: float = 1.0
+    reference_init_std: bool = True
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    solver: str = "gd"
+    step_size: float = 0.45
+    rtol: float = 1e-4
+    max_inference_steps: int = 200
+    steps: int = 5
+    float64: bool = False
+
+    def __post_init__(self):
+        check_config(self)
+        check_positive(self, "batch", "seq_len", "widths", "n_blocks", "n_heads", "gamma0", "learning_rate",
+                       "steps")
+        check_choice(self, "parameterisation", _names.PARAMETERISATIONS)
+        _nonlinear.check_inference(self)
+        bad = [d for d in self.widths if d % self.n_heads]
+        if bad:
+            raise ValueError(f"`widths` must be multiples of n_heads = {self.n_heads}, got {bad}.")
+
+
+QUICK = TransformerConfig()
+PAPER = TransformerConfig(fallback=False, batch=128, seq_len=32, widths=(8, 16, 32, 64, 128, 256, 512), n_blocks=12,
+                          n_heads=8, seeds=(0, 1, 2), max_inference_steps=800, steps=100)
+
+
+def cells(config: TransformerConfig) -> list[Cell]:
+    return [Cell(f"d{d}-seed{seed}", {"width": d, "seed": seed}) for d in config.widths for seed in config.seeds]
+
+
+def tracked_layers(model) -> tuple[list[int], list[str]]:
+    """[R]'s tracked layers, chosen by structure: the embedding (the first layer), the
+    first and last residual blocks, and the LM head (the last layer)."""
+    blocks = [i for i, layer in enumerate(model.layers) if layer.skip]
+    layers = [0, blocks[0], blocks[-1], len(model.layers) - 1]
+    labels = ["Embedding", "Block 1", f"Block {len(blocks)}", "LM head"]
+    return layers, labels
+
+
+def run_cell(config: TransformerConfig, cell: Cell, progress: bool) -> CellResult:
+    d, seed = cell.settings["width"], cell.settings["seed"]
+    x, y, data_info = _names.text_batch(config.dataset, batch=config.batch, seq_len=config.seq_len, seed=seed,
+                                        data_root=config.data_root, fallback=config.fallback)
+    dtype = _names.dtype(config.float64)
+    _, model_key = jax.random.split(jax.random.PRNGKey(seed))
+    parameterisation = _names.parameterisation(config.parameterisation, gamma0=config.gamma0,
+                                               alpha=1.0 if config.parameterisation == "sp" else None,
+                                               reference_init_std=config.reference_init_std)
+    model = pc.nn.transformer(data_info["vocabulary"], d, config.n_heads, config.n_blocks, max_len=config.seq_len,
+                              layer_norm=config.layer_norm, parameterisation=parameterisation, dtype=dtype,
+                              key=model_key)
+    adam = pc.Adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
+                   weight_decay=config.weight_decay)
+    optimiser = optimiser_for(model, adam)
+    solver = _nonlinear.solver_for(config, model)
+    trace = train_lockstep(model, x, y.astype(dtype), optimiser=optimiser, inference=solver, steps=config.steps,
+                           loss_scale=1.0 / config.seq_len, progress=progress, description=cell.name)
+    layers, labels = tracked_layers(model)
+    info = {**data_info, "solver": type(solver).__name__, "tracked_layers": layers, "layer_labels": labels,
+            "per_token": True, "paper_seed": 2}
+    return CellResult(cell, trace, info, 0.0)
+
+
+def summarise(config: TransformerConfig, results: list[CellResult]) -> str:
+    title = (f"transformer: n_b = {config.n_blocks}, n_h = {config.n_heads}, {config.parameterisation}, "
+             f"B = {config.batch} × T_seq = {config.seq_len}, Adam η = {config.learning_rate:g} (losses per token)")
+    return _nonlinear.summarise(title, config, results, label=lambda r: f"d = {r.cell.settings['width']}")
+
+
+EXPERIMENT = Experiment(
+    name="transformer",
+    description="Figure 4c: decoder-only transformers (CompleteP-style μPC) on Shakespeare, PC against BP",
+    config_type=TransformerConfig,
+    presets={"quick": QUICK, "paper": PAPER},
+    cells=cells,
+    run_cell=run_cell,
+    summarise=summarise,
+)
