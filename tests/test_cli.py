@@ -35,3 +35,42 @@ def test_demo_solver_choice_is_passed_through_and_validated(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--quick", "--solver", "bogus"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_run_prints_the_table_writes_results_and_resumes(tmp_path, capsys, data_root):
+    out = tmp_path / "run"
+    args = ["run", "toy", "--set", "widths=4,16", "--set", "skips=False", "--set", "steps=2", "--set", "seeds=0",
+            "--out", str(out), "--no-progress", "--no-plot"]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "toy: linear MLPs on the toy task" in printed and f"results: {out}" in printed
+    assert sorted(p.name for p in (out / "cells").glob("*.json")) == [
+        "dmft-H4-g1-data0.json", "noskips-H4-g1-N16-seed0.json", "noskips-H4-g1-N4-seed0.json"]
+    assert cli.main(args) == 0
+    assert "3 finished cells reused" in capsys.readouterr().out
+    assert cli.main(["show", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("  no  4   1") == 2 and "DMFT" in table
+
+
+def test_run_rejects_bad_input_with_a_message_and_exit_status_2(tmp_path, capsys):
+    cases = [
+        (["run", "nope"], "unknown experiment 'nope'"),
+        (["run", "toy", "--preset", "huge"], "unknown preset 'huge'"),
+        (["run", "toy", "--set", "widht=3"], "unknown key 'widht' for toy; valid keys: widths"),
+        (["run", "toy", "--set", "steps=1.5"], "`steps` expects an integer, got '1.5'"),
+        (["run", "toy", "--set", "dmft=nah"], "`dmft` expects a boolean"),
+        (["show", str(tmp_path)], "not a pcscale run folder"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as caught:
+            cli.main(argv)
+        assert caught.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_show_config_lists_keys_values_and_types(capsys):
+    assert cli.main(["show-config", "residual-mlp", "--preset", "paper"]) == 0
+    printed = capsys.readouterr().out
+    assert "hidden_layers = 31    (integer)" in printed and "widths = 8,16,32,64,128,256,512" in printed
+    assert "fallback = false    (boolean)" in printed

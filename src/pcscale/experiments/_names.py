@@ -74,6 +74,9 @@ def _describe(dataset) -> dict:
     return {"dataset": dataset.name, "source": dataset.source, "substitute_for": dataset.substitute_for}
 
 
+_WARNED: set[str] = set()
+
+
 def _load(name: str, fallback: bool, **kwargs):
     """`load`, or `load_or_default` when `fallback`; the fallback warning is kept and its
     message returned so that it can be recorded in the results."""
@@ -90,7 +93,9 @@ def _load(name: str, fallback: bool, **kwargs):
         loaded = pcdata.load_or_default(name, **kwargs)
     notes = [str(w.message) for w in caught]
     for note in notes:
-        warnings.warn(note, stacklevel=3)
+        if note not in _WARNED:  # once per process, not once per cell
+            _WARNED.add(note)
+            warnings.warn(note, stacklevel=3)
     return loaded, (notes[0] if notes else None)
 
 
