@@ -4,8 +4,8 @@ loop keeps only per-step scalars, so the peak should not grow with T.
 Each T runs in a fresh subprocess (so that peaks do not carry over) training a linear
 residual MLP (N = 512, L = 8, B = 64, float64, closed-form inference, Adam), and reports
 the process's peak resident memory and the largest total size of live JAX arrays
-sampled after every step. One step's gradients are N²·L·8 B ≈ 17 MB, so a loop that kept
-them would grow by that much per step.
+sampled after every step. One step's gradients are as large as the model (13 MB here), so
+a loop that kept them would grow by that much per step.
 
     python benchmarks/experiment_memory.py           # T = 10, 50, 200
 
