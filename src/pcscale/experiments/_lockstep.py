@@ -23,7 +23,7 @@ from .._solver import AbstractInferenceSolver
 from .._solver._base import with_traced_numbers
 from .._train import _check_optimiser, _guarded_update
 from .._validation import as_float_array, validated
-from ..theory._closed_form import closed_form_value_and_grad
+from ..theory._closed_form import closed_form_value_and_grad, linear_loss
 from ..theory._structure import check_model
 
 
@@ -52,11 +52,18 @@ class StepRecord(eqx.Module):
     bp_updated: Bool[Array, ""]
 
 
+def _linear_loss_gradients(model, x, y):
+    return eqx.filter_value_and_grad(linear_loss)(model, x, y)
+
+
 @eqx.filter_jit
 def _lockstep_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, inference, theory):
     x, y = validated(pc_model, x, y)
-    loss, loss_grads = loss_gradients(pc_model, x, y)
-    bp_loss, bp_grads = loss_gradients(bp_model, x, y)
+    # A linear network's loss and its gradient come from the end-to-end map, B/d_y times
+    # cheaper than the batched forward pass at large width.
+    loss_and_grads = _linear_loss_gradients if isinstance(inference, ClosedForm) or theory else loss_gradients
+    loss, loss_grads = loss_and_grads(pc_model, x, y)
+    bp_loss, bp_grads = loss_and_grads(bp_model, x, y)
     nan = jnp.full((), jnp.nan, loss.dtype)
     zero = jnp.zeros((), loss.dtype)
     if isinstance(inference, ClosedForm):

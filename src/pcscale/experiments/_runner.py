@@ -91,9 +91,14 @@ def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool) -> s
             f"{out_dir} is not empty and is not a pcscale run folder (no {RUN_FILE}); choose an empty or new "
             "--out, or pass --force (force=True) to write into it."
         )
+    session = {"versions": versions(), "device": device(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    previous = read_json(run_file) if run_file.exists() else {}
+    # Every call that wrote cells into this folder is listed, so that a sweep resumed
+    # with other versions or on another device says so.
+    sessions = previous.get("sessions", []) if previous.get("digest") == key else []
     write_json(run_file, {
         "format": RUN_FORMAT, "experiment": experiment.name, "digest": key, "config": to_dict(config),
-        "versions": versions(), "device": device(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": session["versions"], "device": session["device"], "sessions": sessions + [session],
     })
     return key
 

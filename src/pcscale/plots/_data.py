@@ -43,11 +43,6 @@ def mean_metric(results: Sequence, name: str) -> np.ndarray:
     return nan_mean([getattr(r.trace, name) for r in results])
 
 
-def first(results: Sequence, name: str) -> np.ndarray:
-    """Metric `name` at t = 0 for each result."""
-    return np.array([float(np.asarray(getattr(r.trace, name), dtype=float)[0]) for r in results])
-
-
 def trained(results: Sequence) -> list:
     """The cells that carry a training trace."""
     return [r for r in results if r.trace is not None]

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from ._data import time_axis, trained
-from ._panels import curves, finish, no_data, panel_grid, styled
+from ._panels import curves, finish, no_data, panel_grid, spans_decades, styled
 
 MODE_COLOURS = {"closed-form": "black", "reference": "tab:orange", "tolerance": "tab:blue", "cg": "tab:green"}
-MODE_NAMES = {"closed-form": "closed form F*", "reference": "GD, reference budget", "tolerance": "GD to tolerance",
-              "cg": "CG to tolerance"}
+MODE_NAMES = {"closed-form": "closed form F*", "reference": "GD, reference budget",
+              "tolerance": "GD to tolerance", "cg": "CG to tolerance"}
 
 
 class _Panels:
@@ -23,7 +23,7 @@ class _Panels:
         c = run.config
         self.run = run
         self.keys = [(p, h) for p in c.parameterisations for h in sorted(c.hidden_layers)]
-        self.cells = {(r.cell.settings["parameterisation"], r.cell.settings["hidden_layers"], r.cell.settings["mode"]): r
+        self.cells = {tuple(r.cell.settings[k] for k in ("parameterisation", "hidden_layers", "mode")): r
                       for r in trained(run.results)}
         self.modes = [m for m in c.modes if any(key[2] == m for key in self.cells)]
         self.columns = len(c.hidden_layers)
@@ -33,7 +33,8 @@ class _Panels:
         c = self.run.config
         return (f"linear MLPs (N = {c.width}, {'skips' if c.skips else 'no skips'}) on the toy task, "
                 f"GD η = {c.learning_rate:g}, T = {c.steps}; reference: β = {c.reference_step_size:g} for "
-                f"{c.reference_steps_per_layer}·H steps; tolerance/CG: rtol = {c.rtol:g}, ≤ {c.max_inference_steps} steps")
+                f"{c.reference_steps_per_layer}·H steps; tolerance/CG: rtol = {c.rtol:g}, "
+                f"≤ {c.max_inference_steps} steps")
 
     def draw(self, out_dir: Path, name: str, title: str, panel, *, ylabel: str) -> Path:
         """One panel per (parameterisation, H); `panel(axis, cells_by_mode)` draws it
@@ -45,27 +46,33 @@ class _Panels:
                            if (parameterisation, h, m) in self.cells}
                 if not panel(axis, by_mode):
                     no_data(axis)
+                elif not any(a.get_legend() for a in axes):
+                    axis.legend()  # one legend: every panel uses the same mode colours
                 axis.set_title(f"{parameterisation}, H = {h} (L = {h + 1})")
                 axis.set_xlabel(self.t_label)
                 axis.set_ylabel(ylabel)
             return finish(figure, out_dir / name, f"{title}\n{self.describe()}")
 
 
-def _metric(panels: _Panels, name: str, *, log_y: bool = False, numerical_only: bool = False,
+def _metric(panels: _Panels, name: str, *, log_y: bool | str = False, numerical_only: bool = False,
             unconverged: bool = False):
+    """A panel of metric `name` per mode; `log_y="auto"`: log only when the values span
+    more than a decade or so."""
+
     def panel(axis, by_mode) -> bool:
         drawn = []
-        for mode, result in by_mode.items():
-            if numerical_only and mode == "closed-form":
-                continue
-            values = np.asarray(getattr(result.trace, name), float)
-            drawn += curves(axis, panels.t, {MODE_NAMES[mode]: values}, colours=[MODE_COLOURS[mode]], log_y=log_y,
-                            legend=False, linewidth=2.2 if mode == "closed-form" else 1.2)
+        shown = {mode: np.asarray(getattr(result.trace, name), float) for mode, result in by_mode.items()
+                 if not (numerical_only and mode == "closed-form")}
+        log = spans_decades(*shown.values()) if log_y == "auto" else bool(log_y)
+        for mode, values in shown.items():
+            colour = MODE_COLOURS[mode]
+            width = 2.2 if mode == "closed-form" else 1.2
+            drawn += curves(axis, panels.t, {MODE_NAMES[mode]: values}, colours=[colour], log_y=log,
+                            legend=False, linewidth=width)
             if unconverged and mode != "closed-form":
-                missed = ~np.asarray(result.trace.converged, bool) & np.isfinite(values) & (values > 0 if log_y else True)
-                axis.plot(panels.t[missed], values[missed], "x", color=MODE_COLOURS[mode], markersize=4)
-        if drawn:
-            axis.legend()
+                visible = np.isfinite(values) & (values > 0 if log else True)
+                missed = ~np.asarray(by_mode[mode].trace.converged, bool) & visible
+                axis.plot(panels.t[missed], values[missed], "x", color=colour, markersize=4)
         return bool(drawn)
 
     return panel
@@ -79,10 +86,8 @@ def _losses(panels: _Panels):
                             colours=[MODE_COLOURS[mode]], log_y=True, legend=False)
         if by_mode:
             reference = next(iter(by_mode.values()))
-            drawn += curves(axis, panels.t, {"BP loss": reference.trace.bp_loss}, colours=["0.5"], linestyle=":",
-                            linewidth=2.0, log_y=True, legend=False)
-        if drawn:
-            axis.legend()
+            drawn += curves(axis, panels.t, {"BP loss": reference.trace.bp_loss}, colours=["0.5"],
+                            linestyle=":", linewidth=2.0, log_y=True, legend=False)
         return bool(drawn)
 
     return panel
@@ -92,13 +97,13 @@ def _cosines(panels: _Panels):
     def panel(axis, by_mode) -> bool:
         drawn = []
         for mode, result in by_mode.items():
-            if mode != "closed-form":
-                drawn += curves(axis, panels.t, {f"{MODE_NAMES[mode]}: with ∇F*": result.trace.closed_form_cosine},
+            numerical = mode != "closed-form"
+            if numerical:
+                drawn += curves(axis, panels.t, {MODE_NAMES[mode]: result.trace.closed_form_cosine},
                                 colours=[MODE_COLOURS[mode]], legend=False)
-            drawn += curves(axis, panels.t, {f"{MODE_NAMES[mode]}: with ∇𝓛": result.trace.cosine_lockstep},
-                            colours=[MODE_COLOURS[mode]], linestyle="--", legend=False)
-        if drawn:
-            axis.legend()
+            drawn += curves(axis, panels.t, {MODE_NAMES[mode]: result.trace.cosine_lockstep},
+                            colours=[MODE_COLOURS[mode]], linestyle="--", labelled=not numerical,
+                            legend=False)
         return bool(drawn)
 
     return panel
@@ -110,19 +115,22 @@ def plot_inference_convergence(run, out_dir: Path) -> list[Path]:
     residual, × where the solve did not converge), `losses.png` and `cosines.png`
     (with ∇F* solid, with the BP gradient dashed)."""
     panels = _Panels(run)
-    return [
-        panels.draw(out_dir, "energies.png", "Energy at the final activities, every inference mode",
-                    _metric(panels, "pc_energy", log_y=True), ylabel="energy F"),
-        panels.draw(out_dir, "energy-error.png", "Distance of the numerical energy from the closed form",
-                    _metric(panels, "closed_form_error", log_y=True, numerical_only=True), ylabel="|F − F*| / F*"),
-        panels.draw(out_dir, "inference-steps.png", "Inference iterations per training step",
-                    _metric(panels, "inference_steps", log_y=True, numerical_only=True, unconverged=True),
-                    ylabel="iterations (× not converged)"),
-        panels.draw(out_dir, "residuals.png", "Final relative residual ‖∇_z F‖ / ‖∇_z F(z₀)‖",
-                    _metric(panels, "relative_residual", log_y=True, numerical_only=True, unconverged=True),
-                    ylabel="relative residual (× not converged)"),
-        panels.draw(out_dir, "losses.png", "Loss of the PC weights per inference mode, and the BP loss",
-                    _losses(panels), ylabel="loss 𝓛"),
-        panels.draw(out_dir, "cosines.png", "Cosine of the numerical PC gradient with ∇F* (solid) and ∇𝓛 (dashed)",
-                    _cosines(panels), ylabel="cosine"),
+    numerical = {"numerical_only": True}
+    figures = [
+        ("energies.png", "Energy at the final activities, every inference mode",
+         _metric(panels, "pc_energy", log_y="auto"), "energy F"),
+        ("energy-error.png", "Distance of the numerical energy from the closed form",
+         _metric(panels, "closed_form_error", log_y=True, **numerical), r"$|F - F^*|\,/\,F^*$"),
+        ("inference-steps.png", "Inference iterations per training step",
+         _metric(panels, "inference_steps", log_y=True, unconverged=True, **numerical),
+         "iterations (× not converged)"),
+        ("residuals.png", r"Final relative residual $\|\nabla_z F\|\,/\,\|\nabla_z F(z_0)\|$",
+         _metric(panels, "relative_residual", log_y=True, unconverged=True, **numerical),
+         "relative residual (× not converged)"),
+        ("losses.png", "Loss of the PC weights per inference mode, and the BP loss", _losses(panels),
+         r"loss $\mathcal{L}$"),
+        ("cosines.png",
+         r"Cosine of the PC gradient with $\nabla F^*$ (solid) and $\nabla\mathcal{L}$ (dashed)",
+         _cosines(panels), "cosine"),
     ]
+    return [panels.draw(out_dir, name, title, panel, ylabel=ylabel) for name, title, panel, ylabel in figures]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ._data import group, nan_mean, trained
-from ._panels import curves, finish, heatmap, no_data, panel_grid, styled
+from ._panels import COSINE, SINGLE_PANEL, curves, finish, heatmap, no_data, panel_grid, styled, value_ticks
 from ._style import layer_colours
 
 ROW_LABEL = "depth L = H + 1"
@@ -43,7 +43,15 @@ class _Grid:
 
     def at(self, name: str, t: int) -> np.ndarray:
         """The seed mean of metric `name` at step `t`."""
-        return self.matrix(lambda rs: nan_mean([np.asarray(getattr(r.trace, name), float)[t:t + 1] for r in rs])[0])
+
+        def mean(results) -> float:
+            return float(nan_mean([np.asarray(getattr(r.trace, name), float)[t:t + 1] for r in results])[0])
+
+        return self.matrix(mean)
+
+    def theory(self) -> np.ndarray:
+        """The predicted E[tr(S − I)]/d_y of each cell (science.md §4.4)."""
+        return self.matrix(lambda rs: float(np.mean([r.info.get("theory_trace_gap", np.nan) for r in rs])))
 
 
 def _describe(run) -> str:
@@ -63,7 +71,7 @@ def _cosine_heatmaps(grid: _Grid, out_dir: Path, describe: str) -> Path:
         for axis, t, values in zip(axes, times, maps):
             heatmap(axis, values, rows=grid.depths, columns=grid.widths, row_label=ROW_LABEL,
                     column_label=COLUMN_LABEL, vmin=min(low, 0.999), vmax=1.0, fmt="{:.3f}",
-                    colourbar_label="cos(g_PC, g_BP)")
+                    colourbar_label=COSINE)
             axis.set_title(f"t = {t}")
         return finish(figure, out_dir / "cosine-heatmaps.png",
                       f"Cosine of PC and BP gradients at the same weights (lockstep)\n{describe}")
@@ -72,15 +80,15 @@ def _cosine_heatmaps(grid: _Grid, out_dir: Path, describe: str) -> Path:
 def _gap_vs_theory(grid: _Grid, out_dir: Path, describe: str) -> Path:
     spectral = grid.at("spectral_gap", 0)
     trace = grid.at("trace_gap", 0)
-    theory = grid.matrix(lambda rs: float(np.mean([r.info.get("theory_trace_gap", np.nan) for r in rs])))
+    theory = grid.theory()
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(trace - theory) / np.abs(theory)
     shared = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in (spectral, trace, theory)])
     low, high = (float(shared.min()), float(shared.max())) if shared.size else (None, None)
     panels = [
-        (spectral, "‖S(θ₀)‖₂ − 1, measured", low, high, "‖S‖₂ − 1"),
-        (trace, "tr(S(θ₀) − I)/d_y, measured", low, high, "tr(S − I)/d_y"),
-        (theory, "E[tr(S − I)]/d_y, theory (§4.4)", low, high, "tr(S − I)/d_y"),
+        (spectral, r"$\|S(\theta_0)\|_2 - 1$, measured", low, high, r"$\|S\|_2 - 1$"),
+        (trace, r"$\mathrm{tr}(S(\theta_0) - I)/d_y$, measured", low, high, r"$\mathrm{tr}(S - I)/d_y$"),
+        (theory, r"$E[\mathrm{tr}(S - I)]/d_y$, theory (§4.4)", low, high, r"$\mathrm{tr}(S - I)/d_y$"),
         (error, "|measured − theory| / theory (trace)", None, None, "relative difference"),
     ]
     with styled():
@@ -98,30 +106,29 @@ def _gap_vs_width(grid: _Grid, out_dir: Path, describe: str) -> Path:
 
     widths = np.asarray(grid.widths, dtype=float)
     trace, spectral = grid.at("trace_gap", 0), grid.at("spectral_gap", 0)
-    theory = grid.matrix(lambda rs: float(np.mean([r.info.get("theory_trace_gap", np.nan) for r in rs])))
+    theory = grid.theory()
     colours = layer_colours(len(grid.hidden))
     with styled():
-        figure, (axis,) = panel_grid(1, size=(4.6, 3.4))
+        figure, (axis,) = panel_grid(1, size=SINGLE_PANEL)
         depth_lines = []
         for i, h in enumerate(grid.hidden):
             options = {"colours": [colours[i]], "log_x": True, "log_y": True, "legend": False}
-            drawn = curves(axis, widths, {f"L = {h + 1}": trace[i]}, marker="o", **options)
-            for line in drawn:
-                line.set_label(f"L = {h + 1}")
-            depth_lines += drawn
-            curves(axis, widths, {"": spectral[i]}, marker="s", linestyle="none", fillstyle="none", **options)
-            curves(axis, widths, {"": theory[i]}, linestyle=":", **options)
+            depth_lines += curves(axis, widths, {f"L = {h + 1}": trace[i]}, marker="o", **options)
+            curves(axis, widths, {"": spectral[i]}, marker="s", linestyle="none", fillstyle="none",
+                   labelled=False, **options)
+            curves(axis, widths, {"": theory[i]}, linestyle=":", labelled=False, **options)
         if depth_lines:
-            keys = [Line2D([], [], color="0.3", marker="o", label="tr(S − I)/d_y, measured"),
+            keys = [Line2D([], [], color="0.3", marker="o", label=r"$\mathrm{tr}(S - I)/d_y$, measured"),
                     Line2D([], [], color="0.3", marker="s", fillstyle="none", linestyle="none",
-                           label="‖S‖₂ − 1, measured"),
-                    Line2D([], [], color="0.3", linestyle=":", label="theory E[tr(S − I)]/d_y")]
+                           label=r"$\|S\|_2 - 1$, measured"),
+                    Line2D([], [], color="0.3", linestyle=":", label=r"theory $E[\mathrm{tr}(S - I)]/d_y$")]
             axis.legend(handles=depth_lines + keys)
+            value_ticks(axis, widths)
         else:
             no_data(axis)
         axis.set_xlabel("width N")
-        axis.set_ylabel("gap at θ₀")
-        axis.set_title("S(θ₀) − I against width (theory ∝ L/N)")
+        axis.set_ylabel(r"gap at $\theta_0$")
+        axis.set_title(r"$S(\theta_0) - I$ against width (theory $\propto L/N$)")
         return finish(figure, out_dir / "gap-vs-width.png", f"PC–BP gap against width per depth\n{describe}")
 
 
@@ -130,15 +137,19 @@ def _energy_loss(grid: _Grid, out_dir: Path, describe: str) -> Path:
     loss = grid.at("pc_loss", 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = energy / loss
-    shared = np.concatenate([m[np.isfinite(m)] for m in (energy, loss)])
+    shared = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in (energy, loss)])
     low, high = (float(shared.min()), float(shared.max())) if shared.size else (None, None)
-    panels = [(energy, "equilibrated energy F*(θ₀)", low, high), (loss, "loss 𝓛(θ₀)", low, high),
-              (ratio, "F*(θ₀) / 𝓛(θ₀)", None, None)]
+    panels = [
+        (energy, r"equilibrated energy $F^*(\theta_0)$", low, high),
+        (loss, r"loss $\mathcal{L}(\theta_0)$", low, high),
+        (ratio, r"$F^*(\theta_0)\,/\,\mathcal{L}(\theta_0)$", None, None),
+    ]
     with styled():
         figure, axes = panel_grid(len(panels), columns=3)
         for axis, (values, title, vmin, vmax) in zip(axes, panels):
             heatmap(axis, values, rows=grid.depths, columns=grid.widths, row_label=ROW_LABEL,
-                    column_label=COLUMN_LABEL, vmin=vmin, vmax=vmax, fmt="{:.3g}", colourbar_label=title)
+                    column_label=COLUMN_LABEL, log=True, vmin=vmin, vmax=vmax, fmt="{:.3g}",
+                    colourbar_label=title)
             axis.set_title(title)
         return finish(figure, out_dir / "energy-loss-heatmaps.png",
                       f"Energy and loss at initialisation (they coincide where N ≫ L)\n{describe}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 from ._style import COLOURMAP, STYLE, pyplot, save
 
 PANEL_SIZE = (3.4, 2.7)  # inches per panel
+SINGLE_PANEL = (5.8, 3.8)  # a figure with one panel
+COSINE = r"$\cos(g^{PC}, g^{BP})$"
 
 
 @contextlib.contextmanager
@@ -49,17 +52,27 @@ def panel_grid(count: int, *, columns: int | None = None, size=PANEL_SIZE, share
     flat = list(axes.ravel())
     for unused in flat[count:]:
         unused.set_visible(False)
+    if sharex:
+        # A shared x-axis labels the bottom row only; panels above a hidden one are the
+        # bottom of their column and need their tick labels back.
+        for index in range(max(0, count - columns), count):
+            flat[index].tick_params(labelbottom=True)
     return figure, flat[:count]
 
 
 def finish(figure, path: Path, title: str) -> Path:
-    """Give `figure` its title, write it atomically to `path` and close it.
+    """Give `figure` its title, write it atomically to `path` and close it. Plain-text
+    title lines longer than the figure is wide are wrapped.
 
     **Returns:** `path`.
     """
-    figure.suptitle(title)
-    save(figure, path)
-    pyplot().close(figure)
+    characters = max(40, int(figure.get_figwidth() * 11.5))
+    lines = [line if "$" in line else textwrap.fill(line, characters) for line in title.split("\n")]
+    figure.suptitle("\n".join(lines))
+    try:
+        save(figure, path)
+    finally:
+        pyplot().close(figure)
     return Path(path)
 
 
@@ -79,13 +92,14 @@ def curves(
     marker: str | None = None,
     log_x: bool = False,
     log_y: bool = False,
+    labelled: bool = True,
     legend: bool = True,
     **line_options,
 ) -> list:
     """Draw one line per entry of `series` against the shared `x`, skipping entries
     with no finite values (and, on a log y-axis, values ≤ 0). Calling it twice on one
     axis overlays a second set (e.g. dashed trajectory cosines over solid lockstep ones);
-    pass `legend=False` to keep those out of the legend.
+    pass `labelled=False` to keep those out of the legend.
 
     **Arguments:**
 
@@ -95,7 +109,8 @@ def curves(
     - `colours`: one colour per series; default the sequential colour map.
     - `linestyle`, `marker`, `**line_options`: passed to `Axes.plot`.
     - `log_x`, `log_y`: logarithmic axes.
-    - `legend`: label the lines (a legend is drawn when any line is labelled).
+    - `labelled`: give the lines their labels (False: left out of any legend).
+    - `legend`: draw the axis legend now (False: the caller draws it later).
 
     **Returns:** the list of `Line2D`s drawn.
     """
@@ -104,7 +119,8 @@ def curves(
     x = np.asarray(x, dtype=float)
     colours = list(colours) if colours is not None else layer_colours(len(series))
     if len(colours) < len(series):
-        raise ValueError(f"`colours` has {len(colours)} entries for {len(series)} series; give one per series.")
+        raise ValueError(f"`colours` has {len(colours)} entries for {len(series)} series; give one colour "
+                         "per series.")
     lines = []
     for (label, y), colour in zip(series.items(), colours):
         y = np.asarray(y, dtype=float)
@@ -115,14 +131,40 @@ def curves(
         if not np.any(np.isfinite(shown)):
             continue
         lines += axis.plot(x, shown, linestyle=linestyle, marker=marker, color=colour,
-                           label=label if legend else None, **line_options)
+                           label=label if labelled else "_nolegend_", **line_options)
     if log_x:
         axis.set_xscale("log")
     if log_y and lines:
         axis.set_yscale("log")
-    if legend and any(line.get_label() and not line.get_label().startswith("_") for line in lines):
+    if legend and any(not line.get_label().startswith("_") for line in axis.get_lines()):
         axis.legend()
     return lines
+
+
+def spans_decades(*arrays, factor: float = 20.0) -> bool:
+    """Whether the positive finite values of `arrays` span more than `factor` (max/min):
+    the test for a logarithmic axis, which would only clutter a narrow range."""
+    if not arrays:
+        return False
+    values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays])
+    values = values[np.isfinite(values) & (values > 0)]
+    return bool(values.size) and values.max() > factor * values.min()
+
+
+def value_ticks(axis, values) -> None:
+    """Put the x ticks of a logarithmic axis at `values` (widths, budgets…), written as
+    plain numbers, with no minor tick labels."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    values = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
+    if not values:
+        return
+    axis.set_xscale("log")
+    axis.xaxis.set_major_locator(FixedLocator(values))
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    axis.xaxis.set_major_formatter(formatter)
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def no_data(axis, message: str = "no data") -> None:

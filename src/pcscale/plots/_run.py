@@ -15,16 +15,22 @@ from ._training import plot_training
 
 
 def _plot_coord_check(run, out_dir: Path) -> list[Path]:
+    """`coord-check-<parameterisation>.png`, one per cell, by `coord_check`."""
     from ..theory import coord_check_from_record
 
+    c = run.config
     paths = []
     for result in run.results:
         name = result.cell.settings.get("parameterisation", result.cell.name)
-        path = out_dir / f"coord-check-{name}.png"
         check = coord_check_from_record(result.info["coord_check"], f"cell {result.cell.name!r}")
+        dataset = result.info.get("dataset", c.dataset)
+        title = (f"Coordinate check, {name}: flat lines are width-stable\n{c.activation} residual MLPs, "
+                 f"L = {c.hidden_layers + 1}, {dataset} (B = {c.batch}), Adam η = {c.learning_rate:g}, "
+                 f"{c.steps} PC steps, {c.seeds} seed(s)")
         with styled():
             figure = coord_check(check)
-            paths.append(finish(figure, path, f"Coordinate check, {name}: flat lines are width-stable"))
+            figure.tight_layout(rect=(0, 0, 1, 0.93))  # room for the two-line title
+            paths.append(finish(figure, out_dir / f"coord-check-{name}.png", title))
     return paths
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ._data import group, mean_metric, nan_mean, time_axis, trained
-from ._panels import curves, finish, no_data, panel_grid, styled
+from ._panels import COSINE, curves, finish, no_data, panel_grid, spans_decades, styled, value_ticks
 from ._style import layer_colours
 
 SETTINGS = ("skips", "hidden_layers", "gamma0", "width")
@@ -53,7 +53,7 @@ class _Family:
         self.group_keys = tuple(k for k in SETTINGS if k not in self.layout.curve_keys)
         varying = {k for k in SETTINGS if len({r.cell.settings[k] for r in networks}) > 1}
         self.shown_keys = tuple(k for k in self.group_keys[1:] if k in varying)  # beyond skips
-        self.fixed = {k: networks[0].cell.settings[k] for k in SETTINGS[1:] if k not in varying} if networks else {}
+        self.fixed = {k: networks[0].cell.settings[k] for k in SETTINGS[1:] if networks and k not in varying}
         ordered = sorted(networks, key=lambda r: tuple(r.cell.settings[k] for k in SETTINGS[1:]))
         ordered.sort(key=lambda r: not r.cell.settings["skips"])  # skips first, as the paper
         self.groups = group(ordered, lambda r: tuple(r.cell.settings[k] for k in self.group_keys))
@@ -61,8 +61,8 @@ class _Family:
         for r in run.results:
             s = r.cell.settings
             if s.get("kind") == "dmft":
-                self.dmft.setdefault((s["hidden_layers"], s["gamma0"]), {})[s["data_seed"]] = np.asarray(
-                    r.info["dmft_loss"], float)
+                curve = np.asarray(r.info["dmft_loss"], float)
+                self.dmft.setdefault((s["hidden_layers"], s["gamma0"]), {})[s["data_seed"]] = curve
         self.steps = run.config.steps
 
     def curves_of(self, members) -> dict:
@@ -100,7 +100,9 @@ class _Family:
     def describe(self) -> str:
         c = self.run.config
         fixed = ", ".join(_value(k, v) for k, v in self.fixed.items())
-        seeds = f"seeds {', '.join(map(str, c.seeds))}" + ("" if c.data_seed == -1 else f" (data seed {c.data_seed})")
+        seeds = f"seeds {', '.join(map(str, c.seeds))}"
+        if c.data_seed != -1:
+            seeds += f" (data seed {c.data_seed})"
         return (f"{self.run.experiment}: linear MLPs on the toy task, {c.parameterisation}, {fixed}, "
                 f"GD η = {c.learning_rate:g}, closed-form inference, T = {c.steps}, {seeds}")
 
@@ -126,9 +128,10 @@ def _gap_over_training(family: _Family, out_dir: Path) -> Path:
         if not curves(axis, t, series, colours=colours, log_y=True, log_x=family.layout.log_time):
             no_data(axis)
         axis.set_xlabel(t_label)
-        axis.set_ylabel("s(θ_t) − 1")
+        axis.set_ylabel(r"$s(\theta_t) - 1$")
 
-    return _per_group(family, out_dir, "gap-over-training.png", "PC–BP gap s − 1 during training", draw)
+    return _per_group(family, out_dir, "gap-over-training.png",
+                      "PC–BP gap s − 1 during training (s: the eigenvalue of S)", draw)
 
 
 def _gap_vs_theory(family: _Family, out_dir: Path) -> Path:
@@ -142,28 +145,32 @@ def _gap_vs_theory(family: _Family, out_dir: Path) -> Path:
         drawn = False
         for (key, cells), colour in zip(lines.items(), palette):
             label = ", ".join(_value(k, v) for k, v in zip(series_keys, key))
-            points = group(sorted(cells, key=lambda r: r.cell.settings[x_key]), lambda r: r.cell.settings[x_key])
+            ordered = sorted(cells, key=lambda r: r.cell.settings[x_key])
+            points = group(ordered, lambda r: r.cell.settings[x_key])
             x = np.array(list(points), dtype=float)
             for r in cells:  # the individual seeds, faint
                 axis.plot(r.cell.settings[x_key], np.asarray(r.trace.spectral_gap, float)[0], ".",
                           color=colour, alpha=0.3)
             measured = [nan_mean([np.asarray(r.trace.spectral_gap, float)[:1] for r in rs])[0]
                         for rs in points.values()]
-            theory = [float(np.mean([r.info.get("theory_trace_gap", np.nan) for r in rs])) for rs in points.values()]
+            theory = [float(np.mean([r.info.get("theory_trace_gap", np.nan) for r in rs]))
+                      for rs in points.values()]
             prefix = f"{label}: " if label else ""
-            drawn |= bool(curves(axis, x, {f"{prefix}measured (seed mean)": measured}, colours=[colour], marker="o",
-                                 linestyle="none", log_x=True, log_y=True, legend=False))
-            curves(axis, x, {f"{prefix}theory E[s − 1]": theory}, colours=[colour], linestyle="--",
-                   log_x=True, log_y=True, legend=False)
+            options = {"colours": [colour], "log_x": True, "log_y": True, "legend": False}
+            measured_label = f"{prefix}measured (seed mean)"
+            drawn |= bool(curves(axis, x, {measured_label: measured}, marker="o", linestyle="none",
+                                 **options))
+            curves(axis, x, {prefix + r"theory $E[s - 1]$": theory}, linestyle="--", **options)
         if drawn:
             axis.legend()
+            value_ticks(axis, [c.cell.settings[x_key] for c in members])
         else:
             no_data(axis)
         axis.set_xlabel({"width": "width N", "gamma0": "output scale γ0"}.get(x_key, x_key))
-        axis.set_ylabel("s(θ₀) − 1")
+        axis.set_ylabel(r"$s(\theta_0) - 1$")
 
-    return _per_group(family, out_dir, "gap-vs-theory.png", "PC–BP gap at initialisation against theory (§4.4)",
-                      draw)
+    return _per_group(family, out_dir, "gap-vs-theory.png",
+                      "PC–BP gap at initialisation against theory (§4.4)", draw)
 
 
 def _energy_loss(family: _Family, out_dir: Path) -> list[Path]:
@@ -171,6 +178,7 @@ def _energy_loss(family: _Family, out_dir: Path) -> list[Path]:
     paths = []
     for key, members in family.groups.items():
         by_curve = family.curves_of(members)
+        with_dmft = ""
         with styled():
             figure, axes = panel_grid(len(by_curve), sharex=True)
             for axis, (label, cells) in zip(axes, by_curve.items()):
@@ -178,18 +186,21 @@ def _energy_loss(family: _Family, out_dir: Path) -> list[Path]:
                           "BP loss": mean_metric(cells, "bp_loss")}
                 dmft = family.dmft_for(cells)
                 if dmft is not None:
-                    series["DMFT"] = np.concatenate([dmft, np.full(max(0, len(t) - len(dmft)), np.nan)])[: len(t)]
+                    padding = np.full(max(0, len(t) - len(dmft)), np.nan)
+                    series["DMFT"] = np.concatenate([dmft, padding])[: len(t)]
+                    with_dmft = " and DMFT"
                 styles = {"F*": "-", "PC loss": "--", "BP loss": "-", "DMFT": ":"}
+                log_y = spans_decades(*series.values(), factor=5.0)
                 for name, values in series.items():
                     curves(axis, t, {name: values}, colours=[QUANTITY_COLOURS[name]], linestyle=styles[name],
-                           log_y=True, log_x=family.layout.log_time, legend=False)
+                           log_y=log_y, log_x=family.layout.log_time, legend=False)
                 axis.legend()
                 axis.set_title(label)
                 axis.set_xlabel(t_label)
                 axis.set_ylabel("energy / loss")
+            title = f"Equilibrated energy F*, PC and BP losses{with_dmft}, {family.title(key)}"
             paths.append(finish(figure, out_dir / f"energy-loss-{family.slug(key)}.png",
-                                f"Equilibrated energy F*, PC and BP losses{' and DMFT' if family.dmft else ''}, "
-                                f"{family.title(key)}\n{family.describe()}"))
+                                f"{title}\n{family.describe()}"))
     return paths
 
 
@@ -197,18 +208,22 @@ def _ratios(family: _Family, out_dir: Path) -> Path:
     t, t_label = family.time()
 
     def draw(axis, by_curve, colours):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pc = {f"{label}, PC": mean_metric(c, "pc_loss") / mean_metric(c, "pc_energy") for label, c in by_curve.items()}
-            bp = {f"{label}, BP": mean_metric(c, "bp_loss") / mean_metric(c, "pc_energy") for label, c in by_curve.items()}
-        drawn = curves(axis, t, pc, colours=colours, log_x=family.layout.log_time)
-        curves(axis, t, bp, colours=colours, linestyle="--", log_x=family.layout.log_time, legend=False)
+        def ratio(cells, loss):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return mean_metric(cells, loss) / mean_metric(cells, "pc_energy")
+
+        pc = {label: ratio(cells, "pc_loss") for label, cells in by_curve.items()}
+        bp = {label: ratio(cells, "bp_loss") for label, cells in by_curve.items()}
+        log_x = family.layout.log_time
+        drawn = curves(axis, t, pc, colours=colours, log_x=log_x)
+        curves(axis, t, bp, colours=colours, linestyle="--", log_x=log_x, labelled=False, legend=False)
         if not drawn:
             no_data(axis)
         axis.set_xlabel(t_label)
-        axis.set_ylabel("𝓛 / F*  (PC solid, BP dashed)")
+        axis.set_ylabel(r"$\mathcal{L}\,/\,F^*$")
 
-    return _per_group(family, out_dir, "ratios.png", "Loss over equilibrated energy, 𝓛(θ^PC)/F* and 𝓛(θ^BP)/F*",
-                      draw)
+    title = r"Loss over equilibrated energy $\mathcal{L}/F^*$: PC weights' loss solid, BP loss dashed"
+    return _per_group(family, out_dir, "ratios.png", title, draw)
 
 
 def _cosine(family: _Family, out_dir: Path) -> Path:
@@ -217,14 +232,17 @@ def _cosine(family: _Family, out_dir: Path) -> Path:
     def draw(axis, by_curve, colours):
         lockstep = {label: mean_metric(c, "cosine_lockstep") for label, c in by_curve.items()}
         trajectory = {label: mean_metric(c, "cosine_trajectory") for label, c in by_curve.items()}
-        drawn = curves(axis, t, lockstep, colours=colours, log_x=family.layout.log_time)
-        curves(axis, t, trajectory, colours=colours, linestyle="--", log_x=family.layout.log_time, legend=False)
+        log_x = family.layout.log_time
+        drawn = curves(axis, t, lockstep, colours=colours, log_x=log_x)
+        curves(axis, t, trajectory, colours=colours, linestyle="--", log_x=log_x, labelled=False,
+               legend=False)
         if not drawn:
             no_data(axis)
         axis.set_xlabel(t_label)
-        axis.set_ylabel("cos(g_PC, g_BP)  (lockstep solid, trajectory dashed)")
+        axis.set_ylabel(COSINE)
 
-    return _per_group(family, out_dir, "cosine.png", "Cosine of PC and BP gradients during training", draw)
+    return _per_group(family, out_dir, "cosine.png",
+                      "Cosine of PC and BP gradients (lockstep solid, along the BP trajectory dashed)", draw)
 
 
 def _loss_vs_loss(family: _Family, out_dir: Path) -> Path:
@@ -246,11 +264,11 @@ def _loss_vs_loss(family: _Family, out_dir: Path) -> Path:
             axis.legend()
         else:
             no_data(axis)
-        axis.set_xlabel("PC loss 𝓛(θ_t^PC)")
-        axis.set_ylabel("BP loss 𝓛(θ_t^BP)")
+        axis.set_xlabel(r"PC loss $\mathcal{L}(\theta_t^{PC})$")
+        axis.set_ylabel(r"BP loss $\mathcal{L}(\theta_t^{BP})$")
 
-    return _per_group(family, out_dir, "loss-vs-loss.png", "BP against PC loss along training, narrowest and widest",
-                      draw)
+    return _per_group(family, out_dir, "loss-vs-loss.png",
+                      "BP against PC loss along training, narrowest and widest", draw)
 
 
 def plot_toy_family(run, out_dir: Path) -> list[Path]:

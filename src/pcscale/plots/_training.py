@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ._data import group, mean_metric, nan_mean, spread_indices, time_axis, trained
-from ._panels import curves, finish, no_data, panel_grid, styled
+from ._panels import (
+    COSINE, SINGLE_PANEL, curves, finish, no_data, panel_grid, spans_decades, styled, value_ticks,
+)
 from ._style import layer_colours
 
 MAX_LAYER_PANELS = 8
@@ -49,25 +51,29 @@ class _Widths:
             model = f"3-stage {c.activation} ResNets, n_res = {c.n_res}"
         else:
             model = f"transformers, {c.n_blocks} blocks, {c.n_heads} heads, T_seq = {c.seq_len}"
+        seeds = f"seeds {', '.join(map(str, c.seeds))}"
+        paper_seed = first.info.get("paper_seed") if first else None
+        if paper_seed is not None and len(c.seeds) > 1:
+            seeds += f" (the paper's: {paper_seed})"
         return (f"{model}, {c.parameterisation}, {dataset} (B = {c.batch}), Adam η = {c.learning_rate:g}, "
                 f"T = {c.steps}; inference {c.solver} β = {c.step_size:g}, rtol = {c.rtol:g}, "
-                f"≤ {c.max_inference_steps} steps; seeds {', '.join(map(str, c.seeds))}")
+                f"≤ {c.max_inference_steps} steps; {seeds}")
 
 
 def _cosine_pair(axis, widths: _Widths, lockstep: dict, trajectory: dict, *, legend: bool = True) -> bool:
     drawn = curves(axis, widths.t, lockstep, colours=widths.colours, legend=legend)
-    curves(axis, widths.t, trajectory, colours=widths.colours, linestyle="--", legend=False)
+    curves(axis, widths.t, trajectory, colours=widths.colours, linestyle="--", labelled=False, legend=False)
     return bool(drawn)
 
 
 def _cosine(widths: _Widths, out_dir: Path) -> Path:
     with styled():
-        figure, (axis,) = panel_grid(1, size=(4.8, 3.4))
+        figure, (axis,) = panel_grid(1, size=SINGLE_PANEL)
         if not _cosine_pair(axis, widths, widths.series(lambda c: mean_metric(c, "cosine_lockstep")),
                             widths.series(lambda c: mean_metric(c, "cosine_trajectory"))):
             no_data(axis)
         axis.set_xlabel(widths.t_label)
-        axis.set_ylabel("cos(g_PC, g_BP)")
+        axis.set_ylabel(COSINE)
         axis.set_title("lockstep (same weights) solid, along the BP trajectory dashed")
         return finish(figure, out_dir / "cosine.png", f"Cosine of PC and BP gradients\n{widths.describe()}")
 
@@ -108,7 +114,8 @@ def _layer_profile(widths: _Widths, out_dir: Path) -> Path:
         for axis, t in zip(axes, (0, last)):
             series = widths.series(lambda c: np.array([_layer_metric(c, "layer_cosine_lockstep", layer)[t]
                                                        for layer in widths.tracked]))
-            if not curves(axis, x, series, colours=widths.colours, marker="o", markersize=3, legend=axis is axes[0]):
+            if not curves(axis, x, series, colours=widths.colours, marker="o", markersize=3,
+                          legend=axis is axes[0]):
                 no_data(axis)
             axis.set_xticks(x, widths.layer_labels[: len(x)] or [str(i) for i in widths.tracked],
                             rotation=90 if len(x) > 8 else 0)
@@ -123,15 +130,17 @@ def _energy_loss(widths: _Widths, out_dir: Path) -> Path:
     unit = " per token" if widths.per_token else ""
     panels = [
         ("pc_energy", f"PC energy F at the final activities{unit}", True),
-        ("pc_loss", f"PC weights' loss 𝓛(θ_t^PC){unit}", True),
-        ("bp_loss", f"BP loss 𝓛(θ_t^BP){unit}", True),
-        ("energy_loss_ratio", "F / 𝓛 at θ_t^PC", False),
+        ("pc_loss", r"PC weights' loss $\mathcal{L}(\theta_t^{PC})$" + unit, True),
+        ("bp_loss", r"BP loss $\mathcal{L}(\theta_t^{BP})$" + unit, True),
+        ("energy_loss_ratio", r"$F\,/\,\mathcal{L}$ at $\theta_t^{PC}$", False),
     ]
     with styled():
         figure, axes = panel_grid(len(panels), columns=2, sharex=True)
         for axis, (name, title, log_y) in zip(axes, panels):
-            if not curves(axis, widths.t, widths.series(lambda c: mean_metric(c, name)), colours=widths.colours,
-                          log_y=log_y, legend=axis is axes[0]):
+            series = widths.series(lambda c: mean_metric(c, name))
+            log_y = log_y and spans_decades(*series.values())
+            first = axis is axes[0]
+            if not curves(axis, widths.t, series, colours=widths.colours, log_y=log_y, legend=first):
                 no_data(axis)
             axis.set_title(title)
             axis.set_xlabel(widths.t_label)
@@ -158,29 +167,32 @@ def _inference(widths: _Widths, out_dir: Path) -> Path:
             if axis.get_lines():
                 axis.legend()
             axis.set_xlabel(widths.t_label)
-        residual_axis.set_ylabel("relative residual ‖∇_z F‖ / ‖∇_z F(z_ff)‖")
+        residual_axis.set_ylabel(r"relative residual $\|\nabla_z F\|\,/\,\|\nabla_z F(z_{ff})\|$")
         residual_axis.set_title("final inference residual (× not converged)")
         steps_axis.set_ylabel("inference iterations")
         steps_axis.set_title("iterations used (× not converged)")
-        return finish(figure, out_dir / "inference.png", f"Inference diagnostics per training step\n{widths.describe()}")
+        return finish(figure, out_dir / "inference.png",
+                      f"Inference diagnostics per training step\n{widths.describe()}")
 
 
 def _cosine_vs_iterations(widths: _Widths, out_dir: Path) -> Path:
     with styled():
-        figure, (axis,) = panel_grid(1, size=(4.6, 3.4))
-        drawn = False
+        figure, (axis,) = panel_grid(1, size=SINGLE_PANEL)
+        drawn, budgets_drawn = False, []
         for (width, cells), colour in zip(widths.by_width.items(), widths.colours):
             budgets = np.asarray(cells[0].info.get("iteration_sweep", []), float)
             cosines = nan_mean([np.asarray(r.info.get("cosine_vs_iterations", []), float) for r in cells])
             if budgets.size and cosines.shape == budgets.shape:
                 drawn |= bool(curves(axis, budgets, {widths.label(width, cells): cosines}, colours=[colour],
                                      marker="o", log_x=True, legend=False))
+                budgets_drawn += list(budgets)
         if drawn:
             axis.legend()
+            value_ticks(axis, budgets_drawn)
         else:
             no_data(axis, "no iteration sweep in this run")
         axis.set_xlabel("inference iterations")
-        axis.set_ylabel("cos(g_PC, g_BP) at θ₀")
+        axis.set_ylabel(COSINE + r" at $\theta_0$")
         return finish(figure, out_dir / "cosine-vs-iterations.png",
                       f"Cosine at initialisation against the inference budget\n{widths.describe()}")
 

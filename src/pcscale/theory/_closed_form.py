@@ -109,6 +109,24 @@ def solve_rescaled(scaling: Rescaling, r: Array) -> Array:
     return jsl.cho_solve(factor, r.T).T
 
 
+def _end_to_end(model: PCModel, x: Array, y: Array) -> bool:
+    """Whether ŷ is cheaper from the end-to-end map G_0 = A_L⋯A_1 than from the forward
+    pass: when the batch exceeds d_y. Only layers 2 … L must be linear for the closed
+    form; the input map f_1 may be anything (e.g. an embedding), so the shortcut is taken
+    only for a linear one."""
+    first = model.layers[0]
+    return x.shape[0] > math.prod(y.shape[1:]) and isinstance(first.module, Linear) and first.activation is identity
+
+
+def _residuals(model: PCModel, x: Array, y: Array, network: Array | None) -> Array:
+    if network is None:
+        return residuals(model, x, y)
+    batch, out_size = x.shape[0], math.prod(y.shape[1:])
+    with jax.default_matmul_precision(FULL_PRECISION):
+        prediction = x.reshape(batch, -1) @ network.reshape(out_size, -1).T
+    return y.reshape(batch, -1) - prediction
+
+
 def closed_form_energy(model: PCModel, x: Array, y: Array) -> tuple[Array, tuple[Rescaling, Array]]:
     """F*, and (S, r), for validated inputs (callable inside jit and under autodiff).
 
@@ -116,22 +134,22 @@ def closed_form_energy(model: PCModel, x: Array, y: Array) -> tuple[Array, tuple
     that the same backward accumulation yields in one more step, instead of pushing all
     B samples through the network: the cost, and that of the gradient, is then
     O(L·d_y·N² + d_y·N·D + B·D·d_y) rather than O(L·B·N²)."""
-    batch, shape = x.shape[0], tuple(x.shape[1:])
-    out_size = math.prod(y.shape[1:])
-    first = model.layers[0]
-    # Only layers 2 … L must be linear for the closed form; the input map f_1 may be
-    # anything (e.g. an embedding), so the shortcut is taken only for a linear one.
-    end_to_end = batch > out_size and isinstance(first.module, Linear) and first.activation is identity
-    gram, network = accumulate(model, shape, end_to_end=end_to_end)
+    end_to_end = _end_to_end(model, x, y)
+    gram, network = accumulate(model, tuple(x.shape[1:]), end_to_end=end_to_end)
     scaling = rescaling_from(model, gram)
-    if end_to_end:
-        with jax.default_matmul_precision(FULL_PRECISION):
-            prediction = x.reshape(batch, -1) @ network.reshape(out_size, -1).T
-        r = y.reshape(batch, -1) - prediction
-    else:
-        r = residuals(model, x, y)
+    r = _residuals(model, x, y, network)
     energy = 0.5 * jnp.mean(jnp.sum(r * solve_rescaled(scaling, r), axis=-1))
     return energy, (scaling, r)
+
+
+def linear_loss(model: PCModel, x: Array, y: Array) -> Array:
+    """The feedforward loss ½·mean‖y − ŷ‖² of a linear network, with ŷ from the
+    end-to-end map when the batch exceeds d_y (as in `closed_form_energy`), so that it
+    and its weight gradient cost O(L·d_y·N²) instead of O(L·B·N²). Validated inputs."""
+    end_to_end = _end_to_end(model, x, y)
+    network = accumulate(model, tuple(x.shape[1:]), end_to_end=True)[1] if end_to_end else None
+    r = _residuals(model, x, y, network)
+    return 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))
 
 
 @eqx.filter_jit
