@@ -22,8 +22,8 @@ SMALL = {
     "width-depth-linear": ["widths=4,16", "hidden_layers=1,2", "steps=3", "batch=8"],  # slow only: see below
     "toy": ["widths=8,32", "steps=3", "seeds=0"],
     "toy-sp": ["widths=8,32", "steps=3", "skips=false"],
-    "gamma0-sweep": ["widths=16", "gamma0s=0.5,1", "steps=3", "skips=false"],
-    "saddle": ["widths=1,2", "hidden_layers=1", "steps=4", "skips=true"],
+    "gamma0-sweep": ["widths=16", "gamma0s=0.5,1", "steps=3", "skips=false"],  # slow only (toy's runner)
+    "saddle": ["widths=1,2", "hidden_layers=1", "steps=4", "skips=true"],  # slow only (toy's runner)
     "inference-convergence": ["width=16", "hidden_layers=1", "steps=2", "parameterisations=mupc",
                               "max_inference_steps=500"],
     "residual-mlp": ["widths=8,16", "hidden_layers=2", "steps=2", "batch=8", "max_inference_steps=200"],
@@ -63,7 +63,9 @@ def _check_results_files(out, run):
 
 
 @pytest.mark.filterwarnings("ignore:inference did not meet")
-@pytest.mark.parametrize("name", sorted(set(SMALL) - {"width-depth-linear"}))  # its full quick run is below
+# width-depth-linear's full quick run is tested below; gamma0-sweep, saddle and toy-sp share
+# toy's runner and differ only in presets (their own runs are in the slow set).
+@pytest.mark.parametrize("name", sorted(set(SMALL) - {"width-depth-linear", "gamma0-sweep", "saddle", "toy-sp"}))
 def test_every_experiment_runs_end_to_end_and_writes_every_metric(name, tmp_path, data_root):
     run = ex.run(name, "quick", tmp_path / name, overrides=SMALL[name], progress=False)
     assert not run.missing and len(run.computed) == len(ex.get(name).cells(run.config))
@@ -352,7 +354,7 @@ def test_bad_names_keys_and_values_are_rejected_with_the_valid_choices():
         ex.run("toy", "full")
     with pytest.raises(ValueError, match="unknown key 'width'.*valid keys: widths"):
         ex.run("toy", overrides=["width=8"])
-    with pytest.raises(ValueError, match="`steps` expects an integer, got 'ten'"):
+    with pytest.raises(ValueError, match="`steps` expects an integer, got 'ten'.*Valid keys for toy: widths"):
         ex.run("toy", overrides=["steps=ten"])
     with pytest.raises(ValueError, match="`dmft` expects a boolean.*got 'False!'"):
         ex.run("toy", overrides=["dmft=False!"])
@@ -372,6 +374,11 @@ def test_booleans_are_parsed_as_booleans():
     config = ex.get("toy").preset("quick")
     for text, expected in (("False", False), ("false", False), ("0", False), ("TRUE", True), ("1", True)):
         assert apply_overrides(config, [f"dmft={text}"], experiment="toy").dmft is expected
+    for text in ("yes", "no", "", "None", "2"):
+        with pytest.raises(ValueError, match="expects a boolean"):
+            apply_overrides(config, [f"dmft={text}"], experiment="toy")
+    with pytest.raises(ValueError, match="finite number.*Valid keys"):
+        apply_overrides(config, ["learning_rate=nan"], experiment="toy")
     assert apply_overrides(config, ["skips=False"], experiment="toy").skips == (False,)
     assert apply_overrides(config, ["skips=true,0"], experiment="toy").skips == (True, False)
 
@@ -406,16 +413,67 @@ def test_layer_selection_by_structure():
     assert layers == [0, 1, 5, 7] and labels == ["Embedding", "Block 1", "Block 5", "LM head"]
 
 
-def test_optimiser_updates_equal_for_equal_gradients():
-    """One optimiser serves both twins: equal gradients give equal updates (science.md
-    §7, pitfall 3), here for the μPC Adam rule with distinct per-layer rates."""
-    model = pc.nn.residual_mlp(3, 8, 2, 4, parameterisation=pc.MuPC(), key=jax.random.PRNGKey(1))
-    optimiser = ex._lockstep.optimiser_for(model, pc.Adam(1e-3))
+def test_each_experiment_applies_its_papers_learning_rate_rule():
+    """One update of the optimisers the experiments build, against the closed forms of
+    science.md §3.1: μPC GD moves W by η·γ0²·N·g (toy), μPC Adam's first step is
+    η/√(N·L)·sign(g) on every layer (width-depth-linear, residual-mlp; ε negligible)."""
+    from pcscale.experiments._lockstep import optimiser_for
+
+    width, depth, eta, gamma0 = 16, 5, 0.025, 2.0
+    model = pc.nn.mlp(40, width, 1, depth, parameterisation=pc.MuPC(gamma0=gamma0), activation="linear",
+                      key=jax.random.PRNGKey(0))
     params = eqx.filter(model, eqx.is_array)
-    grads = jax.tree.map(jnp.ones_like, params)
-    state = optimiser.init(params)
-    first, _ = optimiser.update(grads, state, params)
-    again, _ = ex._lockstep.optimiser_for(model, pc.Adam(1e-3)).update(grads, state, params)
-    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
-        np.testing.assert_array_equal(a, b)
-    assert isinstance(optimiser, optax.GradientTransformation)
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape), params)
+    sgd = optimiser_for(model, pc.SGD(eta))
+    updates, _ = sgd.update(grads, sgd.init(params), params)
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(u, -eta * gamma0**2 * width * g, rtol=1e-6)
+    residual = pc.nn.residual_mlp(40, width, 3, depth, parameterisation=pc.MuPC(), activation="linear",
+                                  key=jax.random.PRNGKey(1))
+    params = eqx.filter(residual, eqx.is_array)
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size + 1), p.shape), params)
+    adam = optimiser_for(residual, pc.Adam(1e-3))
+    updates, _ = adam.update(grads, adam.init(params), params)
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(u, -1e-3 / np.sqrt(width * depth) * np.sign(g), rtol=1e-4)
+
+
+def test_per_token_scaling_touches_energies_and_losses_only():
+    """`loss_scale` (the transformer's 1/T_seq) divides the logged energies and losses,
+    not the cosines, norm ratios or F/𝓛: both gradients are of token-summed objectives."""
+    key_model, key_x = jax.random.split(jax.random.PRNGKey(8))
+    model = pc.nn.transformer(7, 8, 2, 1, max_len=4, key=key_model)
+    x = jax.random.randint(key_x, (3, 4), 0, 7)
+    y = jax.nn.one_hot((x + 1) % 7, 7)
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-3))
+    solver = pc.GradientDescent(step_size=0.4, rtol=1e-5, max_steps=2000)
+    plain = ex.train_lockstep(model, x, y, optimiser=optimiser, inference=solver, steps=2)
+    per_token = ex.train_lockstep(model, x, y, optimiser=optimiser, inference=solver, steps=2, loss_scale=0.25)
+    for name in ("pc_energy", "pc_loss", "bp_loss"):
+        np.testing.assert_allclose(getattr(per_token, name), 0.25 * getattr(plain, name), rtol=1e-6)
+    np.testing.assert_allclose(per_token.final_bp_loss, 0.25 * plain.final_bp_loss, rtol=1e-6)
+    for name in ("cosine_lockstep", "norm_ratio_lockstep", "norm_ratio_trajectory", "energy_loss_ratio"):
+        np.testing.assert_allclose(getattr(per_token, name), getattr(plain, name), rtol=1e-6)
+    # At a converged equilibrium of this small λ = 1 network PC's gradient is of BP's size.
+    assert plain.converged.all() and 0.3 < plain.norm_ratio_lockstep[0] < 3
+    np.testing.assert_allclose(plain.pc_loss[0], model.loss(x, y), rtol=1e-6)
+
+
+def test_corrupt_or_foreign_files_are_recomputed_or_refused_clearly(tmp_path):
+    out = tmp_path / "run"
+    small = ["widths=4,8", "skips=false", "seeds=0", "steps=2", "dmft=false"]
+    ex.run("toy", "quick", out, overrides=small, progress=False)
+    cells = _cell_files(out)
+    cells[0].write_text("[]")  # valid JSON, not a cell
+    cells[1].write_text('{"format": "pcscale-cell/1", "metrics": ')  # cut off mid-write by another tool
+    run = ex.run("toy", "quick", out, overrides=small, progress=False)
+    assert sorted(run.computed) == sorted(p.stem for p in cells) and not run.reused
+    (out / "run.json").write_text("{not json")
+    with pytest.raises(ex.ConfigMismatch, match="run.json is unreadable.*--force"):
+        ex.run("toy", "quick", out, overrides=small, progress=False)
+    with pytest.raises(ValueError, match="run.json is unreadable"):
+        ex.load_run(out)
+    run = ex.run("toy", "quick", out, overrides=small, force=True, progress=False)
+    assert len(run.results) == 2
+    with pytest.raises(ValueError, match="same name.*widths=8,8"):
+        ex.run("toy", "quick", tmp_path / "dup", overrides=["widths=8,8", "steps=1"], progress=False)

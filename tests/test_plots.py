@@ -92,13 +92,14 @@ def wdl_cell(config, cell):
     h, n, seed = (cell.settings[k] for k in ("hidden_layers", "width", "seed"))
     steps = config.steps
     trace = synthetic_trace(steps, h + 1, cosine_lockstep=wdl_cosine(h, n, seed, steps),
+                            cosine_trajectory=wdl_cosine(h, n, seed, steps) - 0.01,
                             spectral_gap=np.full(steps, 2 * h / n), trace_gap=np.full(steps, h / n))
     info = {"dataset": "synthetic", "depth": h + 1, "theory_trace_gap": 1.1 * h / n}
     return ex.CellResult(cell, trace, info, 0.0)
 
 
 WDL = {"widths": (8, 2, 4), "hidden_layers": (1, 3), "seeds": (0, 1), "steps": 5}
-WDL_FIGURES = ["cosine-heatmaps.png", "gap-vs-theory.png", "gap-vs-width.png", "energy-loss-heatmaps.png"]
+WDL_FIGURES = ["cosine-heatmaps.png", "cosine-heatmaps-trajectory.png", "gap-vs-theory.png", "gap-vs-width.png", "energy-loss-heatmaps.png"]
 
 
 def test_heatmap_puts_each_value_in_its_row_and_column():
@@ -148,6 +149,10 @@ def test_width_depth_linear_figures_show_the_seed_mean_on_the_grid(tmp_path, dra
     assert len(images) == 3  # t = 0, T // 2, T − 1
     for image, t in zip(images, (0, steps // 2, steps - 1)):
         expected = [[np.mean([wdl_cosine(h, n, seed, steps)[t] for seed in (0, 1)]) for n in widths]
+                    for h in depths]
+        np.testing.assert_allclose(image, expected)
+    for image, t in zip(drawn["cosine-heatmaps-trajectory.png"]["images"], (0, steps // 2, steps - 1)):
+        expected = [[np.mean([wdl_cosine(h, n, seed, steps)[t] - 0.01 for seed in (0, 1)]) for n in widths]
                     for h in depths]
         np.testing.assert_allclose(image, expected)
     spectral, trace, theory, error = drawn["gap-vs-theory.png"]["images"]

@@ -115,15 +115,18 @@ def _experiment_command(args, parser) -> int:
             args.experiment, args.preset, args.out, overrides=args.overrides, float64=args.x64, force=args.force,
             progress=not args.no_progress,
         )
+        _print_summary(run)
+        if run.reused:
+            print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")
+        print(f"\nresults: {run.out_dir}")
+        if not args.no_plot:
+            return _plot(run.out_dir, None)
+        return 0
     except (ValueError, TypeError, FileNotFoundError) as error:
         parser.exit(2, f"pcscale {args.command}: error: {error}\n")
-    _print_summary(run)
-    if run.reused:
-        print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")
-    print(f"\nresults: {run.out_dir}")
-    if not args.no_plot:
-        return _plot(run.out_dir, None)
-    return 0
+    except KeyboardInterrupt:
+        parser.exit(130, f"pcscale {args.command}: interrupted; every finished cell is saved: run the same "
+                         "command again to resume.\n")
 
 
 def _format(value) -> str:

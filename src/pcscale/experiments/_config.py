@@ -4,23 +4,24 @@ by each field's declared type, and conversion to and from JSON."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from typing import Any
 
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
 
 
 def parse_bool(text: str, key: str) -> bool:
-    """true/false (any case), 1/0 or yes/no; anything else is an error (science.md §7,
-    pitfall 8: a non-empty string is not True)."""
+    """true/false (any case) or 1/0; anything else is an error (science.md §7, pitfall
+    8: a non-empty string is not True)."""
     lowered = text.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
-    raise ValueError(f"`{key}` expects a boolean (true/false, 1/0, yes/no), got {text!r}.")
+    raise ValueError(f"`{key}` expects a boolean (true/false or 1/0), got {text!r}.")
 
 
 def _parse_scalar(kind: type, text: str, key: str):
@@ -33,9 +34,12 @@ def _parse_scalar(kind: type, text: str, key: str):
             raise ValueError(f"`{key}` expects an integer, got {text!r}.") from None
     if kind is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ValueError(f"`{key}` expects a number, got {text!r}.") from None
+        if not math.isfinite(value):
+            raise ValueError(f"`{key}` expects a finite number, got {text!r}.")
+        return value
     return text.strip()
 
 
@@ -83,7 +87,10 @@ def apply_overrides(config, overrides: Sequence[str], *, experiment: str):
                              f"{valid_keys(config_type)}.")
         if key not in names:
             raise ValueError(f"unknown key {key!r} for {experiment}; valid keys: {valid_keys(config_type)}.")
-        changes[key] = parse_value(config_type, key, text)
+        try:
+            changes[key] = parse_value(config_type, key, text)
+        except ValueError as error:
+            raise ValueError(f"{error} Valid keys for {experiment}: {valid_keys(config_type)}.") from None
     return dataclasses.replace(config, **changes)
 
 
@@ -101,7 +108,7 @@ def from_dict(config_type: type, values: dict[str, Any]):
     types = field_types(config_type)
     unknown = set(values) - set(types)
     if unknown:
-        raise ValueError(f"saved config has keys {sorted(unknown)} that {config_type.__name__} does not know.")
+        raise ValueError(f"the saved config has keys {sorted(unknown)} that {config_type.__name__} does not know")
     return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -122,7 +129,9 @@ def check_config(config) -> None:
 
 
 def _check_scalar(kind, value, name: str) -> None:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         return
     if kind in (int, float) and isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"`{name}` must be a {describe_type(kind)}, got {value!r} ({type(value).__name__}).")

@@ -24,7 +24,7 @@ from .._solver._base import with_traced_numbers
 from .._train import _check_optimiser, _guarded_update
 from .._validation import as_float_array, validated
 from ..theory._closed_form import closed_form_value_and_grad, linear_loss
-from ..theory._structure import check_model
+from ..theory._structure import check_model, warn_if_unresolved
 
 
 class ClosedForm(eqx.Module):
@@ -100,7 +100,7 @@ def _lockstep_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, infe
 @eqx.filter_jit
 def _final_losses(pc_model, bp_model, x, y):
     x, y = validated(pc_model, x, y)
-    return loss_gradients(pc_model, x, y)[0], loss_gradients(bp_model, x, y)[0]
+    return pc_model.loss(x, y), bp_model.loss(x, y)
 
 
 # The per-step metrics of a results file, in order. Per-layer ones are (steps, layers).
@@ -130,7 +130,7 @@ class Trace:
       (linear networks with `theory=True`; NaN otherwise).
     - `cosine_*`, `norm_ratio_*` and `layer_*`: the PC gradient against ∇𝓛 at the same
       weights (`lockstep`) and along the BP twin's trajectory (`trajectory`); undefined
-      cosines are NaN. Norm ratios are divided by the same `loss_scale`.
+      cosines are NaN.
     - `residual`, `relative_residual`, `inference_steps`, `result` (a
       `pcscale.RESULTS` index) and `converged`: the inference diagnostics (zero steps and
       converged in closed-form mode).
@@ -202,10 +202,10 @@ class _Buffers:
         for mode in ("lockstep", "trajectory"):
             alignment = getattr(r, mode)
             s[f"cosine_{mode}"][t] = np.where(alignment.defined, alignment.cosine, np.nan)
-            s[f"norm_ratio_{mode}"][t] = alignment.norm_ratio * scale
+            s[f"norm_ratio_{mode}"][t] = alignment.norm_ratio
             self.layers[f"layer_cosine_{mode}"][t] = np.where(alignment.layer_defined, alignment.layer_cosines, np.nan)
             self.layers[f"layer_norm_ratio_{mode}"][t] = np.where(
-                alignment.layer_defined, alignment.layer_norm_ratios * scale, np.nan)
+                alignment.layer_defined, alignment.layer_norm_ratios, np.nan)
         s["residual"][t], s["relative_residual"][t] = r.residual, r.relative_residual
         s["inference_steps"][t], s["result"][t] = r.inference_steps, r.result
         s["converged"][t] = r.result == RESULTS.converged._value
@@ -255,9 +255,10 @@ def train_lockstep(
     - `steps`: T ≥ 1.
     - `theory`: with a numerical solver on a linear network, also compute F*, S and
       ∇F* at every step and compare the numerical solve with them.
-    - `loss_scale`: factor applied to logged energies, losses and norm ratios (1/T_seq
-      for per-token transformer values); cosines and ratios of energy to loss are
-      unaffected.
+    - `loss_scale`: factor applied to logged energies and losses (1/T_seq for per-token
+      transformer values). Cosines, norm ratios and F/𝓛 are unaffected: PC and BP
+      gradients are both of token-summed objectives here, so their ratio carries no
+      T_seq factor (science.md §7, pitfall 15, divides it out of [R]'s per-token BP loss).
     - `progress`: show a progress bar over steps. `description`: its label.
     - `on_step`: called with t after every step (e.g. to sample memory).
 
@@ -273,6 +274,8 @@ def train_lockstep(
     else:
         inference = with_traced_numbers(inference)
     _check_optimiser(optimiser)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be a positive int, got {steps!r}; e.g. steps=20.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     from tqdm.auto import tqdm
 
@@ -287,6 +290,9 @@ def train_lockstep(
         )
         record = jax.block_until_ready(record)
         buffers.fill(t, record, time.perf_counter() - start, loss_scale)
+        if t == 0 and (isinstance(inference, ClosedForm) or theory):
+            # science.md §7, pitfall 1: say so when float32 cannot resolve ‖S‖ − 1/λ.
+            warn_if_unresolved(lambda: record.spectral_gap, model, "train_lockstep")
         if progress:
             bar.set_postfix(cos=f"{buffers.scalars['cosine_lockstep'][t]:.4f}",
                             infer=int(buffers.scalars["inference_steps"][t]))

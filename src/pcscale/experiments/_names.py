@@ -40,17 +40,21 @@ def parameterisation(name: str, *, gamma0: float = 1.0, alpha: float | None = No
 def solver(name: str, model, *, step_size: float, rtol: float, max_steps: int):
     """The inference solver a config name stands for: "gd" is gradient descent with
     β = `step_size` per sample; "nesterov" uses β/2 (momentum needs β ≲ 1/λ_max);
-    "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]; every solver stops at
-    `rtol` or after `max_steps` (rtol = 0 runs the whole budget, the reference's
-    fixed-iteration protocol)."""
+    "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]'s choice. Every solver stops
+    at `rtol` or after `max_steps` of its own steps (GD or momentum steps, CG or L-BFGS
+    iterations, Newton steps, ODE steps); rtol = 0 runs the whole budget, the
+    reference's fixed-iteration protocol. `step_size` is used by "gd" and "nesterov"
+    only: the other solvers choose their steps themselves."""
     if name == "auto":
-        return pc.auto_solver(model, rtol=rtol)
+        import dataclasses
+
+        return dataclasses.replace(pc.auto_solver(model, rtol=rtol), max_steps=max_steps)
     if name == "gd":
         return pc.GradientDescent(step_size=step_size, rtol=rtol, max_steps=max_steps)
     if name == "cg":
         return pc.ConjugateGradient(rtol=rtol, max_steps=max_steps)
     if name == "newton":
-        return pc.NewtonKrylov(rtol=rtol)
+        return pc.NewtonKrylov(rtol=rtol, max_steps=max_steps)
     if name == "nesterov":
         return pc.Nesterov(step_size=step_size / 2, rtol=rtol, max_steps=max_steps)
     if name == "lbfgs":
@@ -132,6 +136,7 @@ def text_batch(name: str, *, batch: int, seq_len: int, seed: int, data_root: str
                              f"file, got {name!r} (no such file).")
         corpus, note = pcdata.read_text(name), None
     x, y = pcdata.text_batch(corpus, batch, seq_len, seed=seed)
-    info = {"dataset": name, "source": str(corpus.path), "fallback_note": note, "vocabulary": len(corpus.vocabulary),
-            "characters": len(corpus.tokens)}
+    used = "shakespeare-excerpt" if note is not None else name  # the fallback is the bundled text
+    info = {"dataset": used, "substitute_for": name if note is not None else None, "source": str(corpus.path),
+            "fallback_note": note, "vocabulary": len(corpus.vocabulary), "characters": len(corpus.tokens)}
     return x, y, info

@@ -72,11 +72,28 @@ def digest(experiment: str, config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _read_run_file(run_file: Path, *, force: bool) -> dict:
+    """run.json's content; an unreadable one is an error naming the file, or, with
+    `force`, treated as absent (it is rewritten)."""
+    try:
+        saved = read_json(run_file)
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        return saved
+    except (ValueError, OSError) as error:
+        if force:
+            return {}
+        raise ConfigMismatch(
+            f"{run_file} is unreadable ({error}); move the folder away, choose another --out, or pass --force "
+            "(force=True) to start it again."
+        ) from None
+
+
 def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool) -> str:
     key = digest(experiment.name, config)
     run_file = out_dir / RUN_FILE
     if run_file.exists():
-        saved = read_json(run_file)
+        saved = _read_run_file(run_file, force=force)
         if saved.get("digest") != key:
             if not force:
                 raise ConfigMismatch(
@@ -92,7 +109,7 @@ def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool) -> s
             "--out, or pass --force (force=True) to write into it."
         )
     session = {"versions": versions(), "device": device(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    previous = read_json(run_file) if run_file.exists() else {}
+    previous = _read_run_file(run_file, force=True) if run_file.exists() else {}
     # Every call that wrote cells into this folder is listed, so that a sweep resumed
     # with other versions or on another device says so.
     sessions = previous.get("sessions", []) if previous.get("digest") == key else []
@@ -103,19 +120,23 @@ def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool) -> s
     return key
 
 
-def _finished(path: Path, experiment: str, key: str) -> CellResult | None:
-    """The cell's saved result if its file is complete and belongs to this config."""
+def _finished(path: Path, experiment: str, key: str, settings: dict) -> CellResult | None:
+    """The cell's saved result if its file is complete and belongs to this config and
+    cell."""
     if not path.exists():
         return None
     try:
         content = read_json(path)
+        if not isinstance(content, dict):
+            return None
         if content.get("format") != CELL_FORMAT or content.get("experiment") != experiment:
             return None
         if content.get("config_digest") != key:
             return None
-        return cell_from_json(content)
-    except (ValueError, KeyError, TypeError):
-        return None  # unreadable: recompute it
+        result = cell_from_json(content)
+        return result if result.cell.settings == settings else None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return None  # unreadable or foreign: recompute it
 
 
 def run_experiment(
@@ -149,12 +170,12 @@ def run_experiment(
     key = _prepare(out_dir, experiment, config, force=force)
     from tqdm.auto import tqdm
 
-    cells = experiment.cells(config)
+    cells = _unique(experiment.cells(config))
     results, computed, reused = [], [], []
     bar = tqdm(cells, disable=not progress, desc=experiment.name, unit="cell")
     for cell in bar:
         path = out_dir / CELLS / f"{cell.name}.json"
-        done = _finished(path, experiment.name, key)
+        done = _finished(path, experiment.name, key, cell.settings)
         if done is None:
             bar.set_postfix_str(cell.name)
             start = time.perf_counter()
@@ -167,7 +188,31 @@ def run_experiment(
             reused.append(cell.name)
         results.append(done)
     bar.close()
+    _check_same_data(results)
     return RunResults(experiment.name, config, results, out_dir, tuple(computed), tuple(reused))
+
+
+def _unique(cells: list[Cell]) -> list[Cell]:
+    names = [cell.name for cell in cells]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"the config gives several cells the same name {repeated}: a list setting repeats a "
+                         "value (e.g. widths=8,8); give each value once.")
+    return cells
+
+
+def _check_same_data(results: list[CellResult]) -> None:
+    """Warn when the cells of one run used different data: a sweep resumed after the
+    data root changed (e.g. MNIST appeared where the digits fallback was used)."""
+    used = {(r.info.get("dataset"), r.info.get("source")) for r in results if "dataset" in r.info}
+    if len(used) > 1:
+        import warnings
+
+        warnings.warn(
+            f"the cells of this run used different data: {sorted(map(str, used))}; the data root changed "
+            "between sessions. Rerun into a new --out (or with --force) to use one dataset throughout.",
+            stacklevel=3,
+        )
 
 
 def load_run(out_dir: str | Path, registry: dict[str, Experiment]) -> RunResults:
@@ -178,15 +223,19 @@ def load_run(out_dir: str | Path, registry: dict[str, Experiment]) -> RunResults
     if not run_file.exists():
         raise FileNotFoundError(f"{out_dir} is not a pcscale run folder: no {RUN_FILE}. Give the --out folder "
                                 "of a `pcscale run`.")
-    saved = read_json(run_file)
-    name = saved["experiment"]
+    saved = _read_run_file(run_file, force=False)
+    name = saved.get("experiment")
     if name not in registry:
         raise ValueError(f"{run_file} is a run of {name!r}, which this pcscale does not know.")
     experiment = registry[name]
-    config = from_dict(experiment.config_type, saved["config"])
+    try:
+        config = from_dict(experiment.config_type, saved["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{run_file} holds a config this version of {name} cannot read ({error}); it was "
+                         "written by another pcscale version: rerun the experiment into a new folder.") from None
     results, missing = [], []
     for cell in experiment.cells(config):
-        done = _finished(out_dir / CELLS / f"{cell.name}.json", name, saved["digest"])
+        done = _finished(out_dir / CELLS / f"{cell.name}.json", name, saved.get("digest"), cell.settings)
         if done is None:
             missing.append(cell.name)
         else:

@@ -44,7 +44,7 @@ class CoordCheckConfig:
     solver: str = "auto"
     step_size: float = 0.3
     rtol: float = 1e-6
-    max_inference_steps: int = 2000
+    max_inference_steps: int = 100
     steps: int = 3
     seeds: int = 1
     seed: int = 0
@@ -73,7 +73,7 @@ def run_cell(config: CoordCheckConfig, cell: Cell, progress: bool) -> CellResult
                                          data_root=config.data_root, fallback=config.fallback)
     dtype = _names.dtype(config.float64)
     parameterisation = _names.parameterisation(cell.settings["parameterisation"])
-    if hasattr(parameterisation, "adam_rule"):
+    if cell.settings["parameterisation"] in ("mupc", "completep", "mup", "depthmup"):
         # μP's per-role Adam rates (η/fan_in on hidden weights, η on the readout): the
         # width-stable rule a coordinate check is meant to confirm.
         parameterisation = dataclasses.replace(parameterisation, adam_rule=pc.AdamRule.PER_ROLE)

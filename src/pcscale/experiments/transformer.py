@@ -87,6 +87,8 @@ def tracked_layers(model) -> tuple[list[int], list[str]]:
     blocks = [i for i, layer in enumerate(model.layers) if layer.skip]
     layers = [0, blocks[0], blocks[-1], len(model.layers) - 1]
     labels = ["Embedding", "Block 1", f"Block {len(blocks)}", "LM head"]
+    if len(blocks) == 1:  # the first block is the last
+        layers, labels = [layers[0], layers[1], layers[3]], [labels[0], labels[1], labels[3]]
     return layers, labels
 
 

@@ -61,9 +61,15 @@ def _describe(run) -> str:
             f"Adam η = {c.learning_rate:g}, T = {c.steps}, seeds {', '.join(map(str, c.seeds))}")
 
 
-def _cosine_heatmaps(grid: _Grid, out_dir: Path, describe: str) -> Path:
+_MODES = {
+    "lockstep": ("cosine-heatmaps.png", "at the same weights (lockstep)"),
+    "trajectory": ("cosine-heatmaps-trajectory.png", "along separate PC and BP trajectories (the paper's Fig. 1)"),
+}
+
+
+def _cosine_heatmaps(grid: _Grid, out_dir: Path, describe: str, mode: str = "lockstep") -> Path:
     times = sorted({0, grid.steps // 2, grid.steps - 1})
-    maps = [grid.at("cosine_lockstep", t) for t in times]
+    maps = [grid.at(f"cosine_{mode}", t) for t in times]
     finite = np.concatenate([m[np.isfinite(m)] for m in maps])
     low = float(finite.min()) if finite.size else 0.0
     with styled():
@@ -73,8 +79,8 @@ def _cosine_heatmaps(grid: _Grid, out_dir: Path, describe: str) -> Path:
                     column_label=COLUMN_LABEL, vmin=min(low, 0.999), vmax=1.0, fmt="{:.3f}",
                     colourbar_label=COSINE)
             axis.set_title(f"t = {t}")
-        return finish(figure, out_dir / "cosine-heatmaps.png",
-                      f"Cosine of PC and BP gradients at the same weights (lockstep)\n{describe}")
+        name, what = _MODES[mode]
+        return finish(figure, out_dir / name, f"Cosine of PC and BP gradients {what}\n{describe}")
 
 
 def _gap_vs_theory(grid: _Grid, out_dir: Path, describe: str) -> Path:
@@ -157,13 +163,15 @@ def _energy_loss(grid: _Grid, out_dir: Path, describe: str) -> Path:
 
 def plot_width_depth_linear(run, out_dir: Path) -> list[Path]:
     """Figures of a `width-depth-linear` run: `cosine-heatmaps.png` (lockstep cosine at
-    t = 0, T/2, T − 1), `gap-vs-theory.png` (‖S‖₂ − 1, tr(S − I)/d_y, the theory and
+    t = 0, T/2, T − 1), `cosine-heatmaps-trajectory.png` (the same along the separate
+    trajectories, as the paper plots it; equal at t = 0), `gap-vs-theory.png` (‖S‖₂ − 1, tr(S − I)/d_y, the theory and
     their relative difference at θ₀), `gap-vs-width.png` (the same against N, per L) and
     `energy-loss-heatmaps.png` (F*(θ₀), 𝓛(θ₀) and their ratio)."""
     grid = _Grid(run)
     describe = _describe(run)
     return [
         _cosine_heatmaps(grid, out_dir, describe),
+        _cosine_heatmaps(grid, out_dir, describe, "trajectory"),
         _gap_vs_theory(grid, out_dir, describe),
         _gap_vs_width(grid, out_dir, describe),
         _energy_loss(grid, out_dir, describe),
