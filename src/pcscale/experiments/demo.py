@@ -27,8 +27,8 @@ class DemoConfig:
     reference rule; inference from the feedforward state by `solver`: one of
     `SOLVERS` ("auto" = [`pcscale.auto_solver`][pcscale.auto_solver]; "gd" = gradient
     descent with β = `step_size`; "nesterov" uses β = `step_size`/2, since momentum
-    needs β ≲ 1/λ_max; "newton" keeps its own budget of Newton steps, the others stop
-    after `max_inference_steps` steps)."""
+    needs β ≲ 1/λ_max; every solver stops after `max_inference_steps` of its own steps:
+    GD or momentum steps, CG or L-BFGS iterations, Newton steps)."""
 
     widths: tuple[int, ...] = (16, 256)
     depth: int = 8
