@@ -38,6 +38,7 @@ def _cnn_check(parameterisation, seeds):
                        seeds=seeds, key=KEY)
 
 
+@pytest.mark.slow  # 45 s; docs/coord_check.md checks an MLP family (μPC passes, SP fails) by default
 def test_resnet_is_width_stable_under_mupc():
     # Channels 4 → 32, with μP's per-role Adam rates (the paper's ResNet rule gives the
     # readout η/√C, whose update then shrinks with width: science.md §3.5, item 4).
@@ -73,6 +74,7 @@ def _transformer_check(parameterisation):
                        key=KEY)
 
 
+@pytest.mark.slow  # 44 s; see above
 def test_transformer_is_width_stable_under_completep():
     completep = _transformer_check(pc.CompleteP())
     assert completep.converged == (1.0, 1.0)

@@ -63,9 +63,10 @@ def _check_results_files(out, run):
 
 
 @pytest.mark.filterwarnings("ignore:inference did not meet")
-# width-depth-linear's full quick run is tested below; gamma0-sweep, saddle and toy-sp share
-# toy's runner and differ only in presets (their own runs are in the slow set).
-@pytest.mark.parametrize("name", sorted(set(SMALL) - {"width-depth-linear", "gamma0-sweep", "saddle", "toy-sp"}))
+# width-depth-linear's full quick run and a toy run with its DMFT cell are tested below;
+# gamma0-sweep, saddle and toy-sp share toy's runner and differ only in presets (their
+# own runs are in the slow set).
+@pytest.mark.parametrize("name", sorted(set(SMALL) - {"width-depth-linear", "toy", "gamma0-sweep", "saddle", "toy-sp"}))
 def test_every_experiment_runs_end_to_end_and_writes_every_metric(name, tmp_path, data_root):
     run = ex.run(name, "quick", tmp_path / name, overrides=SMALL[name], progress=False)
     assert not run.missing and len(run.computed) == len(ex.get(name).cells(run.config))
@@ -268,6 +269,7 @@ def _max_gap(a, b):
 def test_toy_energy_loss_and_dmft_approach_each_other_with_width(tmp_path):
     run = ex.run("toy", "quick", tmp_path / "toy", overrides=["widths=32,512", "skips=false", "steps=20"],
                  progress=False)
+    _check_results_files(tmp_path / "toy", run)
     dmft = next(np.asarray(r.info["dmft_loss"]) for r in run.results if r.trace is None)
     gaps = {}
     for n in (32, 512):
