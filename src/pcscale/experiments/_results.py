@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_path
+from .._solution import RESULTS
 from ._lockstep import PER_LAYER, SCALARS, Trace
 
 CELL_FORMAT = "pcscale-cell/1"
 RUN_FORMAT = "pcscale-run/1"
-RESULT_NAMES = ("converged", "max_steps", "stalled", "diverged")  # pcscale.RESULTS, in order
+# pcscale.RESULTS names, ordered by the integer codes stored in `metrics.result`.
+RESULT_NAMES = tuple(sorted(RESULTS._name_to_item, key=lambda name: int(RESULTS._name_to_item[name]._value)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,12 +12,7 @@ import numpy as np
 import pcscale as pc
 
 
-from ._names import SOLVERS, solver as _solver
-
-
-def make_solver(name: str, model, *, rtol: float, step_size: float, max_steps: int):
-    """The inference solver a CLI / config name stands for (see `_names.solver`)."""
-    return _solver(name, model, step_size=step_size, rtol=rtol, max_steps=max_steps)
+from ._names import SOLVERS, solver as make_solver
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,22 +86,14 @@ def summarise(config: WidthDepthLinearConfig, results: list[CellResult]) -> str:
     by_cell = {(r.cell.settings["hidden_layers"], r.cell.settings["width"]): r for r in results
                if r.cell.settings["seed"] == config.seeds[0]}
     last = config.steps - 1
-    rows = []
-    for h in config.hidden_layers:
-        row = [str(h)]
-        for n in config.widths:
-            r = by_cell.get((h, n))
-            row.append("—" if r is None else
-                       f"{at(r.trace.cosine_lockstep, 0):.4f} → {at(r.trace.cosine_lockstep, last):.4f}")
-        rows.append(row)
-    gaps = []
-    for h in config.hidden_layers:
-        row = [str(h)]
-        for n in config.widths:
-            r = by_cell.get((h, n))
-            row.append("—" if r is None else
-                       f"{at(r.trace.trace_gap, 0):.2e} ({r.info['theory_trace_gap']:.2e})")
-        gaps.append(row)
+
+    def grid(cell_text) -> list[list[str]]:
+        """One row per depth, one column per width; "—" for cells not finished."""
+        return [[str(h)] + ["—" if (h, n) not in by_cell else cell_text(by_cell[(h, n)]) for n in config.widths]
+                for h in config.hidden_layers]
+
+    rows = grid(lambda r: f"{at(r.trace.cosine_lockstep, 0):.4f} → {at(r.trace.cosine_lockstep, last):.4f}")
+    gaps = grid(lambda r: f"{at(r.trace.trace_gap, 0):.2e} ({r.info['theory_trace_gap']:.2e})")
     widths = [f"N = {n}" for n in config.widths]
     dataset = results[0].info["dataset"] if results else config.dataset
     return "\n".join([
