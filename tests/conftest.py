@@ -1,11 +1,18 @@
-import jax
+import os
+
+# Four CPU devices for the data-parallel and cell-parallel tests (docs/scaling.md). XLA
+# reads the flag when JAX first starts its backend, so it is set before importing jax.
+# Single-device code runs on device 0 as before.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+
+import jax  # noqa: E402
 
 # Tests that need float64 ask for it through dtypes; enabling x64 up front lets them.
 # Library defaults stay float32 (builders take an explicit dtype).
 jax.config.update("jax_enable_x64", True)
 
 
-import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402

@@ -9,6 +9,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities
+from ._sharding import batch_sharding
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
 from ._solution import InferenceStats
@@ -89,10 +90,11 @@ class EquilibriumComparison(eqx.Module):
     inference: InferenceStats
 
 
-def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractInferenceSolver):
+def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractInferenceSolver, sharding=None):
     """`compare_at_equilibrium` for validated inputs, callable inside jit; also returns
-    both gradients for callers that update weights with them."""
-    solution = solve_activities(model, x, y, solver)
+    both gradients for callers that update weights with them. `sharding`: as for
+    `solve_activities`."""
+    solution = solve_activities(model, x, y, solver, sharding=sharding)
     energy, pc_grads = energy_gradients(model, solution.activities, x, y)
     loss, bp_grads = loss_gradients(model, x, y)
     comparison = EquilibriumComparison(
@@ -106,9 +108,9 @@ def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractI
 
 
 @eqx.filter_jit
-def _compare_jit(model, x, y, solver):
+def _compare_jit(model, x, y, solver, sharding):
     x, y = validated(model, x, y)
-    return equilibrium_comparison(model, x, y, solver)[0]
+    return equilibrium_comparison(model, x, y, solver, sharding)[0]
 
 
 def compare_at_equilibrium(
@@ -124,4 +126,5 @@ def compare_at_equilibrium(
     solver = GradientDescent() if solver is None else solver
     if not isinstance(solver, AbstractInferenceSolver):
         raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
-    return _compare_jit(model, as_float_array(x, "x"), as_float_array(y, "y"), with_traced_numbers(solver))
+    x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    return _compare_jit(model, x, y, with_traced_numbers(solver), batch_sharding(x))

@@ -6,10 +6,12 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
 from ._model import FULL_PRECISION, PCModel
+from ._sharding import batch_sharding, pin
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
 from ._solver._base import with_traced_numbers
@@ -49,16 +51,20 @@ def solve_activities(
     y: Array,
     solver: AbstractInferenceSolver,
     z0: Activities | None = None,
+    sharding: NamedSharding | None = None,
 ) -> InferenceSolution:
-    """The inference loop, for already-validated inputs (callable inside jit)."""
+    """The inference loop, for already-validated inputs (callable inside jit). With a
+    batch `sharding` (static; from `batch_sharding(x)`), the activities and their
+    gradients are pinned to it at every step, so that they stay split over the devices
+    and only the scalar reductions (energy, residual norm, inner products) cross them."""
     with jax.default_matmul_precision(FULL_PRECISION):
-        return _solve(model, x, y, solver, z0)
+        return _solve(model, x, y, solver, z0, sharding)
 
 
-def _solve(model, x, y, solver, z0) -> InferenceSolution:
+def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     batch = x.shape[0]
     fn = summed_energy_and_grad(model, x, y)
-    z = jax.vmap(model._activities_one)(x) if z0 is None else tuple(z0)
+    z = pin(jax.vmap(model._activities_one)(x) if z0 is None else tuple(z0), sharding)
     energy0, grad0 = fn(z)
     residual0 = tree_norm(grad0)
     tolerance = solver.atol + solver.rtol * residual0
@@ -89,6 +95,7 @@ def _solve(model, x, y, solver, z0) -> InferenceSolution:
         step, z, energy, grad, _, state, grads, hvps, _ = carry
         state = eqx.combine(state, static)
         z, energy, grad, state, used = solver.step(fn, z, energy, grad, state)
+        z, grad = pin(z, sharding), pin(grad, sharding)
         state, _ = eqx.partition(state, eqx.is_array)
         energy, grad, residual, checks = verify(z, energy, grad, tree_norm(grad))
         diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
@@ -136,9 +143,9 @@ def _solve(model, x, y, solver, z0) -> InferenceSolution:
 
 
 @eqx.filter_jit
-def _infer_jit(model, x, y, solver, z0):
+def _infer_jit(model, x, y, solver, z0, sharding):
     x, y = validated(model, x, y, z0)
-    return solve_activities(model, x, y, solver, z0)
+    return solve_activities(model, x, y, solver, z0, sharding)
 
 
 def infer(
@@ -180,4 +187,4 @@ def infer(
     if not isinstance(model, PCModel):
         raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    return _infer_jit(model, x, y, with_traced_numbers(solver), z0)
+    return _infer_jit(model, x, y, with_traced_numbers(solver), z0, batch_sharding(x))

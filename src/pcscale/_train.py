@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Bool, Float, PyTree
 
 from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
@@ -15,6 +16,7 @@ from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities, tree_norm
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
+from ._sharding import batch_sharding, check_mesh, replicate, shard_array
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
 from ._solver._base import with_traced_numbers
@@ -85,9 +87,9 @@ def _check_solver(solver) -> None:
 
 
 @eqx.filter_jit
-def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged):
+def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged, sharding):
     x, y = validated(model, x, y)
-    solution = solve_activities(model, x, y, solver)
+    solution = solve_activities(model, x, y, solver, sharding=sharding)
     energy, grads = energy_gradients(model, solution.activities, x, y)
     model, opt_state, grad_norm, accept = _guarded_update(
         model, opt_state, grads, optimiser, _not_diverged(solution.result, allow_diverged)
@@ -113,6 +115,10 @@ def pc_step(
     returned unchanged and `metrics.updated` is False) unless `allow_diverged=True`. A
     non-finite gradient is never applied.
 
+    Data parallel: pass `x` and `y` split over a device mesh
+    ([`shard_batch`][pcscale.shard_batch]) and the step runs on every device of it,
+    activities split and weights replicated (see docs/scaling.md).
+
     **Arguments:**
 
     - `model`, `x`, `y`: as for [`infer`][pcscale.infer].
@@ -126,7 +132,8 @@ def pc_step(
     _check_solver(solver)
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged))
+    return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged),
+                    batch_sharding(x))
 
 
 @eqx.filter_jit
@@ -142,7 +149,8 @@ def bp_step(
 ) -> tuple[PCModel, PyTree, BPStepMetrics]:
     """One jitted BP step on the same model: ∇_θ𝓛 of the feedforward pass, then an
     optimiser update (skipped, and `metrics.updated` False, if the gradient is not
-    finite). Arguments as for [`pc_step`][pcscale.pc_step].
+    finite). Arguments as for [`pc_step`][pcscale.pc_step]; a sharded batch makes it
+    data parallel in the same way.
 
     **Returns:** `(model, opt_state, BPStepMetrics)`.
     """
@@ -171,9 +179,9 @@ class ComparisonMetrics(eqx.Module):
 
 
 @eqx.filter_jit
-def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged):
+def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged, sharding):
     x, y = validated(pc_model, x, y)
-    comparison, pc_grads, _ = equilibrium_comparison(pc_model, x, y, solver)
+    comparison, pc_grads, _ = equilibrium_comparison(pc_model, x, y, solver, sharding)
     bp_loss, bp_grads = loss_gradients(bp_model, x, y)
     trajectory = compare_gradients(pc_grads, bp_grads)
     pc_model, pc_state, grad_norm, accept = _guarded_update(
@@ -210,9 +218,15 @@ class TrainingRun(eqx.Module):
         return float(jnp.mean(self.history.pc.inference.result == RESULTS.converged))
 
 
-def _batches(data, steps: int):
+def _batches(data, steps: int, mesh: Mesh | None):
+    def placed(x, y, name):
+        x, y = as_float_array(x, f"{name}[0]"), as_float_array(y, f"{name}[1]")
+        if mesh is None:
+            return x, y
+        return shard_array(x, mesh, f"{name}[0]"), shard_array(y, mesh, f"{name}[1]")
+
     if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple):
-        x, y = as_float_array(data[0], "data[0]"), as_float_array(data[1], "data[1]")
+        x, y = placed(*data, "data")
         for _ in range(steps):
             yield x, y
         return
@@ -225,7 +239,7 @@ def _batches(data, steps: int):
                 f"`data` ran out of batches after {step} steps but `steps={steps}`; pass a "
                 "longer iterable or a fixed batch (x, y)."
             ) from None
-        yield as_float_array(x, "x"), as_float_array(y, "y")
+        yield placed(x, y, f"batch {step} of data")
 
 
 def train(
@@ -237,6 +251,7 @@ def train(
     steps: int,
     allow_diverged: bool = False,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> TrainingRun:
     """Train `model` by PC and a copy of it (its BP twin) by BP, side by side, from the
     same initial weights with the same optimiser, comparing gradients at every step in
@@ -253,6 +268,10 @@ def train(
     - `steps`: number of training steps T ≥ 1.
     - `allow_diverged`: see [`pc_step`][pcscale.pc_step].
     - `progress`: show a progress bar.
+    - `mesh`: a device mesh ([`data_mesh`][pcscale.data_mesh]) to train data parallel:
+      every batch is split over its devices (the batch size must be divisible by their
+      number) and the weights and optimiser states are replicated; the result equals
+      the one-device run up to the order of floating-point sums.
 
     **Returns:** a [`TrainingRun`][pcscale.TrainingRun].
     """
@@ -262,15 +281,19 @@ def train(
     _check_optimiser(optimiser)
     from tqdm.auto import tqdm
 
+    if mesh is not None:
+        mesh = check_mesh(mesh)
+        model = replicate(model, mesh)
     pc_model, bp_model = model, model
     traced_solver = with_traced_numbers(solver)
     params = eqx.filter(model, eqx.is_array)
     pc_state = bp_state = optimiser.init(params)
     history = []
     bar = tqdm(total=steps, disable=not progress, desc="PC vs BP", unit="step")
-    for step, (x, y) in enumerate(_batches(data, steps)):
+    for step, (x, y) in enumerate(_batches(data, steps, mesh)):
         pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(
-            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, traced_solver, bool(allow_diverged)
+            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, traced_solver, bool(allow_diverged),
+            batch_sharding(x),
         )
         history.append(metrics)
         if progress and (step % 10 == 0 or step == steps - 1):

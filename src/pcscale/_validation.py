@@ -33,11 +33,15 @@ def cast_to(array: Array, dtype) -> Array:
 def check_finite(array: Array, name: str) -> Array:
     """Raise (eagerly or inside jit, via `eqx.error_if`) if `array` has a NaN or inf."""
     if isinstance(array, jax.core.Tracer):
-        return eqx.error_if(
-            array,
+        # Only a scalar passes through the check, which runs on one device, and the array
+        # depends on it through an exact `+ 0`: a batch split over several devices stays
+        # split instead of being gathered onto the checking device.
+        zero = eqx.error_if(
+            jnp.zeros((), array.dtype),
             ~jnp.all(jnp.isfinite(array)),
             f"`{name}` contains NaN or inf values; clean or mask the data before passing it.",
         )
+        return array + zero
     if not bool(np.all(np.isfinite(np.asarray(array)))):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
         raise ValueError(

@@ -26,6 +26,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _devices(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of devices or 'all', got {text!r}") from None
+
+
+def _join_hosts(args, parser) -> None:
+    """`jax.distributed.initialize` from --distributed and its three options."""
+    given = {"coordinator_address": args.coordinator, "num_processes": args.num_processes,
+             "process_id": args.process_id}
+    if not args.distributed:
+        if any(value is not None for value in given.values()):
+            parser.exit(2, "pcscale run: error: --coordinator, --num-processes and --process-id need --distributed\n")
+        return
+    import jax
+
+    try:
+        jax.distributed.initialize(**{key: value for key, value in given.items() if value is not None})
+    except (RuntimeError, ValueError) as error:
+        parser.exit(2, f"pcscale run: error: could not join the multi-host run ({error}); give --coordinator "
+                       "HOST:PORT, --num-processes and --process-id, or run under Slurm or Open MPI.\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     import pcscale
 
@@ -67,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="delete results of a different config in --out instead of refusing")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    scale = run.add_argument_group("devices and hosts (docs/scaling.md)")
+    scale.add_argument("--devices", type=_devices, default=1, metavar="N|all",
+                       help="how many devices to use: a number, or all (default 1)")
+    scale.add_argument("--parallel", choices=("cells", "batch"), default="cells",
+                       help="cells: one cell per device, concurrently (default); batch: every cell data parallel "
+                            "over all devices (the batch must be divisible by their number)")
+    scale.add_argument("--distributed", action="store_true",
+                       help="join a multi-host run (jax.distributed.initialize) before anything else; with "
+                            "Slurm, Open MPI or Cloud TPU the three options below are detected")
+    scale.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (with --distributed)")
+    scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="number of processes")
+    scale.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 … N-1")
 
     plot = commands.add_parser("plot", help="draw the figures of a results folder (PNG, into RUN_DIR/figures)")
     plot.add_argument("run_dir")
@@ -111,10 +149,17 @@ def _experiment_command(args, parser) -> int:
             return 0
         if args.command == "plot":
             return _plot(args.run_dir, args.out)
+        _join_hosts(args, parser)
+        import jax
+
+        first = jax.process_index() == 0  # one process of a multi-host run prints and plots
         run = experiments.run(
             args.experiment, args.preset, args.out, overrides=args.overrides, float64=args.x64, force=args.force,
-            progress=not args.no_progress,
+            progress=not args.no_progress and first, devices=args.devices,
+            parallel=experiments.Parallel(args.parallel),
         )
+        if not first:
+            return 0
         _print_summary(run)
         if run.reused:
             print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 from ._lockstep import ClosedForm as ClosedForm, Trace as Trace, train_lockstep as train_lockstep
 from ._results import Cell as Cell, CellResult as CellResult
 from ._runner import (
+    CellContext as CellContext,
     ConfigMismatch as ConfigMismatch,
+    Parallel as Parallel,
     Experiment as Experiment,
     RunResults as RunResults,
     run_experiment as run_experiment,

@@ -12,12 +12,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, Bool, Float, Int
 
 from .._compare import GradientAlignment, compare_gradients
 from .._gradients import energy_gradients, loss_gradients
 from .._infer import solve_activities
 from .._model import PCModel
+from .._sharding import batch_sharding, check_mesh, replicate, shard_array
 from .._solution import RESULTS
 from .._solver import AbstractInferenceSolver
 from .._solver._base import with_traced_numbers
@@ -57,7 +59,7 @@ def _linear_loss_gradients(model, x, y):
 
 
 @eqx.filter_jit
-def _lockstep_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, inference, theory):
+def _lockstep_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, inference, theory, sharding):
     x, y = validated(pc_model, x, y)
     # A linear network's loss and its gradient come from the end-to-end map, B/d_y times
     # cheaper than the batched forward pass at large width.
@@ -72,7 +74,7 @@ def _lockstep_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, infe
         residual, relative, steps, result = zero, zero, jnp.zeros((), jnp.int32), RESULTS.converged._value
         ok = jnp.array(True)
     else:
-        solution = solve_activities(pc_model, x, y, inference)
+        solution = solve_activities(pc_model, x, y, inference, sharding=sharding)
         energy, pc_grads = energy_gradients(pc_model, solution.activities, x, y)
         stats = solution.stats
         residual, relative, steps = stats.residual, stats.relative_residual, stats.steps
@@ -241,6 +243,7 @@ def train_lockstep(
     progress: bool = False,
     description: str = "steps",
     on_step: Callable[[int], None] | None = None,
+    mesh: Mesh | None = None,
 ) -> Trace:
     """Train `model` by PC and its BP twin by BP on one fixed batch for `steps` steps,
     recording a [`Trace`][pcscale.experiments.Trace].
@@ -261,6 +264,9 @@ def train_lockstep(
       T_seq factor (science.md §7, pitfall 15, divides it out of [R]'s per-token BP loss).
     - `progress`: show a progress bar over steps. `description`: its label.
     - `on_step`: called with t after every step (e.g. to sample memory).
+    - `mesh`: a device mesh (`pcscale.data_mesh`) to run the cell data parallel: the
+      batch is split over its devices (its size must be divisible by their number), the
+      weights replicated.
 
     **Returns:** a [`Trace`][pcscale.experiments.Trace].
     """
@@ -277,6 +283,10 @@ def train_lockstep(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive int, got {steps!r}; e.g. steps=20.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    if mesh is not None:
+        mesh = check_mesh(mesh)
+        x, y, model = shard_array(x, mesh, "x"), shard_array(y, mesh, "y"), replicate(model, mesh)
+    sharding = batch_sharding(x)
     from tqdm.auto import tqdm
 
     pc_model = bp_model = model
@@ -286,7 +296,7 @@ def train_lockstep(
     for t in range(steps):
         start = time.perf_counter()
         pc_model, bp_model, pc_state, bp_state, record = _lockstep_step(
-            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, inference, bool(theory)
+            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, inference, bool(theory), sharding
         )
         record = jax.block_until_ready(record)
         buffers.fill(t, record, time.perf_counter() - start, loss_scale)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+
 from . import (
     coord_check, gamma0_sweep, inference_convergence, residual_mlp, resnet_cnn, saddle, toy, toy_sp, transformer,
     width_depth_linear,
 )
 from ._config import apply_overrides
-from ._runner import Experiment, RunResults, load_run as _load_run, run_experiment
+from ._runner import Experiment, Parallel, RunResults, load_run as _load_run, run_experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
     module.EXPERIMENT.name: module.EXPERIMENT
@@ -37,6 +39,8 @@ def run(
     float64: bool | None = None,
     force: bool = False,
     progress: bool = True,
+    devices: int | Sequence[jax.Device] | None = 1,
+    parallel: Parallel = Parallel.CELLS,
 ) -> RunResults:
     """Run experiment `name` from a preset with `key=value` overrides, into `out_dir`
     (default `runs/<name>-<preset>`); see [`run_experiment`][pcscale.experiments.run_experiment].
@@ -48,14 +52,15 @@ def run(
     - `out_dir`: the run folder.
     - `overrides`: e.g. `("widths=8,64", "steps=5")`, parsed by each field's type.
     - `float64`: force float64 on (True) or off (False); default: the preset's.
-    - `force`, `progress`: as for `run_experiment`.
+    - `force`, `progress`, `devices`, `parallel`: as for `run_experiment`.
     """
     experiment = get(name)
     config = apply_overrides(experiment.preset(preset), overrides, experiment=name)
     if float64 is not None:
         config = apply_overrides(config, [f"float64={float64}"], experiment=name)
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{name}-{preset}"
-    return run_experiment(experiment, config, out_dir, force=force, progress=progress)
+    return run_experiment(experiment, config, out_dir, force=force, progress=progress, devices=devices,
+                          parallel=parallel)
 
 
 def load_run(out_dir: str | Path) -> RunResults:

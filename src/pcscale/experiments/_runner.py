@@ -3,14 +3,23 @@ versions and device saved beside them; finished cells skipped on rerun."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 import hashlib
 import json
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from .._sharding import data_mesh, resolve_devices
 
 from ._config import from_dict, to_dict
 from ._results import (
@@ -29,8 +38,9 @@ class Experiment:
     - `name`, `description`: as `pcscale list` shows them.
     - `config_type`: the frozen config dataclass; `presets`: "quick" and "paper" configs.
     - `cells(config)`: the grid, a list of [`Cell`][pcscale.experiments.Cell]s.
-    - `run_cell(config, cell, progress)`: runs one cell, returns a
-      [`CellResult`][pcscale.experiments.CellResult].
+    - `run_cell(config, cell, context)`: runs one cell with a
+      [`CellContext`][pcscale.experiments.CellContext] (progress bars, data-parallel
+      mesh), returns a [`CellResult`][pcscale.experiments.CellResult].
     - `summarise(config, results)`: the terminal table.
     """
 
@@ -39,13 +49,38 @@ class Experiment:
     config_type: type
     presets: dict[str, Any]
     cells: Callable[[Any], list[Cell]]
-    run_cell: Callable[[Any, Cell, bool], CellResult]
+    run_cell: Callable[[Any, Cell, "CellContext"], CellResult]
     summarise: Callable[[Any, list[CellResult]], str]
 
     def preset(self, name: str):
         if name not in self.presets:
             raise ValueError(f"unknown preset {name!r} for {self.name}; choose one of {', '.join(self.presets)}.")
         return self.presets[name]
+
+
+class Parallel(enum.Enum):
+    """How [`run_experiment`][pcscale.experiments.run_experiment] uses several devices.
+
+    - `CELLS`: independent cells run concurrently, one per device (each cell whole on
+      its device); for grids of cells too small to split, such as the width × depth
+      sweeps.
+    - `BATCH`: the cells run one after another, each data parallel over every device
+      (batch split, weights replicated); for cells too large for one device. This is
+      also the mode that spans several hosts.
+    """
+
+    CELLS = "cells"
+    BATCH = "batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class CellContext:
+    """What the runner tells a cell besides its config: whether to show per-step
+    `progress`, and the data-parallel `mesh` to train on (None: the current default
+    device). Cells that do not train a network (e.g. DMFT curves) ignore the mesh."""
+
+    progress: bool = False
+    mesh: Mesh | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +124,10 @@ def _read_run_file(run_file: Path, *, force: bool) -> dict:
         ) from None
 
 
-def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool) -> str:
+def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool, write: bool = True) -> str:
     key = digest(experiment.name, config)
+    if not write:
+        return key  # another process (process 0) owns the folder
     run_file = out_dir / RUN_FILE
     if run_file.exists():
         saved = _read_run_file(run_file, force=force)
@@ -140,7 +177,14 @@ def _finished(path: Path, experiment: str, key: str, settings: dict) -> CellResu
 
 
 def run_experiment(
-    experiment: Experiment, config, out_dir: str | Path, *, force: bool = False, progress: bool = True
+    experiment: Experiment,
+    config,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    devices: int | Sequence[jax.Device] | None = 1,
+    parallel: Parallel = Parallel.CELLS,
 ) -> RunResults:
     """Run every cell of `config` that `out_dir` does not already hold, writing one
     results file per cell as soon as it finishes (temporary file, then rename): an
@@ -155,41 +199,125 @@ def run_experiment(
       experiment or config is refused ([`ConfigMismatch`][pcscale.experiments.ConfigMismatch])
       unless `force`, which deletes those results first.
     - `progress`: progress bars over cells and steps.
+    - `devices`: how many devices to use (an int), which (a sequence of `jax.Device`),
+      or None for all of them; default 1, the current default device.
+    - `parallel`: with several devices, [`Parallel.CELLS`][pcscale.experiments.Parallel]
+      (one cell per device, concurrently) or `Parallel.BATCH` (each cell data parallel
+      over all of them). Both write the same results files as a one-device run, up to
+      the order of floating-point sums in `BATCH` mode and the wall times.
+
+    With several hosts (after `jax.distributed.initialize`), use `Parallel.BATCH`: every
+    process runs every cell together and process 0 alone writes the files.
 
     **Returns:** [`RunResults`][pcscale.experiments.RunResults].
     """
     if not isinstance(config, experiment.config_type):
         raise TypeError(f"`config` must be a {experiment.config_type.__name__} for {experiment.name}, got "
                         f"{type(config).__name__}.")
+    if not isinstance(parallel, Parallel):
+        raise TypeError(f"`parallel` must be a pcscale.experiments.Parallel, got {parallel!r}; e.g. "
+                        "Parallel.CELLS (one cell per device) or Parallel.BATCH (each cell split over devices).")
+    chosen = resolve_devices(devices)
+    if jax.process_count() > 1 and (parallel is Parallel.CELLS or len(chosen) < jax.device_count()):
+        raise ValueError(
+            f"{jax.process_count()} processes are connected (jax.distributed), so a run must spread each cell "
+            f"over every host's devices: pass devices=None and parallel=Parallel.BATCH (--devices all "
+            f"--parallel batch); got devices={devices!r}, parallel={parallel}."
+        )
     if getattr(config, "float64", False):
-        import jax
-
         jax.config.update("jax_enable_x64", True)  # before any array of the run exists
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key = _prepare(out_dir, experiment, config, force=force)
+    writer = jax.process_index() == 0
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    key = _prepare(out_dir, experiment, config, force=force, write=writer)
+    cells = _unique(experiment.cells(config))
+    done = {cell.name: _finished(out_dir / CELLS / f"{cell.name}.json", experiment.name, key, cell.settings)
+            for cell in cells}
+    todo = _agree([cell for cell in cells if done[cell.name] is None], cells)
+
+    def compute(cell: Cell, context: CellContext) -> CellResult:
+        start = time.perf_counter()
+        result = experiment.run_cell(config, cell, context)
+        result = dataclasses.replace(result, wall_time=time.perf_counter() - start)
+        if writer:
+            write_json(out_dir / CELLS / f"{cell.name}.json",
+                       cell_to_json(result, experiment=experiment.name, config_digest=key))
+        return result
+
     from tqdm.auto import tqdm
 
-    cells = _unique(experiment.cells(config))
-    results, computed, reused = [], [], []
-    bar = tqdm(cells, disable=not progress, desc=experiment.name, unit="cell")
-    for cell in bar:
-        path = out_dir / CELLS / f"{cell.name}.json"
-        done = _finished(path, experiment.name, key, cell.settings)
-        if done is None:
-            bar.set_postfix_str(cell.name)
-            start = time.perf_counter()
-            result = experiment.run_cell(config, cell, progress)
-            result = dataclasses.replace(result, wall_time=time.perf_counter() - start)
-            write_json(path, cell_to_json(result, experiment=experiment.name, config_digest=key))
-            computed.append(cell.name)
-            done = result
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), disable=not progress, desc=experiment.name,
+               unit="cell")
+    try:
+        if len(chosen) > 1 and parallel is Parallel.CELLS:
+            done.update(_run_concurrently(todo, chosen, compute, bar))
         else:
-            reused.append(cell.name)
-        results.append(done)
-    bar.close()
+            context = CellContext(progress, data_mesh(chosen) if len(chosen) > 1 else None)
+            with jax.default_device(chosen[0]) if len(chosen) == 1 else contextlib.nullcontext():
+                for cell in todo:
+                    bar.set_postfix_str(cell.name)
+                    done[cell.name] = compute(cell, context)
+                    bar.update(1)
+    finally:
+        bar.close()
+    results = [done[cell.name] for cell in cells if done[cell.name] is not None]
     _check_same_data(results)
-    return RunResults(experiment.name, config, results, out_dir, tuple(computed), tuple(reused))
+    computed = {cell.name for cell in todo}
+    return RunResults(experiment.name, config, results, out_dir,
+                      tuple(cell.name for cell in cells if cell.name in computed),
+                      tuple(cell.name for cell in cells if cell.name not in computed))
+
+
+def _agree(todo: list[Cell], cells: list[Cell]) -> list[Cell]:
+    """With several processes, every one runs the cells process 0 found unfinished (the
+    others may not see its files), so that all enter the same computations."""
+    if jax.process_count() == 1:
+        return todo
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    names = {cell.name for cell in todo}
+    flags = multihost_utils.broadcast_one_to_all(np.array([cell.name in names for cell in cells]))
+    return [cell for cell, flag in zip(cells, np.asarray(flags)) if flag]
+
+
+def _run_concurrently(todo: list[Cell], devices: list, compute, bar) -> dict[str, CellResult]:
+    """One worker thread per device, each taking the next unfinished cell and running it
+    with that device as JAX's default. A failing cell stops the others from starting new
+    cells; the cells already running finish and are saved, then the error is raised."""
+    pending = list(reversed(todo))
+    lock, stop = threading.Lock(), threading.Event()
+    results: dict[str, CellResult] = {}
+
+    def worker(device):
+        with jax.default_device(device):
+            while not stop.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    cell = pending.pop()
+                try:
+                    results[cell.name] = compute(cell, CellContext(progress=False))
+                except BaseException:
+                    stop.set()
+                    raise
+                with lock:
+                    bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="pcscale-cell") as pool:
+        futures = [pool.submit(worker, device) for device in devices[: max(1, len(todo))]]
+        try:
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except KeyboardInterrupt:
+            stop.set()  # running cells finish and are saved; no new cell starts
+            raise
+        for future in finished:
+            if future.exception() is not None:
+                stop.set()
+                wait(futures)
+                raise future.exception()
+    return results
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:

@@ -13,7 +13,7 @@ import pcscale as pc
 from . import _names, _nonlinear
 from ._config import check_choice, check_config, check_positive
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 from ._table import number, table
 
 
@@ -68,7 +68,7 @@ def cells(config: CoordCheckConfig) -> list[Cell]:
     return [Cell(name, {"parameterisation": name}) for name in config.parameterisations]
 
 
-def run_cell(config: CoordCheckConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: CoordCheckConfig, cell: Cell, context: CellContext) -> CellResult:
     x, y, data_info = _names.image_batch(config.dataset, batch=config.batch, seed=config.seed, flatten=True,
                                          data_root=config.data_root, fallback=config.fallback)
     dtype = _names.dtype(config.float64)
@@ -88,7 +88,7 @@ def run_cell(config: CoordCheckConfig, cell: Cell, progress: bool) -> CellResult
 
     result = pc.theory.coord_check(
         make_model, config.widths, x.astype(dtype), y.astype(dtype), optimiser=pc.Adam(config.learning_rate),
-        solver=solver, steps=config.steps, seeds=config.seeds, progress=progress,
+        solver=solver, steps=config.steps, seeds=config.seeds, progress=context.progress,
         key=jax.random.PRNGKey(config.seed),
     )
     record = pc.theory.coord_check_record(result)

@@ -12,7 +12,7 @@ from . import _names
 from ._config import check_choice, check_config, check_positive
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 from ._table import number, table
 from .toy import ToyConfig, toy_data
 
@@ -79,7 +79,7 @@ def inference_for(config: InferenceConvergenceConfig, mode: str, hidden_layers: 
     return pc.ConjugateGradient(rtol=config.rtol, max_steps=config.max_inference_steps)
 
 
-def run_cell(config: InferenceConvergenceConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: InferenceConvergenceConfig, cell: Cell, context: CellContext) -> CellResult:
     s = cell.settings
     toy = ToyConfig(float64=config.float64, dmft=False)
     x, y, model_key = toy_data(toy, config.seed, config.seed)
@@ -91,7 +91,7 @@ def run_cell(config: InferenceConvergenceConfig, cell: Cell, progress: bool) -> 
     optimiser = optimiser_for(model, pc.SGD(config.learning_rate))
     inference = inference_for(config, s["mode"], s["hidden_layers"])
     trace = train_lockstep(model, x, y, optimiser=optimiser, inference=inference, steps=config.steps,
-                           theory=not isinstance(inference, ClosedForm), progress=progress, description=cell.name)
+                           theory=not isinstance(inference, ClosedForm), progress=context.progress, mesh=context.mesh, description=cell.name)
     info = {"dataset": "toy", "depth": depth, "solver": type(inference).__name__,
             "theory_trace_gap": pc.theory.predicted_gap(config.width, depth, parameterisation, skips=config.skips)}
     return CellResult(cell, trace, info, 0.0)

@@ -13,7 +13,7 @@ from . import _names, _nonlinear
 from ._config import check_choice, check_config, check_positive
 from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ def cells(config: ResidualMLPConfig) -> list[Cell]:
     return [Cell(f"N{n}-seed{seed}", {"width": n, "seed": seed}) for n in config.widths for seed in config.seeds]
 
 
-def run_cell(config: ResidualMLPConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: ResidualMLPConfig, cell: Cell, context: CellContext) -> CellResult:
     n, seed = cell.settings["width"], cell.settings["seed"]
     x, y, data_info = _names.image_batch(config.dataset, batch=config.batch, seed=seed, flatten=True,
                                          data_root=config.data_root, fallback=config.fallback)
@@ -82,7 +82,7 @@ def run_cell(config: ResidualMLPConfig, cell: Cell, progress: bool) -> CellResul
     optimiser = optimiser_for(model, pc.Adam(config.learning_rate))
     solver = _nonlinear.solver_for(config, model)
     trace = train_lockstep(model, x.astype(dtype), y.astype(dtype), optimiser=optimiser, inference=solver,
-                           steps=config.steps, progress=progress, description=cell.name)
+                           steps=config.steps, progress=context.progress, mesh=context.mesh, description=cell.name)
     layers = list(range(len(model.layers)))
     info = {**data_info, "depth": config.hidden_layers + 1, "solver": type(solver).__name__,
             "tracked_layers": layers, "layer_labels": [f"W{i + 1}" for i in layers]}

@@ -14,7 +14,7 @@ from . import _names, _nonlinear
 from ._config import check_choice, check_config, check_positive
 from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _parameterisation(config: ResNetCNNConfig):
     return _names.parameterisation(config.parameterisation, gamma0=config.gamma0)
 
 
-def run_cell(config: ResNetCNNConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: ResNetCNNConfig, cell: Cell, context: CellContext) -> CellResult:
     c, seed = cell.settings["width"], cell.settings["seed"]
     x, y, data_info = _names.image_batch(config.dataset, batch=config.batch, seed=seed, flatten=False,
                                          data_root=config.data_root, fallback=config.fallback, multiple_of=8)
@@ -100,9 +100,11 @@ def run_cell(config: ResNetCNNConfig, cell: Cell, progress: bool) -> CellResult:
                          output_energy=pc.CrossEntropy(), dtype=dtype, key=model_key)
     optimiser = optimiser_for(model, pc.Adam(config.learning_rate))
     solver = _nonlinear.solver_for(config, model)
+    if context.mesh is not None:  # the budget sweep runs data parallel too
+        x, y = pc.shard_batch((x, y), context.mesh)
     sweep = [_cosine_at_budget(model, x, y, config, budget) for budget in config.iteration_sweep]
     trace = train_lockstep(model, x, y, optimiser=optimiser, inference=solver, steps=config.steps,
-                           progress=progress, description=cell.name)
+                           progress=context.progress, mesh=context.mesh, description=cell.name)
     layers, labels = tracked_layers(model)
     info = {**data_info, "depth_effective": config.n_res + 4, "solver": type(solver).__name__,
             "tracked_layers": layers, "layer_labels": labels, "plot_width": 9 * c,

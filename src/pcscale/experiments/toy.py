@@ -15,7 +15,7 @@ from . import _names
 from ._config import check_choice, check_config, check_positive
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 from ._table import number, table
 
 
@@ -103,7 +103,7 @@ def toy_data(config: ToyConfig, seed: int, data_seed: int):
     return x.astype(dtype), y.astype(dtype), model_key
 
 
-def run_cell(config: ToyConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: ToyConfig, cell: Cell, context: CellContext) -> CellResult:
     s = cell.settings
     x, y, model_key = toy_data(config, s.get("seed", s["data_seed"]), s["data_seed"])
     depth = s["hidden_layers"] + 1
@@ -119,7 +119,7 @@ def run_cell(config: ToyConfig, cell: Cell, progress: bool) -> CellResult:
                   output_energy=pc.MSE(), dtype=x.dtype, key=model_key)
     optimiser = optimiser_for(model, pc.SGD(config.learning_rate))
     trace = train_lockstep(model, x, y, optimiser=optimiser, inference=ClosedForm(), steps=config.steps,
-                           progress=progress, description=cell.name)
+                           progress=context.progress, mesh=context.mesh, description=cell.name)
     info = {"dataset": "toy", "depth": depth,
             "theory_trace_gap": pc.theory.predicted_gap(s["width"], depth, parameterisation, skips=s["skips"])}
     return CellResult(cell, trace, info, 0.0)

@@ -14,7 +14,7 @@ from . import _names, _nonlinear
 from ._config import check_choice, check_config, check_positive
 from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ def tracked_layers(model) -> tuple[list[int], list[str]]:
     return layers, labels
 
 
-def run_cell(config: TransformerConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: TransformerConfig, cell: Cell, context: CellContext) -> CellResult:
     d, seed = cell.settings["width"], cell.settings["seed"]
     x, y, data_info = _names.text_batch(config.dataset, batch=config.batch, seq_len=config.seq_len, seed=seed,
                                         data_root=config.data_root, fallback=config.fallback)
@@ -109,7 +109,7 @@ def run_cell(config: TransformerConfig, cell: Cell, progress: bool) -> CellResul
     optimiser = optimiser_for(model, adam)
     solver = _nonlinear.solver_for(config, model)
     trace = train_lockstep(model, x, y.astype(dtype), optimiser=optimiser, inference=solver, steps=config.steps,
-                           loss_scale=1.0 / config.seq_len, progress=progress, description=cell.name)
+                           loss_scale=1.0 / config.seq_len, progress=context.progress, mesh=context.mesh, description=cell.name)
     layers, labels = tracked_layers(model)
     info = {**data_info, "solver": type(solver).__name__, "tracked_layers": layers, "layer_labels": labels,
             "per_token": True, "paper_seed": 2}

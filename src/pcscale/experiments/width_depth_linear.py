@@ -13,7 +13,7 @@ from . import _names
 from ._config import check_choice, check_config, check_positive
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
-from ._runner import Experiment
+from ._runner import CellContext, Experiment
 from ._table import at, table
 
 
@@ -65,7 +65,7 @@ def cells(config: WidthDepthLinearConfig) -> list[Cell]:
     ]
 
 
-def run_cell(config: WidthDepthLinearConfig, cell: Cell, progress: bool) -> CellResult:
+def run_cell(config: WidthDepthLinearConfig, cell: Cell, context: CellContext) -> CellResult:
     h, n, seed = cell.settings["hidden_layers"], cell.settings["width"], cell.settings["seed"]
     x, y, data_info = _names.image_batch(config.dataset, batch=config.batch, seed=seed, flatten=True,
                                          data_root=config.data_root, fallback=config.fallback)
@@ -76,7 +76,7 @@ def run_cell(config: WidthDepthLinearConfig, cell: Cell, progress: bool) -> Cell
                                activation="linear", output_energy=pc.MSE(), dtype=dtype, key=model_key)
     optimiser = optimiser_for(model, pc.Adam(config.learning_rate))
     trace = train_lockstep(model, x.astype(dtype), y.astype(dtype), optimiser=optimiser, inference=ClosedForm(),
-                           steps=config.steps, progress=progress, description=cell.name)
+                           steps=config.steps, progress=context.progress, mesh=context.mesh, description=cell.name)
     info = {**data_info, "depth": h + 1,
             "theory_trace_gap": pc.theory.predicted_gap(n, h + 1, parameterisation, skips=True)}
     return CellResult(cell, trace, info, 0.0)

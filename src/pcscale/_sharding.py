@@ -1,0 +1,187 @@
+"""Data parallelism through JAX's own sharding: a one-axis device mesh over which the
+batch (and so every activity) is split while the parameters are replicated.
+
+Nothing here is a framework: `data_mesh` builds a `jax.sharding.Mesh`, `shard_batch`
+places arrays with a `NamedSharding`, and the jitted steps read the batch's sharding and
+pin the activities to it inside the inference loop, so that the compiler keeps them
+split and reduces the weight gradients and residual norms across devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import PyTree
+
+BATCH_AXIS = "batch"
+
+
+def _available() -> str:
+    devices = jax.devices()
+    kinds = sorted({f"{d.platform}" for d in devices})
+    return f"{len(devices)} JAX device(s) ({', '.join(kinds)})"
+
+
+def _too_many(requested: int) -> ValueError:
+    hint = ""
+    if jax.default_backend() == "cpu":
+        hint = (
+            f" On a CPU, XLA can split the host into {requested} devices: set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={requested} before Python imports jax."
+        )
+    return ValueError(
+        f"`devices={requested}` asks for more devices than exist: this process sees {_available()}; "
+        f"ask for at most {jax.device_count()}.{hint}"
+    )
+
+
+def resolve_devices(devices: int | Sequence[jax.Device] | None) -> list[jax.Device]:
+    """The devices meant by `devices`: all of them (None), the first n (an int), or the
+    given ones (a sequence of `jax.Device`), with a clear error for a bad request."""
+    everything = jax.devices()
+    if devices is None:
+        return list(everything)
+    if isinstance(devices, bool) or isinstance(devices, (float, str)):
+        raise TypeError(
+            f"`devices` must be an int, a sequence of jax.Device or None, got {devices!r}; e.g. devices=4, "
+            "or devices=None for every device."
+        )
+    if isinstance(devices, (int, np.integer)):
+        count = int(devices)
+        if count < 1:
+            raise ValueError(f"`devices` must be at least 1, got {count}; e.g. devices={len(everything)}.")
+        if count > len(everything):
+            raise _too_many(count)
+        return list(everything[:count])
+    chosen = list(devices)
+    if not chosen:
+        raise ValueError("`devices` is an empty sequence; give at least one jax.Device, or None for all.")
+    for item in chosen:
+        if not isinstance(item, jax.Device):
+            raise TypeError(f"`devices` must hold jax.Device objects, got {type(item).__name__} ({item!r}).")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"`devices` names a device more than once: {chosen}; give each device once.")
+    return chosen
+
+
+def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis device mesh (axis name `"batch"`) for data-parallel PC and BP training.
+
+    **Arguments:**
+
+    - `devices`: None for every device JAX sees (across all hosts after
+      `jax.distributed.initialize`), an int n for the first n, or a sequence of
+      `jax.Device`. Asking for more devices than exist is an error that says how many
+      there are.
+
+    **Returns:** a `jax.sharding.Mesh` of shape `(len(devices),)`.
+
+    ```python
+    >>> import pcscale as pc
+    >>> mesh = pc.data_mesh(1)
+    >>> mesh.axis_names, mesh.size
+    (('batch',), 1)
+
+    ```
+    """
+    return Mesh(np.array(resolve_devices(devices)), (BATCH_AXIS,))
+
+
+def check_mesh(mesh) -> Mesh:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}; build one with pcscale.data_mesh(n)."
+        )
+    return mesh
+
+
+def batch_spec(mesh: Mesh) -> PartitionSpec:
+    """Axis 0 split over every axis of `mesh` (all of them serve the batch)."""
+    names = mesh.axis_names
+    return PartitionSpec(names[0] if len(names) == 1 else tuple(names))
+
+
+def check_divisible(batch: int, mesh: Mesh, name: str) -> None:
+    if batch % mesh.size:
+        lower = batch - batch % mesh.size
+        raise ValueError(
+            f"`{name}` has batch size {batch}, which the {mesh.size} devices of the mesh cannot share equally; "
+            f"use a batch that is a multiple of {mesh.size} (e.g. {lower or mesh.size} or "
+            f"{lower + mesh.size}), or fewer devices."
+        )
+
+
+def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+    """Place every array of `batch` (e.g. `(x, y)`) on `mesh`, split along axis 0.
+
+    Each leaf must have a batch size divisible by the number of devices; otherwise the
+    error names the leaf, its size and the nearest valid sizes. On several hosts every
+    process passes the same global batch and each keeps only the slices of its own
+    devices.
+
+    ```python
+    >>> import jax.numpy as jnp
+    >>> import pcscale as pc
+    >>> mesh = pc.data_mesh(1)
+    >>> x, y = pc.shard_batch((jnp.ones((8, 3)), jnp.zeros((8, 2))), mesh)
+    >>> x.sharding.spec
+    PartitionSpec('batch',)
+
+    ```
+    """
+    mesh = check_mesh(mesh)
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(batch)
+    placed = [shard_array(leaf, mesh, "batch" + jax.tree_util.keystr(path)) for path, leaf in paths_and_leaves]
+    return jax.tree_util.tree_unflatten(treedef, placed)
+
+
+def shard_array(array, mesh: Mesh, name: str):
+    """One array split along axis 0 over `mesh`; errors call it `name`."""
+    shape = np.shape(array)
+    if len(shape) < 1:
+        raise ValueError(f"`{name}` is a scalar; data-parallel arrays need the batch on axis 0.")
+    check_divisible(shape[0], mesh, name)
+    return _place(array, NamedSharding(mesh, batch_spec(mesh)))
+
+
+def _place(leaf, sharding: NamedSharding):
+    """`leaf` laid out by `sharding`; on several hosts each process supplies only the
+    slices its own devices hold (every process passes the same global value)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(leaf, sharding)
+    array = np.asarray(leaf)
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Copy every array of `tree` (a model, an optimiser state) to all devices of `mesh`;
+    other leaves are left as they are."""
+    mesh = check_mesh(mesh)
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(lambda leaf: _place(leaf, sharding) if isinstance(leaf, (jax.Array, np.ndarray)) else leaf,
+                        tree)
+
+
+def batch_sharding(x) -> NamedSharding | None:
+    """The sharding to pin activities to, read from a concrete batch `x` outside jit:
+    axis 0's part of `x`'s NamedSharding when it splits axis 0 over several devices,
+    else None (one device: nothing to pin)."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or sharding.mesh.size == 1:
+        return None
+    spec = tuple(sharding.spec)
+    if not spec or spec[0] is None:
+        return None
+    return NamedSharding(sharding.mesh, PartitionSpec(spec[0]))
+
+
+def pin(tree: PyTree, sharding: NamedSharding | None) -> PyTree:
+    """Constrain every array of `tree` (batch on axis 0) to `sharding` inside jit; the
+    identity for None."""
+    if sharding is None:
+        return tree
+    return jax.tree.map(lambda leaf: jax.lax.with_sharding_constraint(leaf, sharding), tree)
