@@ -289,7 +289,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(tmp_path, argv_of, timeout=240):
+def _two_processes(tmp_path, argv_of, timeout=240, status=0):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     address = f"localhost:{_free_port()}"
     processes = [subprocess.Popen(argv_of(address, rank), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -303,7 +303,7 @@ def _two_processes(tmp_path, argv_of, timeout=240):
                 other.kill()
             pytest.fail("the two-process run did not finish")
     for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+        assert process.returncode == status, output[-3000:]
     return outputs
 
 
@@ -328,11 +328,12 @@ def test_two_processes_train_like_one_device(tmp_path):
 def test_the_cli_runs_one_sweep_over_two_processes(tmp_path, data_root):
     """`pcscale run … --distributed` as docs/scaling.md gives it, on two local processes:
     process 0 alone writes the files, which match a one-device run."""
-    def argv(address, rank):
+    def argv(address, rank, steps=2):
         return [sys.executable, "-m", "pcscale.cli", "run", "width-depth-linear", "--out", str(tmp_path / "hosts"),
                 "--no-plot", "--no-progress", "--devices", "all", "--parallel", "batch", "--distributed",
                 "--coordinator", address, "--num-processes", "2", "--process-id", str(rank),
-                *[arg for item in SWEEP[:1] + ["hidden_layers=1", "steps=2", "batch=8"] for arg in ("--set", item)]]
+                *[arg for item in SWEEP[:1] + ["hidden_layers=1", f"steps={steps}", "batch=8"]
+                  for arg in ("--set", item)]]
 
     outputs = _two_processes(tmp_path, argv)
     assert "results:" in outputs[0] and "results:" not in outputs[1]
@@ -343,3 +344,7 @@ def test_the_cli_runs_one_sweep_over_two_processes(tmp_path, data_root):
     for a, b in zip(serial.results, hosts.results, strict=True):
         np.testing.assert_allclose(b.trace.cosine_lockstep, a.trace.cosine_lockstep, rtol=1e-9)
         np.testing.assert_allclose(b.trace.bp_loss, a.trace.bp_loss, rtol=1e-9)
+    # Another config into the same folder: process 0 refuses it, and process 1 stops too
+    # instead of waiting for it.
+    outputs = _two_processes(tmp_path, lambda address, rank: argv(address, rank, steps=3), timeout=120, status=2)
+    assert "another config" in outputs[0] and "process 0 refused" in outputs[1]

@@ -127,8 +127,8 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     >>> import pcscale as pc
     >>> mesh = pc.data_mesh(1)
     >>> x, y = pc.shard_batch((jnp.ones((8, 3)), jnp.zeros((8, 2))), mesh)
-    >>> x.sharding.spec
-    PartitionSpec('batch',)
+    >>> x.sharding.spec[0]
+    'batch'
 
     ```
     """

@@ -338,22 +338,31 @@ def load_or_default(name: str, **kwargs) -> ImageDataset | TextCorpus:
 
     **Arguments:** as for `load`.
     """
+    data, note = load_with_fallback_note(name, **kwargs)
+    if note is not None:
+        warnings.warn(note, stacklevel=2)
+    return data
+
+
+def load_with_fallback_note(name: str, **kwargs) -> tuple[ImageDataset | TextCorpus, str | None]:
+    """`load_or_default` without the warning: the data and the fallback message (None
+    when `name` itself was loaded). Safe to call from several threads at once, unlike
+    catching the warning."""
     _check_common(name, kwargs.get("split", "train"), kwargs.get("seed", 0))
     try:
-        return load(name, **kwargs)
+        return load(name, **kwargs), None
     except DatasetMissing as error:
         fallback = DEFAULTS["text" if name in TEXT_SETS else "image"]
-        note = ""
+        detail = ""
         if fallback == "digits" and kwargs.get("n") is not None:
             available = DIGITS_SIZES[kwargs.get("split", "train")]
             if kwargs["n"] > available:
-                note = f" ({kwargs['n']} samples asked for; it has {available}, so all are used)"
+                detail = f" ({kwargs['n']} samples asked for; it has {available}, so all are used)"
                 kwargs = {**kwargs, "n": available}
-        warnings.warn(f"{error} Using the offline default {fallback!r} instead{note}.", stacklevel=2)
         data = load(fallback, **kwargs)
         if isinstance(data, ImageDataset):
             data = dataclasses.replace(data, substitute_for=name)
-        return data
+        return data, f"{error} Using the offline default {fallback!r} instead{detail}."
 
 
 def text_batch(

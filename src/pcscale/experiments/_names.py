@@ -9,6 +9,7 @@ import numpy as np
 
 import pcscale as pc
 from pcscale import data as pcdata
+from pcscale.data._load import load_with_fallback_note
 
 PARAMETERISATIONS = ("mupc", "completep", "mup", "depthmup", "ntp", "sp")
 SOLVERS = ("gd", "cg", "newton", "nesterov", "lbfgs", "ode", "auto")
@@ -92,15 +93,13 @@ def _load(name: str, fallback: bool, **kwargs):
                 f"{error} The paper preset does not substitute data; place the files there, pass "
                 "--set data_root=DIR, or use --preset quick (which falls back to offline data)."
             ) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = pcdata.load_or_default(name, **kwargs)
-    notes = [str(w.message) for w in caught]
-    for note in notes:
-        if note not in _WARNED:  # once per process, not once per cell
-            _WARNED.add(note)
-            warnings.warn(note, stacklevel=3)
-    return loaded, (notes[0] if notes else None)
+    # The note comes back as a value, not a caught warning: cells run in several
+    # threads at once (one per device), and catching warnings is process-wide.
+    loaded, note = load_with_fallback_note(name, **kwargs)
+    if note is not None and note not in _WARNED:  # once per process, not once per cell
+        _WARNED.add(note)
+        warnings.warn(note, stacklevel=3)
+    return loaded, note
 
 
 def image_batch(name: str, *, batch: int, seed: int, flatten: bool, data_root: str, fallback: bool,

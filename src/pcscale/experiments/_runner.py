@@ -228,10 +228,16 @@ def run_experiment(
         jax.config.update("jax_enable_x64", True)  # before any array of the run exists
     out_dir = Path(out_dir)
     writer = jax.process_index() == 0
-    if writer:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    key = _prepare(out_dir, experiment, config, force=force, write=writer)
     cells = _unique(experiment.cells(config))
+    try:
+        if writer:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        key = _prepare(out_dir, experiment, config, force=force, write=writer)
+    except BaseException:
+        _broadcast([False])  # the other processes stop too instead of waiting for process 0
+        raise
+    if not _broadcast([True])[0]:
+        raise ConfigMismatch(f"process 0 refused the run folder {out_dir}; its output says why.")
     done = {cell.name: _finished(out_dir / CELLS / f"{cell.name}.json", experiment.name, key, cell.settings)
             for cell in cells}
     todo = _agree([cell for cell in cells if done[cell.name] is None], cells)
@@ -254,7 +260,10 @@ def run_experiment(
             done.update(_run_concurrently(todo, chosen, compute, bar))
         else:
             context = CellContext(progress, data_mesh(chosen) if len(chosen) > 1 else None)
-            with jax.default_device(chosen[0]) if len(chosen) == 1 else contextlib.nullcontext():
+            # One device named by the caller becomes the default; devices=1 keeps the
+            # current default device.
+            one = len(chosen) == 1 and not isinstance(devices, int)
+            with jax.default_device(chosen[0]) if one else contextlib.nullcontext():
                 for cell in todo:
                     bar.set_postfix_str(cell.name)
                     done[cell.name] = compute(cell, context)
@@ -269,17 +278,22 @@ def run_experiment(
                       tuple(cell.name for cell in cells if cell.name not in computed))
 
 
-def _agree(todo: list[Cell], cells: list[Cell]) -> list[Cell]:
-    """With several processes, every one runs the cells process 0 found unfinished (the
-    others may not see its files), so that all enter the same computations."""
+def _broadcast(flags: list[bool]) -> list[bool]:
+    """Process 0's `flags`, on every process (the identity with one process)."""
     if jax.process_count() == 1:
-        return todo
+        return flags
     import numpy as np
     from jax.experimental import multihost_utils
 
+    return [bool(flag) for flag in np.asarray(multihost_utils.broadcast_one_to_all(np.array(flags)))]
+
+
+def _agree(todo: list[Cell], cells: list[Cell]) -> list[Cell]:
+    """With several processes, every one runs the cells process 0 found unfinished (the
+    others may not see its files), so that all enter the same computations."""
     names = {cell.name for cell in todo}
-    flags = multihost_utils.broadcast_one_to_all(np.array([cell.name in names for cell in cells]))
-    return [cell for cell, flag in zip(cells, np.asarray(flags)) if flag]
+    flags = _broadcast([cell.name in names for cell in cells])
+    return [cell for cell, flag in zip(cells, flags) if flag]
 
 
 def _run_concurrently(todo: list[Cell], devices: list, compute, bar) -> dict[str, CellResult]:
