@@ -57,7 +57,7 @@ def measure(count: int, repeats: int) -> dict:
     state = optimiser.init(eqx.filter(model, eqx.is_array))
 
     # Data parallel: one batch of B split over the devices.
-    mesh = pc.data_mesh(devices)
+    mesh = pc.make_data_mesh(devices)
     xs, ys = pc.shard_batch((x, y), mesh)
     model_r, state_r = pc.replicate((model, state), mesh)
 

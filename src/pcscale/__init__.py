@@ -43,7 +43,7 @@ from ._parameterisation import (
     SP as SP,
     WeightRole as WeightRole,
 )
-from ._sharding import data_mesh as data_mesh, replicate as replicate, shard_batch as shard_batch
+from ._sharding import make_data_mesh as make_data_mesh, replicate as replicate, shard_batch as shard_batch
 from ._solution import (
     InferenceSolution as InferenceSolution,
     InferenceStats as InferenceStats,

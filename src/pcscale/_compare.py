@@ -5,11 +5,12 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float
 
 from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities
-from ._sharding import batch_sharding
+from ._sharding import align, batch_sharding
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
 from ._solution import InferenceStats
@@ -90,7 +91,9 @@ class EquilibriumComparison(eqx.Module):
     inference: InferenceStats
 
 
-def equilibrium_comparison(model: PCModel, x: Array, y: Array, solver: AbstractInferenceSolver, sharding=None):
+def equilibrium_comparison(
+    model: PCModel, x: Array, y: Array, solver: AbstractInferenceSolver, sharding: NamedSharding | None = None
+):
     """`compare_at_equilibrium` for validated inputs, callable inside jit; also returns
     both gradients for callers that update weights with them. `sharding`: as for
     `solve_activities`."""
@@ -127,4 +130,5 @@ def compare_at_equilibrium(
     if not isinstance(solver, AbstractInferenceSolver):
         raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    y = align(x, y, "y")
     return _compare_jit(model, x, y, with_traced_numbers(solver), batch_sharding(x))

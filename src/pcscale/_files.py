@@ -11,6 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once, at import: os.umask can only be read by setting it, which is process-wide
+# and would race with writes from other threads (cells run one per device in threads).
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, prefix: str = ".partial-") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on a clean exit it is renamed to `path`
@@ -23,9 +34,7 @@ def atomic_path(path: str | os.PathLike, *, prefix: str = ".partial-") -> Iterat
     os.close(handle)
     try:
         yield Path(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -1,7 +1,7 @@
 """Data parallelism through JAX's own sharding: a one-axis device mesh over which the
 batch (and so every activity) is split while the parameters are replicated.
 
-Nothing here is a framework: `data_mesh` builds a `jax.sharding.Mesh`, `shard_batch`
+Nothing here is a framework: `make_data_mesh` builds a `jax.sharding.Mesh`, `shard_batch`
 places arrays with a `NamedSharding`, and the jitted steps read the batch's sharding and
 pin the activities to it inside the inference loop, so that the compiler keeps them
 split and reduces the weight gradients and residual norms across devices.
@@ -61,13 +61,14 @@ def resolve_devices(devices: int | Sequence[jax.Device] | None) -> list[jax.Devi
         raise ValueError("`devices` is an empty sequence; give at least one jax.Device, or None for all.")
     for item in chosen:
         if not isinstance(item, jax.Device):
-            raise TypeError(f"`devices` must hold jax.Device objects, got {type(item).__name__} ({item!r}).")
+            raise TypeError(f"`devices` must hold jax.Device objects, got {type(item).__name__} ({item!r}); pass "
+                            "e.g. jax.devices()[:2], or an int for the first n devices.")
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"`devices` names a device more than once: {chosen}; give each device once.")
     return chosen
 
 
-def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+def make_data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     """A one-axis device mesh (axis name `"batch"`) for data-parallel PC and BP training.
 
     **Arguments:**
@@ -81,7 +82,7 @@ def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
 
     ```python
     >>> import pcscale as pc
-    >>> mesh = pc.data_mesh(1)
+    >>> mesh = pc.make_data_mesh(1)
     >>> mesh.axis_names, mesh.size
     (('batch',), 1)
 
@@ -93,7 +94,7 @@ def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
 def check_mesh(mesh) -> Mesh:
     if not isinstance(mesh, Mesh):
         raise TypeError(
-            f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}; build one with pcscale.data_mesh(n)."
+            f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}; build one with pcscale.make_data_mesh(n)."
         )
     return mesh
 
@@ -107,10 +108,10 @@ def batch_spec(mesh: Mesh) -> PartitionSpec:
 def check_divisible(batch: int, mesh: Mesh, name: str) -> None:
     if batch % mesh.size:
         lower = batch - batch % mesh.size
+        sizes = f"{lower} or {lower + mesh.size}" if lower else f"{mesh.size}"
         raise ValueError(
             f"`{name}` has batch size {batch}, which the {mesh.size} devices of the mesh cannot share equally; "
-            f"use a batch that is a multiple of {mesh.size} (e.g. {lower or mesh.size} or "
-            f"{lower + mesh.size}), or fewer devices."
+            f"use a batch that is a multiple of {mesh.size} (e.g. {sizes}), or fewer devices."
         )
 
 
@@ -125,7 +126,7 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     ```python
     >>> import jax.numpy as jnp
     >>> import pcscale as pc
-    >>> mesh = pc.data_mesh(1)
+    >>> mesh = pc.make_data_mesh(1)
     >>> x, y = pc.shard_batch((jnp.ones((8, 3)), jnp.zeros((8, 2))), mesh)
     >>> x.sharding.spec[0]
     'batch'
@@ -148,12 +149,38 @@ def shard_array(array, mesh: Mesh, name: str):
 
 
 def _place(leaf, sharding: NamedSharding):
-    """`leaf` laid out by `sharding`; on several hosts each process supplies only the
-    slices its own devices hold (every process passes the same global value)."""
-    if sharding.is_fully_addressable:
+    """`leaf` laid out by `sharding`. An array already laid out so is returned as it is,
+    and a JAX array is moved by JAX (it may span several hosts). Host data on several
+    hosts: each process supplies only the slices its own devices hold, after checking
+    that every process passed the same value."""
+    if isinstance(leaf, jax.Array):
+        if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        if sharding.is_fully_addressable or not leaf.is_fully_addressable:
+            return jax.device_put(leaf, sharding)
+    elif sharding.is_fully_addressable:
         return jax.device_put(leaf, sharding)
     array = np.asarray(leaf)
+    _check_same_on_every_process(array)
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _check_same_on_every_process(array: np.ndarray) -> None:
+    """Every process of a multi-host run must pass the same global batch (and model);
+    compare a fingerprint (shape, sum, sum of squares) across processes."""
+    from jax.experimental import multihost_utils
+
+    values = np.nan_to_num(array.astype(np.float64))
+    first = array.shape[0] if array.ndim else 0
+    fingerprint = np.array([array.ndim, array.size, first, values.sum(), (values**2).sum()])
+    try:
+        multihost_utils.assert_equal(fingerprint, "")
+    except AssertionError:
+        raise ValueError(
+            f"process {jax.process_index()} passed different data (shape {array.shape}) from process 0; every "
+            "process of a multi-host run must pass the same global batch and model: load the same files with "
+            "the same seed on every host (a host without the dataset may have fallen back to another one)."
+        ) from None
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
@@ -177,6 +204,23 @@ def batch_sharding(x) -> NamedSharding | None:
     if not spec or spec[0] is None:
         return None
     return NamedSharding(sharding.mesh, PartitionSpec(spec[0]))
+
+
+def align(x, others: PyTree, names: str) -> PyTree:
+    """`others` (y, z0: batch on axis 0) laid out like the batch `x` when `x` is split
+    over several devices, so that a caller who split only x gets a data-parallel step
+    instead of JAX's error about incompatible devices; unchanged otherwise."""
+    sharding = batch_sharding(x)
+    if sharding is None:
+        return others
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(others)
+    placed = []
+    for path, leaf in paths_and_leaves:
+        if isinstance(leaf, (jax.Array, np.ndarray)) and np.ndim(leaf) >= 1:
+            check_divisible(np.shape(leaf)[0], sharding.mesh, names + jax.tree_util.keystr(path))
+            leaf = _place(leaf, sharding)
+        placed.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, placed)
 
 
 def pin(tree: PyTree, sharding: NamedSharding | None) -> PyTree:

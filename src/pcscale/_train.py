@@ -16,7 +16,7 @@ from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities, tree_norm
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
-from ._sharding import batch_sharding, check_mesh, replicate, shard_array
+from ._sharding import align, batch_sharding, check_mesh, replicate, shard_array
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
 from ._solver._base import with_traced_numbers
@@ -132,6 +132,7 @@ def pc_step(
     _check_solver(solver)
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    y = align(x, y, "y")
     return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged),
                     batch_sharding(x))
 
@@ -156,6 +157,7 @@ def bp_step(
     """
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
+    y = align(x, y, "y")
     return _bp_step(model, opt_state, x, y, optimiser)
 
 
@@ -268,7 +270,7 @@ def train(
     - `steps`: number of training steps T ≥ 1.
     - `allow_diverged`: see [`pc_step`][pcscale.pc_step].
     - `progress`: show a progress bar.
-    - `mesh`: a device mesh ([`data_mesh`][pcscale.data_mesh]) to train data parallel:
+    - `mesh`: a device mesh ([`make_data_mesh`][pcscale.make_data_mesh]) to train data parallel:
       every batch is split over its devices (the batch size must be divisible by their
       number) and the weights and optimiser states are replicated; the result equals
       the one-device run up to the order of floating-point sums.

@@ -34,8 +34,9 @@ def check_finite(array: Array, name: str) -> Array:
     """Raise (eagerly or inside jit, via `eqx.error_if`) if `array` has a NaN or inf."""
     if isinstance(array, jax.core.Tracer):
         # Only a scalar passes through the check, which runs on one device, and the array
-        # depends on it through an exact `+ 0`: a batch split over several devices stays
-        # split instead of being gathered onto the checking device.
+        # depends on it through `+ 0` (exact, except that −0.0 becomes +0.0): a batch
+        # split over several devices stays split instead of being gathered onto the
+        # checking device.
         zero = eqx.error_if(
             jnp.zeros((), array.dtype),
             ~jnp.all(jnp.isfinite(array)),

@@ -264,7 +264,7 @@ def train_lockstep(
       T_seq factor (science.md §7, pitfall 15, divides it out of [R]'s per-token BP loss).
     - `progress`: show a progress bar over steps. `description`: its label.
     - `on_step`: called with t after every step (e.g. to sample memory).
-    - `mesh`: a device mesh (`pcscale.data_mesh`) to run the cell data parallel: the
+    - `mesh`: a device mesh (`pcscale.make_data_mesh`) to run the cell data parallel: the
       batch is split over its devices (its size must be divisible by their number), the
       weights replicated.
 

@@ -9,6 +9,7 @@ import enum
 import hashlib
 import json
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
-from .._sharding import data_mesh, resolve_devices
+from .._sharding import make_data_mesh, resolve_devices
 
 from ._config import from_dict, to_dict
 from ._results import (
@@ -77,7 +79,8 @@ class Parallel(enum.Enum):
 class CellContext:
     """What the runner tells a cell besides its config: whether to show per-step
     `progress`, and the data-parallel `mesh` to train on (None: the current default
-    device). Cells that do not train a network (e.g. DMFT curves) ignore the mesh."""
+    device). Cells that do not go through `train_lockstep` (DMFT curves, coordinate
+    checks) ignore the mesh and run on the default device."""
 
     progress: bool = False
     mesh: Mesh | None = None
@@ -218,6 +221,8 @@ def run_experiment(
         raise TypeError(f"`parallel` must be a pcscale.experiments.Parallel, got {parallel!r}; e.g. "
                         "Parallel.CELLS (one cell per device) or Parallel.BATCH (each cell split over devices).")
     chosen = resolve_devices(devices)
+    if parallel is Parallel.BATCH:
+        _check_batch_divisible(config, len(chosen))
     if jax.process_count() > 1 and (parallel is Parallel.CELLS or len(chosen) < jax.device_count()):
         raise ValueError(
             f"{jax.process_count()} processes are connected (jax.distributed), so a run must spread each cell "
@@ -259,10 +264,10 @@ def run_experiment(
         if len(chosen) > 1 and parallel is Parallel.CELLS:
             done.update(_run_concurrently(todo, chosen, compute, bar))
         else:
-            context = CellContext(progress, data_mesh(chosen) if len(chosen) > 1 else None)
+            context = CellContext(progress, make_data_mesh(chosen) if len(chosen) > 1 else None)
             # One device named by the caller becomes the default; devices=1 keeps the
             # current default device.
-            one = len(chosen) == 1 and not isinstance(devices, int)
+            one = len(chosen) == 1 and not isinstance(devices, (int, np.integer))
             with jax.default_device(chosen[0]) if one else contextlib.nullcontext():
                 for cell in todo:
                     bar.set_postfix_str(cell.name)
@@ -278,11 +283,24 @@ def run_experiment(
                       tuple(cell.name for cell in cells if cell.name not in computed))
 
 
+def _check_batch_divisible(config, count: int) -> None:
+    """Name the config key when a data-parallel run cannot split the batch."""
+    for key in ("batch", "samples"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value % count:
+            lower = value - value % count
+            sizes = f"{lower} or {lower + count}" if lower else f"{count}"
+            raise ValueError(
+                f"`{key}={value}` cannot be split equally over {count} devices (parallel=Parallel.BATCH, "
+                f"--parallel batch); set {key} to a multiple of {count} (--set {key}={sizes.split()[0]}), use fewer "
+                "devices, or run one cell per device (--parallel cells)."
+            )
+
+
 def _broadcast(flags: list[bool]) -> list[bool]:
     """Process 0's `flags`, on every process (the identity with one process)."""
     if jax.process_count() == 1:
         return flags
-    import numpy as np
     from jax.experimental import multihost_utils
 
     return [bool(flag) for flag in np.asarray(multihost_utils.broadcast_one_to_all(np.array(flags)))]
@@ -303,6 +321,7 @@ def _run_concurrently(todo: list[Cell], devices: list, compute, bar) -> dict[str
     pending = list(reversed(todo))
     lock, stop = threading.Lock(), threading.Event()
     results: dict[str, CellResult] = {}
+    running: set[str] = set()
 
     def worker(device):
         with jax.default_device(device):
@@ -311,11 +330,15 @@ def _run_concurrently(todo: list[Cell], devices: list, compute, bar) -> dict[str
                     if not pending:
                         return
                     cell = pending.pop()
+                    running.add(cell.name)
                 try:
                     results[cell.name] = compute(cell, CellContext(progress=False))
                 except BaseException:
                     stop.set()
                     raise
+                finally:
+                    with lock:
+                        running.discard(cell.name)
                 with lock:
                     bar.update(1)
 
@@ -325,6 +348,10 @@ def _run_concurrently(todo: list[Cell], devices: list, compute, bar) -> dict[str
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         except KeyboardInterrupt:
             stop.set()  # running cells finish and are saved; no new cell starts
+            with lock:
+                names = ", ".join(sorted(running))
+            print(f"\ninterrupted: no new cell starts; waiting for the cells in flight ({names}) to finish and be "
+                  "saved (kill the process to abandon them).", file=sys.stderr, flush=True)
             raise
         for future in finished:
             if future.exception() is not None:
