@@ -165,6 +165,10 @@ def infer(
     [`InferenceSolution`][pcscale.InferenceSolution] says which, in `result`. The
     reported energy is at the final activities.
 
+    With `x` split over several devices ([`shard_batch`][pcscale.shard_batch]) the solve
+    runs on all of them, each holding its share of the activities; the residual and the
+    stopping test are global (docs/scaling.md).
+
     **Arguments:**
 
     - `model`: a [`PCModel`][pcscale.PCModel].
