@@ -138,6 +138,25 @@ def test_the_resnet_and_the_transformer_train_data_parallel_like_one_device(kind
     _assert_same_params(four, one, 1e-10)
 
 
+def test_a_batch_split_over_one_axis_of_a_two_axis_mesh_counts_that_axis_only():
+    """x split over axis "a" (2 devices) of a 2 × 2 mesh: y follows it in 2 parts, so a
+    batch of 6 is accepted (6 is not a multiple of the mesh's 4 devices), and the step
+    equals the one-device step."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("a", "b"))
+    model, x, y = _problem("mlp", jnp.float64, batch=6)
+    xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec("a")))
+    split = pc.infer(model, xs, y, solver=pc.ConjugateGradient(rtol=1e-9))
+    whole = pc.infer(model, x, y, solver=pc.ConjugateGradient(rtol=1e-9))
+    assert split.activities[0].sharding.shard_shape(split.activities[0].shape)[0] == 3
+    assert int(split.stats.steps) == int(whole.stats.steps)
+    for a, b in zip(split.activities, whole.activities, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match=r"`y` has batch size 7, which the 2 devices"):
+        pc.infer(model, xs, jnp.concatenate([y, y[:1]]), solver=pc.ConjugateGradient())
+
+
 def test_the_activities_stay_split_over_the_devices_during_inference():
     """The split is real: every activity of the solve lives in four shards of B/4 samples
     (not replicated), and the residual reported is the global one, checked against the

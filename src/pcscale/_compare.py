@@ -10,7 +10,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities
-from ._sharding import align, batch_sharding
+from ._sharding import follow_batch
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
 from ._solution import InferenceStats
@@ -130,5 +130,5 @@ def compare_at_equilibrium(
     if not isinstance(solver, AbstractInferenceSolver):
         raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    y = align(x, y, "y")
-    return _compare_jit(model, x, y, with_traced_numbers(solver), batch_sharding(x))
+    y, _, sharding = follow_batch(x, y)
+    return _compare_jit(model, x, y, with_traced_numbers(solver), sharding)

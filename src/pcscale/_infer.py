@@ -11,7 +11,7 @@ from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
 from ._model import FULL_PRECISION, PCModel
-from ._sharding import align, batch_sharding, pin
+from ._sharding import follow_batch, pin
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
 from ._solver._base import with_traced_numbers
@@ -191,5 +191,5 @@ def infer(
     if not isinstance(model, PCModel):
         raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    y, z0 = align(x, y, "y"), align(x, z0, "z0")
-    return _infer_jit(model, x, y, with_traced_numbers(solver), z0, batch_sharding(x))
+    y, z0, sharding = follow_batch(x, y, z0)
+    return _infer_jit(model, x, y, with_traced_numbers(solver), z0, sharding)

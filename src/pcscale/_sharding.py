@@ -105,13 +105,18 @@ def batch_spec(mesh: Mesh) -> PartitionSpec:
     return PartitionSpec(names[0] if len(names) == 1 else tuple(names))
 
 
-def check_divisible(batch: int, mesh: Mesh, name: str) -> None:
-    if batch % mesh.size:
-        lower = batch - batch % mesh.size
-        sizes = f"{lower} or {lower + mesh.size}" if lower else f"{mesh.size}"
+def nearest_sizes(batch: int, parts: int) -> list[int]:
+    """The multiples of `parts` either side of `batch` (the one above only, below it)."""
+    lower = batch - batch % parts
+    return [lower, lower + parts] if lower else [parts]
+
+
+def check_divisible(batch: int, parts: int, name: str) -> None:
+    if batch % parts:
+        sizes = " or ".join(map(str, nearest_sizes(batch, parts)))
         raise ValueError(
-            f"`{name}` has batch size {batch}, which the {mesh.size} devices of the mesh cannot share equally; "
-            f"use a batch that is a multiple of {mesh.size} (e.g. {sizes}), or fewer devices."
+            f"`{name}` has batch size {batch}, which the {parts} devices of the mesh cannot share equally; "
+            f"use a batch that is a multiple of {parts} (e.g. {sizes}), or fewer devices."
         )
 
 
@@ -134,18 +139,29 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     ```
     """
     mesh = check_mesh(mesh)
-    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(batch)
-    placed = [shard_array(leaf, mesh, "batch" + jax.tree_util.keystr(path)) for path, leaf in paths_and_leaves]
-    return jax.tree_util.tree_unflatten(treedef, placed)
+    return _split(batch, NamedSharding(mesh, batch_spec(mesh)), "batch")
 
 
 def shard_array(array, mesh: Mesh, name: str):
     """One array split along axis 0 over `mesh`; errors call it `name`."""
-    shape = np.shape(array)
-    if len(shape) < 1:
-        raise ValueError(f"`{name}` is a scalar; data-parallel arrays need the batch on axis 0.")
-    check_divisible(shape[0], mesh, name)
-    return _place(array, NamedSharding(mesh, batch_spec(mesh)))
+    return _split(array, NamedSharding(check_mesh(mesh), batch_spec(mesh)), name)
+
+
+def _split(tree: PyTree, sharding: NamedSharding, name: str) -> PyTree:
+    """Every array of `tree` laid out by the batch `sharding` (axis 0 split), after
+    checking that its batch divides into the sharding's parts; None leaves (no z0) are
+    kept. Errors call a leaf `name` followed by its path."""
+    axes = sharding.spec[0]
+    parts = int(np.prod([sharding.mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))]))
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    placed = []
+    for path, leaf in paths_and_leaves:
+        label = name + jax.tree_util.keystr(path)
+        if np.ndim(leaf) < 1:
+            raise ValueError(f"`{label}` is a scalar; data-parallel arrays need the batch on axis 0.")
+        check_divisible(np.shape(leaf)[0], parts, label)
+        placed.append(_place(leaf, sharding))
+    return jax.tree_util.tree_unflatten(treedef, placed)
 
 
 def _place(leaf, sharding: NamedSharding):
@@ -206,21 +222,18 @@ def batch_sharding(x) -> NamedSharding | None:
     return NamedSharding(sharding.mesh, PartitionSpec(spec[0]))
 
 
-def align(x, others: PyTree, names: str) -> PyTree:
-    """`others` (y, z0: batch on axis 0) laid out like the batch `x` when `x` is split
-    over several devices, so that a caller who split only x gets a data-parallel step
-    instead of JAX's error about incompatible devices; unchanged otherwise."""
+def follow_batch(x, y, z0=None):
+    """What every public entry point does with its batch: `y` (and `z0`) laid out like
+    `x` when `x` is split over several devices (a caller who split only x gets a
+    data-parallel step, not JAX's error about incompatible devices), and the sharding to
+    pin the activities to (None on one device).
+
+    **Returns:** `(y, z0, sharding)`.
+    """
     sharding = batch_sharding(x)
     if sharding is None:
-        return others
-    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(others)
-    placed = []
-    for path, leaf in paths_and_leaves:
-        if isinstance(leaf, (jax.Array, np.ndarray)) and np.ndim(leaf) >= 1:
-            check_divisible(np.shape(leaf)[0], sharding.mesh, names + jax.tree_util.keystr(path))
-            leaf = _place(leaf, sharding)
-        placed.append(leaf)
-    return jax.tree_util.tree_unflatten(treedef, placed)
+        return y, z0, None
+    return _split(y, sharding, "y"), _split(z0, sharding, "z0"), sharding
 
 
 def pin(tree: PyTree, sharding: NamedSharding | None) -> PyTree:

@@ -16,7 +16,7 @@ from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities, tree_norm
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
-from ._sharding import align, batch_sharding, check_mesh, replicate, shard_array
+from ._sharding import batch_sharding, check_mesh, follow_batch, replicate, shard_array
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
 from ._solver._base import with_traced_numbers
@@ -132,9 +132,8 @@ def pc_step(
     _check_solver(solver)
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    y = align(x, y, "y")
-    return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged),
-                    batch_sharding(x))
+    y, _, sharding = follow_batch(x, y)
+    return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged), sharding)
 
 
 @eqx.filter_jit
@@ -157,7 +156,7 @@ def bp_step(
     """
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
-    y = align(x, y, "y")
+    y, _, _ = follow_batch(x, y)
     return _bp_step(model, opt_state, x, y, optimiser)
 
 
@@ -223,8 +222,8 @@ class TrainingRun(eqx.Module):
 def _batches(data, steps: int, mesh: Mesh | None):
     def placed(x, y, name):
         x, y = as_float_array(x, f"{name}[0]"), as_float_array(y, f"{name}[1]")
-        if mesh is None:
-            return x, y
+        if mesh is None:  # a batch the caller split is followed, as by pc_step
+            return x, follow_batch(x, y)[0]
         return shard_array(x, mesh, f"{name}[0]"), shard_array(y, mesh, f"{name}[1]")
 
     if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple):

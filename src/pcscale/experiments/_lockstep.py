@@ -19,7 +19,7 @@ from .._compare import GradientAlignment, compare_gradients
 from .._gradients import energy_gradients, loss_gradients
 from .._infer import solve_activities
 from .._model import PCModel
-from .._sharding import batch_sharding, check_mesh, replicate, shard_array
+from .._sharding import check_mesh, follow_batch, replicate, shard_array
 from .._solution import RESULTS
 from .._solver import AbstractInferenceSolver
 from .._solver._base import with_traced_numbers
@@ -286,7 +286,7 @@ def train_lockstep(
     if mesh is not None:
         mesh = check_mesh(mesh)
         x, y, model = shard_array(x, mesh, "x"), shard_array(y, mesh, "y"), replicate(model, mesh)
-    sharding = batch_sharding(x)
+    y, _, sharding = follow_batch(x, y)
     from tqdm.auto import tqdm
 
     pc_model = bp_model = model

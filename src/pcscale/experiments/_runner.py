@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from .._sharding import make_data_mesh, resolve_devices
+from .._sharding import make_data_mesh, nearest_sizes, resolve_devices
 
 from ._config import from_dict, to_dict
 from ._results import (
@@ -288,12 +288,10 @@ def _check_batch_divisible(config, count: int) -> None:
     for key in ("batch", "samples"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value % count:
-            lower = value - value % count
-            sizes = f"{lower} or {lower + count}" if lower else f"{count}"
             raise ValueError(
                 f"`{key}={value}` cannot be split equally over {count} devices (parallel=Parallel.BATCH, "
-                f"--parallel batch); set {key} to a multiple of {count} (--set {key}={sizes.split()[0]}), use fewer "
-                "devices, or run one cell per device (--parallel cells)."
+                f"--parallel batch); set {key} to a multiple of {count} (--set {key}={nearest_sizes(value, count)[0]}), "
+                "use fewer devices, or run one cell per device (--parallel cells)."
             )
 
 
