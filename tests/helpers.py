@@ -15,7 +15,7 @@ def weights_of(model: pc.PCModel) -> list:
 
 
 def mup_multipliers(input_dim, width, depth, *, alpha=0.5, gamma0=1.0, skips=True):
-    """μP-family multipliers from science.md §3.1, written out by hand."""
+    """μP-family multipliers from docs/background.md §3.1, written out by hand."""
     residual = skips and depth > 2
     out = [1 / np.sqrt(input_dim)]
     for _ in range(depth - 2):
@@ -48,7 +48,7 @@ def cross_entropy(prediction, target):
 
 
 def hand_energy(z, weights, multipliers, x, y, *, phi=jnp.tanh, skips=False, loss=mse, precision=1.0):
-    """Batch-mean PC energy of an MLP, written from science.md §2.2."""
+    """Batch-mean PC energy of an MLP, written from docs/background.md §2.2."""
     inputs = [x] + list(z)
     total = 0.0
     for l, z_l in enumerate(z):

@@ -85,7 +85,7 @@ def test_small_output_precision_gives_bp_gradients(builder, loss, one_hot):
 
 
 def test_linear_residual_mupc_aligns_as_width_grows():
-    """Theory (science.md §4.7): ∇F* = ∇𝓛·(1 + O(L/N)); at L = 4 the cosine rises with N."""
+    """Theory (docs/background.md §4.7): ∇F* = ∇𝓛·(1 + O(L/N)); at L = 4 the cosine rises with N."""
     D, C, depth = 16, 4, 4
     x, y = data(jax.random.PRNGKey(1), 8, D, C)
     cosines = []
@@ -103,7 +103,7 @@ def test_linear_residual_mupc_aligns_as_width_grows():
 
 
 def test_equilibrium_energy_is_the_loss_rescaled_by_s_for_scalar_outputs():
-    """d_y = 1, linear, λ = 1: F* = 𝓛/s with s = 1 + Σ_ℓ ‖G_ℓ‖² (science.md §4.2)."""
+    """d_y = 1, linear, λ = 1: F* = 𝓛/s with s = 1 + Σ_ℓ ‖G_ℓ‖² (docs/background.md §4.2)."""
     D, N, depth = 6, 10, 4
     model = pc.nn.residual_mlp(D, N, 1, depth, parameterisation=pc.MuPC(), activation="linear",
                                dtype=jnp.float64, key=jax.random.PRNGKey(3))

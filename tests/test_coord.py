@@ -41,7 +41,7 @@ def _cnn_check(parameterisation, seeds):
 @pytest.mark.slow  # 45 s; docs/coord_check.md checks an MLP family (μPC passes, SP fails) by default
 def test_resnet_is_width_stable_under_mupc():
     # Channels 4 → 32, with μP's per-role Adam rates (the paper's ResNet rule gives the
-    # readout η/√C, whose update then shrinks with width: science.md §3.5, item 4).
+    # readout η/√C, whose update then shrinks with width: docs/background.md §3.5, item 4).
     mupc = _cnn_check(pc.MuPC(adam_rule=pc.AdamRule.PER_ROLE), seeds=2)
     assert mupc.converged == (1.0, 1.0)
     activation, update = _stable(mupc)

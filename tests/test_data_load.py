@@ -310,7 +310,7 @@ def test_imagenet_batch_is_normalised_per_channel_and_1000_wide(tmp_path):
     (tmp_path / "imagenet").mkdir()
     np.savez(tmp_path / "imagenet" / "train.npz", images=images, labels=labels)
     ds = data.load("imagenet", root=tmp_path, n=4, seed=2)
-    chosen = np.random.default_rng(2).choice(6, 4, replace=False)  # science.md §6.2
+    chosen = np.random.default_rng(2).choice(6, 4, replace=False)  # docs/background.md §6.2
     np.testing.assert_array_equal(ds.labels, labels[chosen])
     mean = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
     std = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)

@@ -112,7 +112,7 @@ def test_optax_sgd_is_gradient_descent():
 
 def test_k_steps_reach_only_the_top_k_layers():
     """After k GD steps from z_ff only z_H … z_{H−k+1} moved, so only W_l, l > H − k,
-    and the readout get PC weight gradients (science.md §2.4)."""
+    and the readout get PC weight gradients (docs/background.md §2.4)."""
     depth = 6
     model = pc.nn.mlp(D, 8, C, depth, parameterisation=pc.MuPC(), dtype=jnp.float64, key=jax.random.PRNGKey(0))
     x, y = data(jax.random.PRNGKey(6), 4, D, C)

@@ -1,4 +1,4 @@
-"""The 3-stage residual CNN of science.md §3.3 against a hand-written batched forward.
+"""The 3-stage residual CNN of docs/background.md §3.3 against a hand-written batched forward.
 
 Every expectation here is written from the §3.3 table and the conventions of the
 builder's docstring (block z + a·W∗φ(z); stage convs after the first and the readout act

@@ -1,4 +1,4 @@
-"""The decoder-only transformer of science.md §3.4 against a hand-written batched forward.
+"""The decoder-only transformer of docs/background.md §3.4 against a hand-written batched forward.
 
 The expectations are written from §3.4 (and §3.5 for the init rules) as closed forms:
 embedding wte[x] + wpe[t]; n_b blocks x ← x + m·Attn(LN₁(x)), x ← x + m·MLP(LN₂(x)),
@@ -383,7 +383,7 @@ def test_biases_sit_inside_the_scaled_branches():
 
 
 def test_built_model_scalings_follow_the_completep_table():
-    # science.md §3.4 with d = D, n_b = BLOCKS, base width 1: (Adam lr, Adam ε, weight
+    # docs/background.md §3.4 with d = D, n_b = BLOCKS, base width 1: (Adam lr, Adam ε, weight
     # decay) per tensor, read from the optimiser-facing pytree of a built model.
     model = pc.nn.transformer(V, D, HEADS, BLOCKS, max_len=MAX_LEN, layer_norm=True, use_bias=True,
                               parameterisation=pc.CompleteP(), key=jax.random.PRNGKey(0))

@@ -15,7 +15,7 @@ BRANCH = WeightRole(Role.HIDDEN, fan_in=N, branch=True)
 OUTPUT = WeightRole(Role.OUTPUT, fan_in=N)
 
 # (preset, role, shape) -> (multiplier, init, init_std, sgd lr scale, adam lr scale),
-# each written from the tables of science.md §3.1.
+# each written from the tables of docs/background.md §3.1.
 ROWS = [
     # SP: default uniform init, multipliers 1 (1/γ0 on the readout), rate η everywhere.
     ("SP", pc.SP(gamma0=G), INPUT, RES, 1.0, Init.UNIFORM, 1 / math.sqrt(3 * D), 1.0, 1.0),
@@ -134,7 +134,7 @@ def test_numpy_scalars_are_accepted():
     assert pc.DepthMuP(alpha=np.float32(0.5)).scaling(BRANCH, RES).multiplier == pytest.approx(1 / math.sqrt(N * L))
 
 
-# ---------------------------------------------------------------- CNN (science.md §3.3)
+# ---------------------------------------------------------------- CNN (docs/background.md §3.3)
 C, LEFF = 16, 7  # channels and the ResNet's effective depth n_res + 4
 CNN = NetworkShape(width=C, depth=LEFF, residual=True)
 TANH_GAIN = 5 / 3
@@ -156,7 +156,7 @@ def test_cnn_multipliers_follow_the_resnet_table():
 
 
 def test_resnet_reference_adam_rates_are_the_per_group_table():
-    # science.md §3.3: first stage conv η, other stage convs and readout η/√C,
+    # docs/background.md §3.3: first stage conv η, other stage convs and readout η/√C,
     # residual-block convs η/√(C·L_eff).
     preset = pc.MuPC(adam_rule=pc.AdamRule.RESNET_REFERENCE)
     rate = lambda role: preset.scaling(role, CNN).adam_lr_scale  # noqa: E731
@@ -181,7 +181,7 @@ def test_inner_branch_weights_do_not_carry_the_branch_multiplier():
     assert pc.SP().scaling(outer, RES).multiplier == 1.0  # standard SP: no depth factor
 
 
-# -------------------------------------------------- transformer (science.md §3.4)
+# -------------------------------------------------- transformer (docs/background.md §3.4)
 d, NB, S0 = 64, 4, 0.02  # width, number of blocks, σ0
 TF = NetworkShape(width=d, depth=NB, residual=True)
 EMB = WeightRole(Role.INPUT, fan_in=65, std=S0)

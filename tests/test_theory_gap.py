@@ -1,4 +1,4 @@
-"""The rescaling at initialisation: predicted gaps (science.md §4.4–4.5), Monte-Carlo
+"""The rescaling at initialisation: predicted gaps (docs/background.md §4.4–4.5), Monte-Carlo
 checks, and S → I as the width grows under μPC but not under SP."""
 
 import math
@@ -18,7 +18,7 @@ def _model(width, depth, *, skips, parameterisation, output_dim=1, seed=0):
                    dtype=jnp.float64, key=jax.random.PRNGKey(seed))
 
 
-# The formulas of science.md §4.4–4.5, written out by hand.
+# The formulas of docs/background.md §4.4–4.5, written out by hand.
 def _mup_no_skips(N, L, g):
     return (L - 1) / (g**2 * N)
 
@@ -53,7 +53,7 @@ def test_predicted_gap_matches_the_closed_forms(parameterisation, skips, formula
 
 
 def test_quoted_values_of_the_science_reference():
-    # science.md §5.2: s(θ_0) − 1 ≈ 2.6e-3 (skips) and 1.95e-3 (no skips) at N = 2048, L = 5.
+    # docs/background.md §5.2: s(θ_0) − 1 ≈ 2.6e-3 (skips) and 1.95e-3 (no skips) at N = 2048, L = 5.
     assert abs(theory.predicted_gap(2048, 5, pc.MuPC(), skips=True) - 2.6e-3) < 0.05e-3
     assert abs(theory.predicted_gap(2048, 5, pc.MuPC(), skips=False) - 1.95e-3) < 0.01e-3
     # §5.3: SP at L = 5: ≈ 0.49 without skips, ≈ 2.2 with.

@@ -16,7 +16,7 @@ D = 5
 
 
 def block_tridiagonal(model):
-    """H_z from the table of science.md §4.3, assembled by hand."""
+    """H_z from the table of docs/background.md §4.3, assembled by hand."""
     A = []
     for layer in model.layers:
         M = layer.multiplier * layer.module.weight
@@ -132,7 +132,7 @@ def test_lanczos_converges_with_fewer_iterations_than_coordinates():
 
 
 def test_condition_number_grows_like_depth_squared():
-    # science.md §4.6: κ ∝ L² for μPC skip networks (discrete-Laplacian structure).
+    # docs/background.md §4.6: κ ∝ L² for μPC skip networks (discrete-Laplacian structure).
     kappas = []
     for depth in (8, 16, 32):
         model = linear_model(12, depth, skips=True, output_dim=3)

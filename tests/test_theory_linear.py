@@ -178,7 +178,7 @@ def test_exact_activities_have_zero_residual_and_agree(skips, precision):
 
 
 def test_equilibrium_errors_are_the_preconditioned_bp_deltas():
-    # ε*_ℓ = G_ℓᵀS⁻¹r and λ(y − ŷ*) = S⁻¹r (science.md §4.2), from explicit products.
+    # ε*_ℓ = G_ℓᵀS⁻¹r and λ(y − ŷ*) = S⁻¹r (docs/background.md §4.2), from explicit products.
     model = linear_model(6, 4, 2, skips=True, parameterisation=pc.MuPC(), precision=0.7)
     x, y = data(jax.random.PRNGKey(4), 3, D, 2)
     z = theory.equilibrium_activities(model, x, y, method=theory.DenseSolve()).activities
@@ -260,7 +260,7 @@ def test_closed_form_step_applies_the_pc_update():
     optimiser = pc.make_optimiser(model, pc.SGD(eta))
     state = optimiser.init(eqx.filter(model, eqx.is_array))
     new_model, _, metrics = theory.closed_form_step(model, state, x, y, optimiser=optimiser)
-    # μPC SGD: every raw weight moves by η·γ0²·N times the gradient of F* (science.md §3.1).
+    # μPC SGD: every raw weight moves by η·γ0²·N times the gradient of F* (docs/background.md §3.1).
     energy, grads = jax.value_and_grad(hand_closed_form_energy)(weights_of(model), model, x, y)
     for new, old, g in zip(weights_of(new_model), weights_of(model), grads):
         np.testing.assert_allclose(new, old - eta * width * g, rtol=1e-10, atol=1e-13)

@@ -26,7 +26,7 @@ def test_sgd_applies_the_mupc_rate_to_every_layer():
     optimiser = pc.make_optimiser(model, pc.SGD(eta))
     grads = jax.tree.map(jnp.ones_like, _params(model))
     updates, _ = optimiser.update(grads, optimiser.init(_params(model)), _params(model))
-    rate = eta * 2.0**2 * N  # η·γ0²·N for all layers (science.md §3.1)
+    rate = eta * 2.0**2 * N  # η·γ0²·N for all layers (docs/background.md §3.1)
     for layer in updates.layers:
         np.testing.assert_allclose(layer.module.weight, -rate, rtol=1e-12)
 

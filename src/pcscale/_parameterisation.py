@@ -9,7 +9,7 @@ branches, base width), a parameterisation turns that role into a
 [`Scaling`][pcscale.Scaling]: forward multiplier, init distribution and std,
 learning-rate scales for SGD-like and Adam-like optimisers, Adam ε scale and
 weight-decay scale; and it gives the attention logit scale. The tables implemented here
-are those of `science.md` §3.1 (MLPs), §3.3 (ResNets) and §3.4 (transformers).
+are those of `docs/background.md` §3.1 (MLPs), §3.3 (ResNets) and §3.4 (transformers).
 
 Builders apply a parameterisation once, when they build a model; afterwards every other
 module reads the scalings stored on the model and never asks which preset it was.
@@ -99,7 +99,7 @@ class SP(AbstractParameterisation):
     U(−1/√fan_in, 1/√fan_in), no multipliers except 1/γ0 on the readout, the same
     learning rate η for every weight and every optimiser; attention logits 1/√d_h.
 
-    σ0-convention weights (the transformer, `science.md` §3.4): N(0, σ0²) embeddings and
+    σ0-convention weights (the transformer, `docs/background.md` §3.4): N(0, σ0²) embeddings and
     head (multiplier 1/γ0), hidden matrices by `init_std_rule`, weight decay on every
     tensor.
 
@@ -108,7 +108,7 @@ class SP(AbstractParameterisation):
     - `gamma0`: output scale γ0 (readout multiplier 1/γ0). Default 1.
     - `alpha`: optional depth exponent of residual branches: with `alpha` set, branch
       outputs are multiplied by L^(−α). Default None (standard SP). The paper's SP
-      transformer uses `alpha=1.0` (its 1/n_b branches, `science.md` §3.5, item 2).
+      transformer uses `alpha=1.0` (its 1/n_b branches, `docs/background.md` §3.5, item 2).
     - `init_std_rule`: an [`InitStdRule`][pcscale.InitStdRule] for σ0-convention hidden
       matrices. Default `STANDARD` (GPT-2: σ0, σ0/√(2L) on branch outputs).
     """
@@ -135,7 +135,7 @@ class SP(AbstractParameterisation):
         )
 
     def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        # science.md §3.4, SP column: one rate, one ε, weight decay κ on every tensor.
+        # docs/background.md §3.4, SP column: one rate, one ε, weight decay κ on every tensor.
         if _is_vector(role):
             return _vector_scaling(role, multiplier=_branch_factor(self.alpha, role, shape), weight_decay_scale=1.0)
         std = role.std
@@ -200,7 +200,7 @@ class _MuPFamily(AbstractParameterisation):
 
     def _depth_factor(self, shape: NetworkShape, power: float) -> float:
         # Depth factors only exist for networks with residual branches; without skips
-        # every member of the family is μP (science.md §3.1).
+        # every member of the family is μP (docs/background.md §3.1).
         if self.alpha is None or not shape.residual:
             return 1.0
         return float(shape.depth) ** power
@@ -231,7 +231,7 @@ class _MuPFamily(AbstractParameterisation):
         return Scaling(multiplier=multiplier, sgd_lr_scale=sgd, adam_lr_scale=adam)
 
     def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
-        # science.md §3.4, μPC / CompleteP column, with d replaced by m = d/d_0 and the
+        # docs/background.md §3.4, μPC / CompleteP column, with d replaced by m = d/d_0 and the
         # CompleteP depth factors written for a general α: block matrices get Adam rate
         # η·L^(α−1)/m and ε/(m·L^α) (η/d and ε/(d·n_b) at α = 1); embeddings, head and
         # vectors the base rate η. Weight decay κ·m on hidden matrices, κ on embeddings

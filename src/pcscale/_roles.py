@@ -44,9 +44,9 @@ class Init(enum.Enum):
 
 
 class AdamRule(enum.Enum):
-    """How Adam-like learning rates are assigned to the μP family (`science.md` §3.1,
+    """How Adam-like learning rates are assigned to the μP family (`docs/background.md` §3.1,
     §3.3). Weights in the σ0 convention (`WeightRole.std`, the transformer) always follow
-    the per-group table of `science.md` §3.4, which is per-role already."""
+    the per-group table of `docs/background.md` §3.4, which is per-role already."""
 
     REFERENCE = "reference"
     """One global rate η·L^(α−1)/√N for every weight, as the paper's MLP code does."""
@@ -54,13 +54,13 @@ class AdamRule(enum.Enum):
     """The textbook μP / Depth-μP prescription: input, output and vector weights get η,
     hidden weights outside branches η/√N, branch weights η·L^(α−1)/√N."""
     RESNET_REFERENCE = "resnet_reference"
-    """As `PER_ROLE`, but the readout gets η/√N: the paper's ResNet code (`science.md`
+    """As `PER_ROLE`, but the readout gets η/√N: the paper's ResNet code (`docs/background.md`
     §3.3 and §3.5, item 4), where μP would give it η."""
 
 
 class InitStdRule(enum.Enum):
     """How the σ0 convention (`WeightRole.std`, the transformer) sets the init std of
-    hidden matrices; `science.md` §3.5, item 1."""
+    hidden matrices; `docs/background.md` §3.5, item 1."""
 
     STANDARD = "standard"
     """μP family: σ0·√(d_0/d) for hidden matrices (CompleteP), so that features keep
@@ -100,7 +100,7 @@ class WeightRole:
     - `gain`: gain of the activation the weight's input passed through (5/3 for tanh, √2
       for ReLU, 1 for linear): the μP-family multiplier of input and hidden weights is
       gain/√fan_in. Default 1; SP ignores it.
-    - `std`: σ0 to use the σ0 convention of `science.md` §3.4 (GPT-style N(0, σ0²)
+    - `std`: σ0 to use the σ0 convention of `docs/background.md` §3.4 (GPT-style N(0, σ0²)
       weights with width scaling in the init std and the learning rate rather than in
       multipliers), as the transformer does. Vectors of such a network pass it too: it
       selects their learning-rate and ε table (they still start at 0 or 1). Default None:

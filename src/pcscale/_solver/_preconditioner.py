@@ -29,7 +29,7 @@ class DepthPreconditioner(AbstractPreconditioner):
     (s_L of the readout taken as 0). For a residual network T is the depth Laplacian
     (Dirichlet at the input, Neumann at the top), whose condition number grows like L²:
     it is the part of the activity Hessian that makes deep PC inference ill-conditioned
-    (science.md §4.6), while the branches, scaled by L^−α, perturb it. Applying T⁻¹ is
+    (docs/background.md §4.6), while the branches, scaled by L^−α, perturb it. Applying T⁻¹ is
     a tridiagonal (Thomas) solve along depth, per neuron: O(L·N·B), negligible next to a
     Hessian-vector product. For a network without skips T = I and this changes nothing.
     """

@@ -31,7 +31,7 @@ class ConjugateGradient(AbstractInferenceSolver):
     quadratic in the activities, F(z) = ½zᵀHz − bᵀz + c, and this is the classical
     conjugate-gradient method for H·z = b: it needs O(√κ·log(1/rtol)) steps where plain
     gradient descent needs O(κ·log(1/rtol)), and κ grows like L² for μPC networks
-    (science.md §4.6).
+    (docs/background.md §4.6).
 
     Each step takes the product H·p along the search direction p by forward-over-reverse
     autodiff (which also yields the true energy and gradient at the current point), steps

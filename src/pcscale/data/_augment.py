@@ -1,4 +1,4 @@
-"""The reference implementation's one-off CIFAR augmentation, in NumPy (science.md §6.2)."""
+"""The reference implementation's one-off CIFAR augmentation, in NumPy (docs/background.md §6.2)."""
 
 from __future__ import annotations
 

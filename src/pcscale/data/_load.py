@@ -83,7 +83,7 @@ IDX_FILES = {
 }
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 SPLITS = ("train", "test")
-IMAGENET_POOL = 1000  # science.md §6.2: the first 1000 training images in stream order
+IMAGENET_POOL = 1000  # docs/background.md §6.2: the first 1000 training images in stream order
 DIGITS_SIZES = {"train": 1500, "test": 297}  # scikit-learn's 1,797 digits, split at 1,500
 
 
@@ -249,7 +249,7 @@ def load(
     one_hot: bool = True,
 ) -> ImageDataset | TextCorpus:
     """Load a dataset from its standard on-disk format, with the paper's preprocessing
-    (science.md §6.2), without any network access.
+    (docs/background.md §6.2), without any network access.
 
     | name | files under the root | preprocessing |
     |---|---|---|
@@ -298,7 +298,7 @@ def load(
     images, labels, class_names, source = _read_arrays(name, spec, base, split, how)
     indices = _subset(len(labels), n, seed, name)
     if spec.kind == "folder" and n is not None:
-        # science.md §6.2: B of the first 1000 images, without replacement.
+        # docs/background.md §6.2: B of the first 1000 images, without replacement.
         indices = np.random.default_rng(seed).choice(len(labels), n, replace=False)
     images, labels = images[indices], labels[indices]
     x = images
@@ -368,7 +368,7 @@ def load_with_fallback_note(name: str, **kwargs) -> tuple[ImageDataset | TextCor
 def text_batch(
     corpus: TextCorpus, batch: int, seq_len: int, *, seed: int = 0, one_hot: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's character-level batch (science.md §6.2): with n = len − T − 1 and
+    """The paper's character-level batch (docs/background.md §6.2): with n = len − T − 1 and
     start = `default_rng(seed).integers(0, n − B + 1)`, sequence b starts at start + b
     (consecutive, overlapping windows), x[b, t] = token[start + b + t] and
     y[b, t] = token[start + b + t + 1].

@@ -1,4 +1,4 @@
-"""The paper's toy task (science.md §6.1), exactly."""
+"""The paper's toy task (docs/background.md §6.1), exactly."""
 
 from __future__ import annotations
 

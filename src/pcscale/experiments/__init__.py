@@ -1,4 +1,4 @@
-"""Every experiment of the paper (science.md §5), each a frozen typed config with `quick`
+"""Every experiment of the paper (docs/background.md §5), each a frozen typed config with `quick`
 and `paper` presets, run cell by cell into a results folder that resumes after an
 interruption. From Python: `run("width-depth-linear", "quick", "runs/wdl")`; from the
 shell: `pcscale run width-depth-linear --preset quick`."""

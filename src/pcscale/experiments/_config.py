@@ -14,7 +14,7 @@ _FALSE = ("false", "0")
 
 
 def parse_bool(text: str, key: str) -> bool:
-    """true/false (any case) or 1/0; anything else is an error (science.md §7, pitfall
+    """true/false (any case) or 1/0; anything else is an error (docs/background.md §7, pitfall
     8: a non-empty string is not True)."""
     lowered = text.strip().lower()
     if lowered in _TRUE:

@@ -28,7 +28,7 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 # Gains g with Var(g·φ(z)) ≈ Var(z) for z ~ N(0, 1), used by the μP family's
-# gain/√fan_in multipliers (science.md §3.3). Linear, tanh and ReLU take PyTorch's
+# gain/√fan_in multipliers (docs/background.md §3.3). Linear, tanh and ReLU take PyTorch's
 # values (1, 5/3, √2). PyTorch has none for GELU; pcscale uses the second-moment gain
 # 1/√E[GELU(z)²] = 1/√0.42522 (E by quadrature), the rule that also gives ReLU its √2.
 GAINS: dict[Callable[[Array], Array], float] = {

@@ -1,4 +1,4 @@
-"""The 3-stage residual CNN of science.md §3.3 as a PC network."""
+"""The 3-stage residual CNN of docs/background.md §3.3 as a PC network."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def resnet(
     dtype=jnp.float32,
     key: PRNGKeyArray,
 ) -> PCModel:
-    r"""The 3-stage residual CNN of Bordelon et al. (`science.md` §3.3) as a PC network.
+    r"""The 3-stage residual CNN of Bordelon et al. (`docs/background.md` §3.3) as a PC network.
 
     Maps, for one (C_in, H, W) image: [stage conv → n_res/3 residual blocks → 2×2
     average pool] × 3, then the readout (flatten, linear to `output_dim`). All convs are

@@ -1,4 +1,4 @@
-"""A decoder-only transformer (science.md §3.4) as a PC network."""
+"""A decoder-only transformer (docs/background.md §3.4) as a PC network."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def transformer(
     dtype=jnp.float32,
     key: PRNGKeyArray,
 ) -> PCModel:
-    r"""A decoder-only, character-level capable transformer (`science.md` §3.4) as a PC
+    r"""A decoder-only, character-level capable transformer (`docs/background.md` §3.4) as a PC
     network.
 
     Maps, for one sequence of T token ids:

@@ -1,4 +1,4 @@
-"""Figures of `inference-convergence` (science.md §5.6): closed-form against numerical
+"""Figures of `inference-convergence` (docs/background.md §5.6): closed-form against numerical
 inference, one panel per (parameterisation, H) with rows by parameterisation and columns
 by depth, one curve per inference mode."""
 

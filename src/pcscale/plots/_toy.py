@@ -1,4 +1,4 @@
-"""Figures of the toy-task family (science.md §5.2–5.5): `toy`, `toy-sp`,
+"""Figures of the toy-task family (docs/background.md §5.2–5.5): `toy`, `toy-sp`,
 `gamma0-sweep` and `saddle`. All four share one layout: one panel per group of cells
 (skips or not, and any setting held fixed within the group), one curve per value of the
 swept setting (width N, γ0, or (H, N) for `saddle`), seeds averaged."""

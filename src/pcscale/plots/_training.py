@@ -1,4 +1,4 @@
-"""Figures of the nonlinear training experiments (science.md §5.7–5.9): `residual-mlp`,
+"""Figures of the nonlinear training experiments (docs/background.md §5.7–5.9): `residual-mlp`,
 `resnet-cnn` and `transformer`. One curve per width, coloured from narrow (dark) to wide
 (light), seeds averaged; lockstep cosines solid, trajectory cosines dashed."""
 

@@ -1,6 +1,6 @@
 """Exact theory of linear PC networks (closed-form equilibrium, rescaling S, exact
 activities, predicted gaps), activity-Hessian tools for any network, and the DMFT
-solver (science.md §4)."""
+solver (docs/background.md §4)."""
 
 from ._activities import (
     AbstractLinearSolve as AbstractLinearSolve,

@@ -1,4 +1,4 @@
-r"""The exact activity equilibrium z* of a linear PC network (science.md §4.2–4.3), by
+r"""The exact activity equilibrium z* of a linear PC network (docs/background.md §4.2–4.3), by
 three independent methods."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _check_tolerance(value, name):
 class ConjugateGradient(AbstractLinearSolve):
     """Matrix-free: conjugate gradients on Hessian-vector products (forward-over-reverse
     autodiff), from the feedforward state. Needs
-    O(√κ·log(1/rtol)) products, κ the condition number of H_z (∝ L², science.md §4.6).
+    O(√κ·log(1/rtol)) products, κ the condition number of H_z (∝ L², docs/background.md §4.6).
 
     **Arguments:**
 
@@ -175,7 +175,7 @@ def equilibrium_activities(
     r"""The exact minimiser z* of the energy of a linear PC network over its activities.
 
     Per sample the energy is quadratic with Hessian H_z (block-tridiagonal, the same for
-    every sample), so z* solves H_z·z* = b (science.md §4.3). Three methods:
+    every sample), so z* solves H_z·z* = b (docs/background.md §4.3). Three methods:
     [`Propagation`][pcscale.theory.Propagation] (default; exact through S, the cheapest),
     [`DenseSolve`][pcscale.theory.DenseSolve] (dense Cholesky, small networks) and
     [`ConjugateGradient`][pcscale.theory.ConjugateGradient] (matrix-free).

@@ -1,4 +1,4 @@
-r"""Closed-form equilibrium of linear PC networks (science.md §4.2): the rescaling
+r"""Closed-form equilibrium of linear PC networks (docs/background.md §4.2): the rescaling
 S = I/λ + Σ_ℓ G_ℓG_ℓᵀ, the equilibrated energy F* = (1/2B)·Σ_i r_iᵀS⁻¹r_i and its
 parameter gradient."""
 
@@ -181,7 +181,7 @@ def _value_and_grad_jit(model, x, y):
 
 
 def rescaling(model: PCModel, x: BatchX | None = None, *, dtype=None) -> Rescaling:
-    r"""The rescaling S = I/λ + Σ_ℓ G_ℓG_ℓᵀ of a linear PC network (science.md §4.2).
+    r"""The rescaling S = I/λ + Σ_ℓ G_ℓG_ℓᵀ of a linear PC network (docs/background.md §4.2).
 
     G_ℓ is built by one backward accumulation (G_H = A_L, G_ℓ = G_{ℓ+1}A_{ℓ+1}), at
     cost O(L·d_y·N²) and O(d_y·N) extra memory; no per-layer products are formed. S does
@@ -232,7 +232,7 @@ def closed_form_gradients(
     model: PCModel, x: BatchX, y: BatchY, *, dtype=None
 ) -> tuple[Float[Array, ""], PyTree]:
     """F* and its parameter gradient ∇_θF* by autodiff through the closed form
-    (science.md §2.5, "closed-form inference"). By the envelope theorem this equals the
+    (docs/background.md §2.5, "closed-form inference"). By the envelope theorem this equals the
     PC weight gradient ∇_θF(z*; θ) at the exact activities.
 
     **Arguments:** as for [`equilibrium_energy`][pcscale.theory.equilibrium_energy].

@@ -1,4 +1,4 @@
-"""The expected rescaling gap E[s − 1] at initialisation (science.md §4.4–4.5)."""
+"""The expected rescaling gap E[s − 1] at initialisation (docs/background.md §4.4–4.5)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def predicted_gap(width: int, depth: int, parameterisation: AbstractParameterisa
 
     $$\mathbb E[s-1] = N a_L^2\sigma_L^2 \sum_{k=0}^{L-2} (s + N a^2\sigma^2)^k.$$
 
-    For the presets this is (science.md §4.4–4.5): μP family without skips
+    For the presets this is (docs/background.md §4.4–4.5): μP family without skips
     (L − 1)/(γ0²N); with α-branches L^{2α}[(1 + L^{−2α})^{L−1} − 1]/(γ0²N), i.e.
     L[(1 + 1/L)^{L−1} − 1]/(γ0²N) for μPC; NTP (L − 1)/γ0² without skips; SP
     (1 − 3^{−(L−1)})/(2γ0²) without skips and [(4/3)^{L−1} − 1]/γ0² with. The gap does not

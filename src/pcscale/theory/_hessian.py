@@ -1,5 +1,5 @@
 """The activity Hessian H_z of a PC network: dense (small networks), matrix-free
-Hessian-vector products, and its extreme eigenvalues by Lanczos (science.md §4.3, §4.6).
+Hessian-vector products, and its extreme eigenvalues by Lanczos (docs/background.md §4.3, §4.6).
 
 These work for nonlinear networks too, at any activities."""
 
@@ -111,7 +111,7 @@ def activity_hessian(
     activities flattened layer by layer (z_1 first). For small networks only.
 
     For a linear network (φ = identity, no biases, MSE output) H_z is block-tridiagonal,
-    does not depend on the sample, the activities or the target (science.md §4.3), and
+    does not depend on the sample, the activities or the target (docs/background.md §4.3), and
     `x`, `y`, `z` may be omitted. For any other network it depends on all three: pass a
     batch of **one** sample (e.g. `x[i:i+1]`), and optionally its activities `z`
     (default: feedforward). The Hessian of the batch-mean energy F with respect to one

@@ -47,7 +47,7 @@ def closed_form_step(
     model: PCModel, opt_state: PyTree, x: BatchX, y: BatchY, *, optimiser: optax.GradientTransformation
 ) -> tuple[PCModel, PyTree, ClosedFormStepMetrics]:
     """One jitted PC training step of a linear network with closed-form inference: the
-    weight gradient is ∇_θF* by autodiff through science.md §4.2 (including ∂S/∂θ),
+    weight gradient is ∇_θF* by autodiff through docs/background.md §4.2 (including ∂S/∂θ),
     which equals the PC gradient at the exact activity equilibrium, then an optimiser
     update. No inference loop runs, so there is no residual to report. For a float32
     model it warns when ‖S − I/λ‖ is below float32 resolution (reading one scalar back
