@@ -82,7 +82,7 @@ CASES = ("init", "trained", "linear")
 SOLVER_NAMES = {"pcg": "ConjugateGradient+depth", "pnewton": "NewtonKrylov+depth",
                 "cg": "ConjugateGradient", "newton": "NewtonKrylov", "nesterov": "Nesterov",
                 "lbfgs": "LBFGS", "ode": "ODEFlow"}
-RESULT_NAMES = ("converged", "max_steps", "stalled", "diverged")
+RESULT_NAMES = ("converged", "max_steps", "stalled", "diverged", "max_time")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 

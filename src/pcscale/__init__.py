@@ -43,6 +43,7 @@ from ._parameterisation import (
     SP as SP,
     WeightRole as WeightRole,
 )
+from ._precision import residual_floor as residual_floor
 from ._sharding import make_data_mesh as make_data_mesh, replicate as replicate, shard_batch as shard_batch
 from ._solution import (
     InferenceSolution as InferenceSolution,
@@ -57,6 +58,7 @@ from ._solver import (
     DepthPreconditioner as DepthPreconditioner,
     GradientDescent as GradientDescent,
     LBFGS as LBFGS,
+    MixedPrecision as MixedPrecision,
     Nesterov as Nesterov,
     NewtonKrylov as NewtonKrylov,
     ODEFlow as ODEFlow,

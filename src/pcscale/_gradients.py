@@ -15,6 +15,16 @@ from ._validation import as_float_array, validated
 def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple[Array, PCModel]:
     """`pc_gradients` for validated inputs (callable inside jit)."""
     z = jax.lax.stop_gradient(tuple(z))
+    narrow, wide = model.dtype, jnp.result_type(*jax.tree.leaves(z))
+    if narrow is not None and jnp.finfo(wide).bits > jnp.finfo(narrow).bits:
+        # Activities certified in a wider dtype (pcscale.MixedPrecision): evaluate the
+        # whole energy in it, or the errors of the lowest layers, whose predictions use
+        # only the narrow weights and input, fall back to the narrow rounding floor. The
+        # gradient is returned in the model's dtype.
+        widen = lambda tree, dtype: jax.tree.map(  # noqa: E731
+            lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+        energy, grads = energy_gradients(widen(model, wide), z, widen(x, wide), widen(y, wide))
+        return energy, widen(grads, narrow)
 
     def energy(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(m._energy_one)(z, x, y))

@@ -13,12 +13,15 @@ from ._custom_types import Activities, BatchX, BatchY
 from ._model import FULL_PRECISION, PCModel
 from ._sharding import follow_batch, pin
 from ._solution import RESULTS, InferenceSolution, InferenceStats
-from ._solver import AbstractInferenceSolver, GradientDescent
+from ._precision import warn_if_uncertifiable
+from ._monitor import read_clock, report_end, start_clock
+from ._solver import AbstractInferenceSolver, GradientDescent, MixedPrecision
+from ._solver.mixed_precision import solve_mixed
 from ._solver._base import with_traced_numbers
 from ._tree import tree_norm as tree_norm
 from ._validation import as_float_array, validated
 
-_RUNNING, _CONVERGED, _DIVERGED, _STALLED = 0, 1, 2, 3
+_RUNNING, _CONVERGED, _DIVERGED, _STALLED, _OUT_OF_TIME = 0, 1, 2, 3, 4
 
 
 class SummedEnergy:
@@ -61,7 +64,30 @@ def solve_activities(
         return _solve(model, x, y, solver, z0, sharding)
 
 
+class _Progress(eqx.Module):
+    """Stall bookkeeping: the best residual and energy at the last step that counted as
+    progress, and that step."""
+
+    residual: Array
+    energy: Array
+    step: Array
+
+
+def _progressed(progress: _Progress, step, residual, energy, margin) -> _Progress:
+    # Progress is a residual (1 − margin) below its best, or an energy below its best by
+    # more than its rounding error: at the dtype's floor both only jitter.
+    rounding = 64 * jnp.finfo(energy.dtype).eps * jnp.abs(progress.energy)
+    better = (residual < (1 - margin) * progress.residual) | (energy < progress.energy - rounding)
+    return _Progress(
+        jnp.where(better, jnp.minimum(residual, progress.residual), progress.residual),
+        jnp.where(better, jnp.minimum(energy, progress.energy), progress.energy),
+        jnp.where(better, step, progress.step),
+    )
+
+
 def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
+    if isinstance(solver, MixedPrecision):
+        return solve_mixed(model, x, y, solver, z0, sharding, _solve)
     batch = x.shape[0]
     fn = summed_energy_and_grad(model, x, y)
     z = pin(jax.vmap(model._activities_one)(x) if z0 is None else tuple(z0), sharding)
@@ -71,10 +97,15 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     threshold = solver.divergence_factor * jnp.maximum(energy0, jnp.finfo(energy0.dtype).tiny)
     status0 = jnp.where(residual0 <= tolerance, _CONVERGED, _RUNNING)
     zero = jnp.array(0, dtype=jnp.int32)
+    window = solver.window
+    margin = type(solver).stall_margin
+    timed = solver.max_time is not None or solver.progress
+    clock0 = start_clock() if timed else None
+    progress0 = _Progress(residual0, energy0, zero)
     # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
     # the arrays travel through the loop.
     state0, static = eqx.partition(solver.init(fn, z, energy0, grad0, tolerance), eqx.is_array)
-    carry = (zero, z, energy0, grad0, residual0, state0, zero + 1, zero, status0)
+    carry = (zero, z, energy0, grad0, residual0, state0, zero + 1, zero, status0, progress0, clock0)
 
     def verify(z, energy, grad, residual):
         """Re-evaluate a recurrence's claim of convergence from the energy itself."""
@@ -88,23 +119,32 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         return jax.lax.cond(residual <= tolerance, evaluate, lambda: (energy, grad, residual, zero))
 
     def cond(carry):
-        step, *_, status = carry
+        step, *_, status, _, _ = carry
         return (status == _RUNNING) & (step < solver.max_steps)
 
     def body(carry):
-        step, z, energy, grad, _, state, grads, hvps, _ = carry
+        step, z, energy, grad, _, state, grads, hvps, _, progress, clock = carry
         state = eqx.combine(state, static)
         z, energy, grad, state, used = solver.step(fn, z, energy, grad, state)
         z, grad = pin(z, sharding), pin(grad, sharding)
+        stuck = solver.stalled(state)
         state, _ = eqx.partition(state, eqx.is_array)
         energy, grad, residual, checks = verify(z, energy, grad, tree_norm(grad))
+        step = step + 1
+        progress = _progressed(progress, step, residual, energy, margin)
+        stuck = stuck | ((window > 0) & (step - progress.step >= window))
+        status = jnp.where(residual <= tolerance, _CONVERGED, jnp.where(stuck, _STALLED, _RUNNING))
+        if timed:
+            relative = residual / jnp.where(residual0 > 0, residual0, 1.0)
+            clock = read_clock(clock, step, relative, energy / batch, max_time=solver.max_time, progress=solver.progress)
+            if solver.max_time is not None:
+                status = jnp.where((status == _RUNNING) & (clock.elapsed > solver.max_time), _OUT_OF_TIME, status)
         diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
-        status = jnp.where(residual <= tolerance, _CONVERGED, jnp.where(solver.stalled(eqx.combine(state, static)), _STALLED, _RUNNING))
         status = jnp.where(diverged, _DIVERGED, status)
-        return step + 1, z, energy, grad, residual, state, grads + used.gradients + checks, hvps + used.hvps, status
+        return step, z, energy, grad, residual, state, grads + used.gradients + checks, hvps + used.hvps, status, progress, clock
 
     carry = jax.lax.while_loop(cond, body, carry)
-    steps, z, energy, _, residual, _, grads, hvps, status = carry
+    steps, z, energy, _, residual, _, grads, hvps, status, _, clock = carry
     if not solver.exact_values:
         # A run that did not converge reports the true energy and residual at its final
         # activities, not the recurrence's.
@@ -118,16 +158,9 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         keep = lambda: (energy, residual, status, zero)  # noqa: E731
         energy, residual, status, checks = jax.lax.cond(status == _CONVERGED, keep, final)
         grads = grads + checks
-    result = RESULTS.where(
-        status == _CONVERGED,
-        RESULTS.converged,
-        RESULTS.where(
-            status == _DIVERGED,
-            RESULTS.diverged,
-            RESULTS.where(status == _STALLED, RESULTS.stalled, RESULTS.max_steps),
-        ),
-    )
     relative = jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0)
+    if solver.progress:
+        report_end(clock, steps, relative)
     stats = InferenceStats(
         energy=energy / batch,
         initial_energy=energy0 / batch,
@@ -137,9 +170,17 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         steps=steps,
         grad_evals=grads,
         hvp_evals=hvps,
-        result=result,
+        result=result_of(status),
     )
     return InferenceSolution(activities=z, stats=stats)
+
+
+def result_of(status) -> RESULTS:
+    """The RESULTS member of the loop's integer status."""
+    result = RESULTS.max_steps
+    for code, member in ((_OUT_OF_TIME, RESULTS.max_time), (_STALLED, RESULTS.stalled), (_DIVERGED, RESULTS.diverged), (_CONVERGED, RESULTS.converged)):
+        result = RESULTS.where(status == code, member, result)
+    return result
 
 
 @eqx.filter_jit
@@ -192,4 +233,5 @@ def infer(
         raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     y, z0, sharding = follow_batch(x, y, z0)
+    warn_if_uncertifiable(model, x, y, solver, z0)
     return _infer_jit(model, x, y, with_traced_numbers(solver), z0, sharding)

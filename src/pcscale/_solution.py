@@ -14,14 +14,17 @@ class RESULTS(eqx.Enumeration):
     converged = "The residual tolerance was met."
     max_steps = "The step budget ran out before the tolerance was met."
     stalled = (
-        "The solver could make no further progress (its line search found no acceptable "
-        "step), usually because the residual reached the rounding floor of the dtype; use "
-        "float64 or a looser tolerance."
+        "The solver could make no further progress: neither the residual nor the energy "
+        "improved over its stall window, or its line search found no acceptable step. "
+        "Usually the residual has reached the rounding floor of the dtype "
+        "(pcscale.residual_floor); use a float64 model, pcscale.MixedPrecision, or a "
+        "looser tolerance (docs/inference.md)."
     )
     diverged = (
         "The energy became non-finite or grew past the divergence threshold; reduce the "
         "step size (β < 2/λ_max of the activity Hessian) or use a more stable solver."
     )
+    max_time = "The wall-clock budget (`max_time`) ran out before the tolerance was met."
 
 
 class InferenceStats(eqx.Module):

@@ -16,6 +16,7 @@ from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities, tree_norm
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
+from ._precision import warn_if_uncertifiable
 from ._sharding import batch_sharding, check_mesh, follow_batch, replicate, shard_array
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
@@ -292,6 +293,8 @@ def train(
     history = []
     bar = tqdm(total=steps, disable=not progress, desc="PC vs BP", unit="step")
     for step, (x, y) in enumerate(_batches(data, steps, mesh)):
+        if step == 0:  # before the first solve, once: is the tolerance certifiable?
+            warn_if_uncertifiable(model, x, y, solver, stacklevel=3)
         pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(
             pc_model, bp_model, pc_state, bp_state, x, y, optimiser, traced_solver, bool(allow_diverged),
             batch_sharding(x),

@@ -3,6 +3,7 @@
 from ._base import AbstractInferenceSolver as AbstractInferenceSolver, Cost as Cost
 from .conjugate_gradient import ConjugateGradient as ConjugateGradient
 from .gradient_descent import GradientDescent as GradientDescent
+from .mixed_precision import MixedPrecision as MixedPrecision
 from .nesterov import Nesterov as Nesterov
 from .newton_krylov import NewtonKrylov as NewtonKrylov
 from .ode_flow import ODEFlow as ODEFlow

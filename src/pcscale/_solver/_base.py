@@ -102,6 +102,10 @@ def cost(gradients=0, hvps=0) -> Cost:
     return Cost(jnp.asarray(gradients, jnp.int32), jnp.asarray(hvps, jnp.int32))
 
 
+def _optional_float(value):
+    return value if value is None else to_float(value)
+
+
 class AbstractInferenceSolver(eqx.Module):
     """Base of all inference solvers.
 
@@ -116,6 +120,23 @@ class AbstractInferenceSolver(eqx.Module):
     `divergence_factor`. Setting `rtol = atol = 0` runs the full budget (the reference
     implementation's fixed-budget behaviour), still reporting the residual reached.
 
+    Every solver also takes three keyword-only fields that the loop enforces alike:
+
+    - `stall_window`: the loop ends with `RESULTS.stalled` when, for this many
+      consecutive steps, neither the residual fell below (1 − `stall_margin`) times its
+      best value so far nor the energy fell below its best value by more than its
+      rounding error (64·eps·|F|): a solve that cannot progress (typically at the
+      rounding floor of the dtype, docs/inference.md) stops promptly and reports the
+      residual it reached, instead of spending its whole budget. Default None: the
+      solver class's `default_stall_window` (many cheap steps for first-order methods,
+      a few for Newton). 0 turns the test off.
+    - `max_time`: a wall-clock budget in seconds for one solve; the loop then ends with
+      `RESULTS.max_time`. Default None (no limit). The clock is read on the host about
+      once a second (never every step), so it costs nothing measurable.
+    - `progress`: print a line (step, relative residual, energy, elapsed time) to
+      standard error at least every 10 s while one solve runs. Default False; the
+      command line turns it on.
+
     A solver whose `step` returns an energy and gradient obtained by a recurrence
     rather than by evaluating the energy (conjugate gradients) sets the class variable
     `exact_values = False`; the loop then re-evaluates the gradient before accepting a
@@ -124,8 +145,40 @@ class AbstractInferenceSolver(eqx.Module):
     """
 
     # Concrete solvers declare rtol, atol, max_steps and divergence_factor as fields
-    # (not AbstractVars, so that solvers may put required fields first).
+    # (not AbstractVars, so that solvers may put required fields first). The fields
+    # below are keyword-only, so they follow every solver's own positional fields.
+    stall_window: int | None = eqx.field(default=None, kw_only=True)
+    max_time: float | None = eqx.field(default=None, kw_only=True, converter=_optional_float)
+    progress: bool = eqx.field(default=False, kw_only=True, static=True)
+
     exact_values: ClassVar[bool] = True
+    # Steps without progress before `stalled`, and the relative residual decrease that
+    # counts as progress (see the class docstring).
+    default_stall_window: ClassVar[int] = 200
+    stall_margin: ClassVar[float] = 1e-3
+
+    def __check_init__(self):
+        window = self.stall_window
+        if window is not None and not (
+            isinstance(window, numbers.Integral) and not isinstance(window, bool) and window >= 0
+        ):
+            raise ValueError(
+                f"`stall_window` must be None (the solver's default) or a non-negative int, got "
+                f"{window!r}; e.g. stall_window=100, or 0 to turn stall detection off."
+            )
+        limit = self.max_time
+        if limit is not None and not (isinstance(limit, float) and limit > 0 and limit < float("inf")):
+            raise ValueError(
+                f"`max_time` must be None (no limit) or a positive, finite number of seconds, got "
+                f"{limit!r}; e.g. max_time=60.0."
+            )
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"`progress` must be a bool, got {self.progress!r}; e.g. progress=True.")
+
+    @property
+    def window(self) -> int:
+        """The stall window in force (`stall_window`, or the class default)."""
+        return type(self).default_stall_window if self.stall_window is None else self.stall_window
 
     @abc.abstractmethod
     def init(self, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities, tolerance: Array) -> Any:

@@ -5,14 +5,24 @@ from __future__ import annotations
 import numbers
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 
 from .._model import PCModel
-from .._solver import AbstractInferenceSolver, ConjugateGradient, DepthPreconditioner, GradientDescent, NewtonKrylov
+from .._precision import initial_residual, residual_floor
+from .._solver import (
+    AbstractInferenceSolver,
+    ConjugateGradient,
+    DepthPreconditioner,
+    GradientDescent,
+    MixedPrecision,
+    NewtonKrylov,
+)
 from ._hessian import is_linear
 from ._structure import input_shape
 
 
-def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0) -> AbstractInferenceSolver:
+def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: float = 0.0) -> AbstractInferenceSolver:
     r"""The inference solver to use for `model`, by a documented rule:
 
     1. no hidden layer (depth 1): nothing to solve → `GradientDescent` (stops at once);
@@ -26,15 +36,26 @@ def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0
        [`DepthPreconditioner`][pcscale.DepthPreconditioner], which removes the
        depth-Laplacian part of the conditioning (3× fewer products at depth 32).
 
+    5. precision, when a batch (`x` and `y`) is given: if the requested tolerance lies
+       below the rounding floor of the model's dtype
+       ([`residual_floor`][pcscale.residual_floor]; typical of float32 networks that are
+       wide and deep, e.g. 2e-4 at N = 256, H = 31), the choice is wrapped in
+       [`MixedPrecision`][pcscale.MixedPrecision] (iterate in float32 to the floor, then
+       polish and certify in float64) when JAX's 64-bit mode is on; with it off, the
+       plain choice is returned and `infer` warns that the tolerance cannot be met.
+       Without `y` the floor cannot be estimated and only rules 1–4 apply.
+
     Size enters through the budgets: the activity Hessian's condition number grows like
-    L² (science.md §4.6), so Krylov iterations grow like L, and the budgets are set to
+    L² (docs/background.md §4.6), so Krylov iterations grow like L, and the budgets are set to
     `max(1000, 100·L)` CG steps and `max(200, 20·L)` inner CG steps per Newton step.
 
     **Arguments:**
 
     - `model`: a [`PCModel`][pcscale.PCModel].
-    - `x`: an example batch (only its shape is used), needed when the first layer is not
-      a `pcscale.nn.Linear`.
+    - `x`: an example batch, needed when the first layer is not a `pcscale.nn.Linear`
+      (only its shape is used, unless `y` is given too).
+    - `y`: the batch's targets, to check the tolerance against the dtype's rounding
+      floor (rule 5).
     - `rtol`, `atol`: the stopping tolerances of the returned solver.
 
     **Returns:** a solver instance.
@@ -55,5 +76,14 @@ def auto_solver(model: PCModel, x=None, *, rtol: float = 1e-6, atol: float = 0.0
         lambda m: [layer.bias for layer in m.layers], model, [None] * model.depth, is_leaf=lambda v: v is None
     )
     if is_linear(unbiased, input_shape(model, x)):
-        return ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner)
-    return NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)
+        choice = ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner)
+    else:
+        choice = NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)
+    if x is None or y is None or not jax.config.jax_enable_x64 or jnp.dtype(model.dtype) == jnp.float64:
+        return choice
+    floor = float(residual_floor(model, x, y))
+    if rtol + atol / max(float(initial_residual(model, x, y)), 1e-300) >= floor:
+        return choice
+    # The float32 phase stops at a tolerance it can reach, with room above the floor.
+    first = eqx.tree_at(lambda s: (s.rtol, s.atol), choice, (min(max(10 * floor, 1e-4), 1e-2), 0.0))
+    return MixedPrecision(solver=first, rtol=rtol, atol=atol)

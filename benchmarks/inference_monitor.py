@@ -1,0 +1,96 @@
+"""Cost of the inference loop's watchfulness: the stall test and the host clock.
+
+    python benchmarks/inference_monitor.py [--out PATH] [--repeats N] [--quick]
+
+Every solve now tests for stalls at every step (a few scalar comparisons), and a solver
+with `max_time` or `progress` reads the host clock through `io_callback` about once a
+second. This script times the same solves three ways, on the network of
+benchmarks/inference.py (`residual_mlp`, μPC, tanh, float64) at two sizes:
+
+- `plain`: stall test off (`stall_window=0`), no clock: the loop as it was before both
+  existed;
+- `stall`: the stall test on, with a window too long to trigger, so the work is the same;
+- `clock`: the stall test on, plus `progress=True` and `max_time` (the clock read about
+  once a second; no line is printed, since every solve is shorter than 10 s).
+
+Gradient descent runs a fixed budget (rtol = 0), the worst case for a per-step test
+(cheapest steps); Newton–Krylov runs to rtol = 1e-6. Each figure is the median of
+`--repeats` calls after warm-up, in one process, interleaved. Target: `stall` and
+`clock` within 3% of `plain` (ratios ≤ 1.03). Printed as PASS/MISS; the script does not
+fail on a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import pcscale  # noqa: E402
+from _common import environment, time_calls, write_json  # noqa: E402
+from inference import build  # noqa: E402
+
+SIZES = {
+    "small": dict(width=32, depth=8, batch=8, input_dim=20, gd_steps=2_000),
+    "large": dict(width=256, depth=16, batch=32, input_dim=256, gd_steps=1_000),
+}
+TARGET = 1.03
+
+
+def variants(solver) -> dict:
+    never = 1 << 30
+    return {
+        "plain": _replace(solver, stall_window=0),
+        "stall": _replace(solver, stall_window=never),
+        "clock": _replace(solver, stall_window=never, progress=True, max_time=1e6),
+    }
+
+
+def _replace(solver, **changes):
+    import dataclasses
+
+    return dataclasses.replace(solver, **changes)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/inference-monitor-<platform>.json)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="the small size only")
+    args = parser.parse_args(argv)
+    env = environment()
+    print(f"device: {env['device_kind']} ({env['platform']}), jax {jax.__version__}")
+    records = {}
+    for size, cfg in SIZES.items():
+        if args.quick and size != "small":
+            continue
+        model, x, y = build(cfg, "tanh", jax.random.key(0))
+        solvers = {
+            "gd": pcscale.GradientDescent(step_size=0.3, rtol=0.0, max_steps=cfg["gd_steps"]),
+            "newton": pcscale.NewtonKrylov(rtol=1e-6, preconditioner=pcscale.DepthPreconditioner()),
+        }
+        for name, solver in solvers.items():
+            calls = {label: (lambda s=s: pcscale.infer(model, x, y, solver=s))
+                     for label, s in variants(solver).items()}
+            times = time_calls(calls, args.repeats)
+            base = times["plain"]["median"]
+            ratios = {label: times[label]["median"] / base for label in times}
+            steps = int(pcscale.infer(model, x, y, solver=variants(solver)["plain"]).steps)
+            ok = all(r <= TARGET for r in ratios.values())
+            records[f"{size}-{name}"] = {"config": cfg, "solver": name, "steps": steps, "times": times,
+                                         "ratios": ratios, "pass": ok}
+            print(f"{size:>5} {name:>6}: {steps:5d} steps, plain {base * 1e3:8.2f} ms, "
+                  f"stall ×{ratios['stall']:.3f}, clock ×{ratios['clock']:.3f}  {'PASS' if ok else 'MISS'}")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"inference-monitor-{env['platform']}.json"
+    write_json(out, {"benchmark": "inference_monitor", "argv": sys.argv[1:], "environment": env,
+                     "target_ratio": TARGET, "cases": records,
+                     "all_targets_pass": all(r["pass"] for r in records.values())})
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
