@@ -336,7 +336,7 @@ def test_a_folder_with_another_config_is_refused_unless_forced(tmp_path):
     out = tmp_path / "run"
     small = ["widths=4", "skips=false", "seeds=0", "steps=2", "dmft=false"]
     ex.run("toy", "quick", out, overrides=small, progress=False)
-    with pytest.raises(ex.ConfigMismatch, match="another config.*--force"):
+    with pytest.raises(ex.ConfigMismatch, match="(?s)another config.*steps: 2 → 3.*--force"):
         ex.run("toy", "quick", out, overrides=small[:-2] + ["steps=3", "dmft=false"], progress=False)
     with pytest.raises(ex.ConfigMismatch, match="another config"):
         ex.run("toy-sp", "quick", out, overrides=small, progress=False)
@@ -417,7 +417,7 @@ def test_layer_selection_by_structure():
 
 def test_each_experiment_applies_its_papers_learning_rate_rule():
     """One update of the optimisers the experiments build, against the closed forms of
-    science.md §3.1: μPC GD moves W by η·γ0²·N·g (toy), μPC Adam's first step is
+    docs/background.md §3.1: μPC GD moves W by η·γ0²·N·g (toy), μPC Adam's first step is
     η/√(N·L)·sign(g) on every layer (width-depth-linear, residual-mlp; ε negligible)."""
     from pcscale.experiments._lockstep import optimiser_for
 

@@ -12,7 +12,9 @@ from pcscale import data as pcdata
 from pcscale.data._load import load_with_fallback_note
 
 PARAMETERISATIONS = ("mupc", "completep", "mup", "depthmup", "ntp", "sp")
-SOLVERS = ("gd", "cg", "newton", "nesterov", "lbfgs", "ode", "auto")
+SOLVERS = ("gd", "cg", "newton", "nesterov", "lbfgs", "ode", "auto", "mixed")
+# Solver names whose float32 solves may certify in float64 (JAX's 64-bit mode on).
+CERTIFY_IN_FLOAT64 = ("auto", "mixed")
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet", "digits")
 TEXT_DATASETS = ("tinyshakespeare", "shakespeare-excerpt")
 
@@ -38,31 +40,42 @@ def parameterisation(name: str, *, gamma0: float = 1.0, alpha: float | None = No
     raise ValueError(f"unknown parameterisation {name!r}; choose one of {', '.join(PARAMETERISATIONS)}.")
 
 
-def solver(name: str, model, *, step_size: float, rtol: float, max_steps: int):
+def solver(name: str, model, *, step_size: float, rtol: float, max_steps: int, x=None, y=None,
+           progress: bool = False):
     """The inference solver a config name stands for: "gd" is gradient descent with
     β = `step_size` per sample; "nesterov" uses β/2 (momentum needs β ≲ 1/λ_max);
-    "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]'s choice. Every solver stops
-    at `rtol` or after `max_steps` of its own steps (GD or momentum steps, CG or L-BFGS
-    iterations, Newton steps, ODE steps); rtol = 0 runs the whole budget, the
-    reference's fixed-iteration protocol. `step_size` is used by "gd" and "nesterov"
-    only: the other solvers choose their steps themselves."""
-    if name == "auto":
-        import dataclasses
+    "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]'s choice for the batch
+    (`x`, `y`), which certifies float32 models in float64 when `rtol` is below their
+    rounding floor; "mixed" is [`pcscale.MixedPrecision`][pcscale.MixedPrecision] around
+    Newton–Krylov. Every solver stops at `rtol` or after `max_steps` of its own steps
+    (GD or momentum steps, CG or L-BFGS iterations, Newton steps, ODE steps; for the
+    mixed-precision solvers, the float64 polish's Newton steps); rtol = 0 runs the
+    whole budget, the reference's fixed-iteration protocol. `step_size` is used by "gd"
+    and "nesterov" only: the other solvers choose their steps themselves. `progress`
+    prints a line every 10 s during long solves."""
+    import dataclasses
 
-        return dataclasses.replace(pc.auto_solver(model, rtol=rtol), max_steps=max_steps)
-    if name == "gd":
-        return pc.GradientDescent(step_size=step_size, rtol=rtol, max_steps=max_steps)
-    if name == "cg":
-        return pc.ConjugateGradient(rtol=rtol, max_steps=max_steps)
-    if name == "newton":
-        return pc.NewtonKrylov(rtol=rtol, max_steps=max_steps)
-    if name == "nesterov":
-        return pc.Nesterov(step_size=step_size / 2, rtol=rtol, max_steps=max_steps)
-    if name == "lbfgs":
-        return pc.LBFGS(rtol=rtol, max_steps=max_steps)
-    if name == "ode":
-        return pc.ODEFlow(rtol=rtol, max_steps=max_steps)
-    raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
+    if name == "auto":
+        choice = pc.auto_solver(model, x, y, rtol=rtol)
+    elif name == "mixed":
+        residual = any(layer.skip for layer in model.layers[1:-1])
+        first = pc.NewtonKrylov(rtol=1e-4, preconditioner=pc.DepthPreconditioner() if residual else None)
+        choice = pc.MixedPrecision(solver=first, rtol=rtol)
+    elif name == "gd":
+        choice = pc.GradientDescent(step_size=step_size, rtol=rtol)
+    elif name == "cg":
+        choice = pc.ConjugateGradient(rtol=rtol)
+    elif name == "newton":
+        choice = pc.NewtonKrylov(rtol=rtol)
+    elif name == "nesterov":
+        choice = pc.Nesterov(step_size=step_size / 2, rtol=rtol)
+    elif name == "lbfgs":
+        choice = pc.LBFGS(rtol=rtol)
+    elif name == "ode":
+        choice = pc.ODEFlow(rtol=rtol)
+    else:
+        raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
+    return dataclasses.replace(choice, max_steps=max_steps, progress=bool(progress))
 
 
 def dtype(float64: bool):
@@ -105,7 +118,7 @@ def _load(name: str, fallback: bool, **kwargs):
 def image_batch(name: str, *, batch: int, seed: int, flatten: bool, data_root: str, fallback: bool,
                 multiple_of: int = 1):
     """One fixed batch of `batch` images (the first `batch` of a seeded permutation),
-    preprocessed as in science.md §6.2, with the description of what was used. Images
+    preprocessed as in docs/background.md §6.2, with the description of what was used. Images
     whose sides are not multiples of `multiple_of` (MNIST's 28×28 for the CNN's three
     poolings) are zero-padded symmetrically up to the next multiple."""
     if name not in IMAGE_DATASETS:
@@ -122,9 +135,8 @@ def image_batch(name: str, *, batch: int, seed: int, flatten: bool, data_root: s
     return x, dataset.y, info
 
 
-def text_batch(name: str, *, batch: int, seq_len: int, seed: int, data_root: str, fallback: bool):
-    """The paper's character-level batch (science.md §6.2) from corpus `name` (or a
-    path to any plain-text file), with its vocabulary size and a description."""
+def _corpus(name: str, *, data_root: str, fallback: bool):
+    """Corpus `name` (or a path to any plain-text file) and its description."""
     if name in TEXT_DATASETS:
         corpus, note = _load(name, fallback, root=_root(data_root))
     else:
@@ -134,8 +146,38 @@ def text_batch(name: str, *, batch: int, seq_len: int, seed: int, data_root: str
             raise ValueError(f"`dataset` must be one of {', '.join(TEXT_DATASETS)} or a path to a plain-text "
                              f"file, got {name!r} (no such file).")
         corpus, note = pcdata.read_text(name), None
-    x, y = pcdata.text_batch(corpus, batch, seq_len, seed=seed)
     used = "shakespeare-excerpt" if note is not None else name  # the fallback is the bundled text
     info = {"dataset": used, "substitute_for": name if note is not None else None, "source": str(corpus.path),
-            "fallback_note": note, "vocabulary": len(corpus.vocabulary), "characters": len(corpus.tokens)}
-    return x, y, info
+            "fallback_note": note}
+    return corpus, info
+
+
+def text_batch(name: str, *, batch: int, seq_len: int, seed: int, data_root: str, fallback: bool):
+    """The paper's character-level batch (docs/background.md §6.2) from corpus `name` (or a
+    path to any plain-text file), with its vocabulary size and a description."""
+    corpus, info = _corpus(name, data_root=data_root, fallback=fallback)
+    x, y = pcdata.text_batch(corpus, batch, seq_len, seed=seed)
+    return x, y, {**info, "vocabulary": len(corpus.vocabulary), "characters": len(corpus.tokens)}
+
+
+def resolve_data(config) -> dict | None:
+    """What `config`'s data resolve to on this machine now, read once before a run's
+    cells and part of every cell's identity: the dataset used (the one asked for, or the
+    offline default where its files are missing and `fallback` allows it), where it was
+    read from, its size (training samples, or characters of text) and a fingerprint of the
+    preprocessed training split (every cell's batch is drawn from it), which changes
+    when the files do. From the config's `dataset`, `data_root` and `fallback` fields;
+    None for a config without `dataset` (the toy task draws its data from the seed)."""
+    from ._identity import fingerprint
+
+    name = getattr(config, "dataset", None)
+    if name is None:
+        return None
+    data_root, fallback = getattr(config, "data_root", ""), getattr(config, "fallback", True)
+    if name in IMAGE_DATASETS:
+        dataset, _ = _load(name, fallback, root=_root(data_root), one_hot=False)
+        return {**_describe(dataset), "samples": len(dataset.labels),
+                "fingerprint": fingerprint(dataset.x, dataset.labels)}
+    corpus, info = _corpus(name, data_root=data_root, fallback=fallback)
+    return {"dataset": info["dataset"], "substitute_for": info["substitute_for"], "source": info["source"],
+            "characters": len(corpus.tokens), "fingerprint": fingerprint(corpus.tokens)}

@@ -60,7 +60,7 @@ def run(
         config = apply_overrides(config, [f"float64={float64}"], experiment=name)
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{name}-{preset}"
     return run_experiment(experiment, config, out_dir, force=force, progress=progress, devices=devices,
-                          parallel=parallel)
+                          parallel=parallel, preset=preset)
 
 
 def load_run(out_dir: str | Path) -> RunResults:

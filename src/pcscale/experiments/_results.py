@@ -77,11 +77,13 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
         temporary.write_text(json.dumps(_clean(content), indent=1, allow_nan=False) + "\n")
 
 
-def cell_to_json(result: CellResult, *, experiment: str, config_digest: str) -> dict[str, Any]:
+def cell_to_json(result: CellResult, *, experiment: str, config_digest: str,
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:
     content: dict[str, Any] = {
         "format": CELL_FORMAT,
         "experiment": experiment,
         "config_digest": config_digest,
+        "data": data,
         "cell": result.cell.name,
         "settings": result.cell.settings,
         "wall_time": result.wall_time,

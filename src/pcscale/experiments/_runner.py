@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import hashlib
-import json
 import shutil
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -24,6 +23,9 @@ from jax.sharding import Mesh
 from .._sharding import make_data_mesh, nearest_sizes, resolve_devices
 
 from ._config import from_dict, to_dict
+from ._identity import differences, digest
+from ._names import resolve_data
+from . import _names
 from ._results import (
     CELL_FORMAT, RUN_FORMAT, Cell, CellResult, cell_from_json, cell_to_json, device, read_json, versions,
     write_json,
@@ -44,6 +46,10 @@ class Experiment:
       [`CellContext`][pcscale.experiments.CellContext] (progress bars, data-parallel
       mesh), returns a [`CellResult`][pcscale.experiments.CellResult].
     - `summarise(config, results)`: the terminal table.
+    - `resolve_data(config)`: what the config's data resolve to on this machine (dataset
+      used, source, fingerprint; None for generated data), read once per run before the
+      cells and part of every cell's identity; the default reads the config's `dataset`,
+      `data_root` and `fallback` fields.
     """
 
     name: str
@@ -53,6 +59,7 @@ class Experiment:
     cells: Callable[[Any], list[Cell]]
     run_cell: Callable[[Any, Cell, "CellContext"], CellResult]
     summarise: Callable[[Any, list[CellResult]], str]
+    resolve_data: Callable[[Any], dict[str, Any] | None] = resolve_data
 
     def preset(self, name: str):
         if name not in self.presets:
@@ -105,11 +112,6 @@ class ConfigMismatch(ValueError):
     """The output folder holds results of another experiment or config."""
 
 
-def digest(experiment: str, config) -> str:
-    text = json.dumps({"experiment": experiment, "config": to_dict(config)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _read_run_file(run_file: Path, *, force: bool) -> dict:
     """run.json's content; an unreadable one is an error naming the file, or, with
     `force`, treated as absent (it is rewritten)."""
@@ -127,42 +129,69 @@ def _read_run_file(run_file: Path, *, force: bool) -> dict:
         ) from None
 
 
-def _prepare(out_dir: Path, experiment: Experiment, config, *, force: bool, write: bool = True) -> str:
+def _prepare(out_dir: Path, experiment: Experiment, config, data: dict | None, *, preset: str | None,
+             force: bool, write: bool = True) -> str:
+    """Check the run folder against this run and record it in run.json. Another
+    experiment or config is refused (the user asked for something else: a typo in --out
+    or --set would otherwise mix or lose results); other data for the same config
+    (files placed in, replaced in or removed from the data root) make every cell stale,
+    recomputed as the run reaches it, with a warning naming what changed."""
     key = digest(experiment.name, config)
     if not write:
         return key  # another process (process 0) owns the folder
     run_file = out_dir / RUN_FILE
+    saved = {}
     if run_file.exists():
         saved = _read_run_file(run_file, force=force)
         if saved.get("digest") != key:
             if not force:
-                raise ConfigMismatch(
-                    f"{out_dir} holds results of {saved.get('experiment')!r} with another config "
-                    f"(saved digest {saved.get('digest')}, this run {key}); choose another --out, or pass "
-                    "--force (force=True) to delete those results and start again."
-                )
+                raise ConfigMismatch(_refusal(out_dir, saved, experiment.name, config, data, preset))
             shutil.rmtree(out_dir / CELLS, ignore_errors=True)
             shutil.rmtree(out_dir / "figures", ignore_errors=True)
+            saved = {}
+        elif saved.get("data") != data and any((out_dir / CELLS).glob("*.json")):
+            changes = "\n".join("  " + line for line in differences(saved.get("data"), data, prefix="data."))
+            warnings.warn(
+                f"{out_dir}: the data this run resolves to differ from its last session's (saved → now):\n"
+                f"{changes}\nCells computed on other data than these are computed again.", stacklevel=3,
+            )
     elif out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ConfigMismatch(
             f"{out_dir} is not empty and is not a pcscale run folder (no {RUN_FILE}); choose an empty or new "
             "--out, or pass --force (force=True) to write into it."
         )
-    session = {"versions": versions(), "device": device(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    previous = _read_run_file(run_file, force=True) if run_file.exists() else {}
+    session = {"versions": versions(), "device": device(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "preset": preset, "data": data}
     # Every call that wrote cells into this folder is listed, so that a sweep resumed
-    # with other versions or on another device says so.
-    sessions = previous.get("sessions", []) if previous.get("digest") == key else []
+    # with other versions, on another device or on other data says so.
     write_json(run_file, {
-        "format": RUN_FORMAT, "experiment": experiment.name, "digest": key, "config": to_dict(config),
-        "versions": session["versions"], "device": session["device"], "sessions": sessions + [session],
+        "format": RUN_FORMAT, "experiment": experiment.name, "digest": key, "preset": preset,
+        "config": to_dict(config), "data": data, "versions": session["versions"], "device": session["device"],
+        "sessions": saved.get("sessions", []) + [session],
     })
     return key
 
 
-def _finished(path: Path, experiment: str, key: str, settings: dict) -> CellResult | None:
-    """The cell's saved result if its file is complete and belongs to this config and
-    cell."""
+def _refusal(out_dir: Path, saved: dict, experiment: str, config, data: dict | None, preset: str | None) -> str:
+    """Why a run folder is refused: each setting that differs, as `key: saved → this run`."""
+    if saved.get("experiment") != experiment:
+        lines = [f"experiment: {saved.get('experiment')} → {experiment}"]
+    else:
+        lines = differences(saved.get("config"), to_dict(config))
+        if saved.get("preset") and preset and saved["preset"] != preset:
+            lines.insert(0, f"preset: {saved['preset']} → {preset}")
+        lines += differences(saved.get("data"), data, prefix="data.")
+    if not lines:  # equal settings under another digest: written by another pcscale version
+        lines = [f"digest: {saved.get('digest')} → {digest(experiment, config)}"]
+    listed = "\n".join("  " + line for line in lines)
+    return (f"{out_dir} holds results of {saved.get('experiment')!r} with another config (saved → this run):\n"
+            f"{listed}\nChoose another --out, or pass --force (force=True) to delete those results and start "
+            "again.")
+
+
+def _finished(path: Path, experiment: str, key: str, data: dict | None, settings: dict) -> CellResult | None:
+    """The cell's saved result if its file is complete and belongs to this config, data
+    and cell."""
     if not path.exists():
         return None
     try:
@@ -171,7 +200,7 @@ def _finished(path: Path, experiment: str, key: str, settings: dict) -> CellResu
             return None
         if content.get("format") != CELL_FORMAT or content.get("experiment") != experiment:
             return None
-        if content.get("config_digest") != key:
+        if content.get("config_digest") != key or content.get("data") != data:
             return None
         result = cell_from_json(content)
         return result if result.cell.settings == settings else None
@@ -188,6 +217,7 @@ def run_experiment(
     progress: bool = True,
     devices: int | Sequence[jax.Device] | None = 1,
     parallel: Parallel = Parallel.CELLS,
+    preset: str | None = None,
 ) -> RunResults:
     """Run every cell of `config` that `out_dir` does not already hold, writing one
     results file per cell as soon as it finishes (temporary file, then rename): an
@@ -199,8 +229,12 @@ def run_experiment(
     - `experiment`: from the registry (`pcscale.experiments.get(name)`).
     - `config`: its config (e.g. `experiment.preset("quick")`).
     - `out_dir`: the run folder; created if absent. A folder holding results of another
-      experiment or config is refused ([`ConfigMismatch`][pcscale.experiments.ConfigMismatch])
-      unless `force`, which deletes those results first.
+      experiment or config is refused ([`ConfigMismatch`][pcscale.experiments.ConfigMismatch],
+      naming each setting that differs) unless `force`, which deletes those results
+      first. A cell is reused only if it was computed for this experiment, config, cell
+      and data (what the config's dataset resolves to now: see `Experiment.resolve_data`);
+      cells computed on other data (e.g. the offline fallback, before the dataset was
+      placed in the data root) are computed again, with a warning.
     - `progress`: progress bars over cells and steps.
     - `devices`: how many devices to use (an int), which (a sequence of `jax.Device`),
       or None for all of them; default 1, the current default device.
@@ -208,6 +242,8 @@ def run_experiment(
       (one cell per device, concurrently) or `Parallel.BATCH` (each cell data parallel
       over all of them). Both write the same results files as a one-device run, up to
       the order of floating-point sums in `BATCH` mode and the wall times.
+    - `preset`: the name of the preset `config` came from, if any; recorded in run.json
+      and named in a refusal (the config's values are what identify the run).
 
     With several hosts (after `jax.distributed.initialize`), use `Parallel.BATCH`: every
     process runs every cell together and process 0 alone writes the files.
@@ -229,21 +265,26 @@ def run_experiment(
             f"over every host's devices: pass devices=None and parallel=Parallel.BATCH (--devices all "
             f"--parallel batch); got devices={devices!r}, parallel={parallel}."
         )
-    if getattr(config, "float64", False):
+    # float64 models, and float32 ones certified in float64 (pcscale.MixedPrecision, which
+    # the "auto" solver picks for tolerances below the float32 floor), need 64-bit mode.
+    if getattr(config, "float64", False) or getattr(config, "solver", None) in _names.CERTIFY_IN_FLOAT64:
         jax.config.update("jax_enable_x64", True)  # before any array of the run exists
     out_dir = Path(out_dir)
     writer = jax.process_index() == 0
     cells = _unique(experiment.cells(config))
     try:
+        # Once per run, before any cell: a missing dataset fails here, before the folder
+        # is touched, and the data are part of every cell's identity.
+        data = experiment.resolve_data(config)
         if writer:
             out_dir.mkdir(parents=True, exist_ok=True)
-        key = _prepare(out_dir, experiment, config, force=force, write=writer)
+        key = _prepare(out_dir, experiment, config, data, preset=preset, force=force, write=writer)
     except BaseException:
         _broadcast([False])  # the other processes stop too instead of waiting for process 0
         raise
     if not _broadcast([True])[0]:
         raise ConfigMismatch(f"process 0 refused the run folder {out_dir}; its output says why.")
-    done = {cell.name: _finished(out_dir / CELLS / f"{cell.name}.json", experiment.name, key, cell.settings)
+    done = {cell.name: _finished(out_dir / CELLS / f"{cell.name}.json", experiment.name, key, data, cell.settings)
             for cell in cells}
     todo = _agree([cell for cell in cells if done[cell.name] is None], cells)
 
@@ -253,7 +294,7 @@ def run_experiment(
         result = dataclasses.replace(result, wall_time=time.perf_counter() - start)
         if writer:
             write_json(out_dir / CELLS / f"{cell.name}.json",
-                       cell_to_json(result, experiment=experiment.name, config_digest=key))
+                       cell_to_json(result, experiment=experiment.name, config_digest=key, data=data))
         return result
 
     from tqdm.auto import tqdm
@@ -369,8 +410,8 @@ def _unique(cells: list[Cell]) -> list[Cell]:
 
 
 def _check_same_data(results: list[CellResult]) -> None:
-    """Warn when the cells of one run used different data: a sweep resumed after the
-    data root changed (e.g. MNIST appeared where the digits fallback was used)."""
+    """Warn when the cells of one run used different data: the data root changed while
+    the run was going (cells are matched against the data resolved at its start)."""
     used = {(r.info.get("dataset"), r.info.get("source")) for r in results if "dataset" in r.info}
     if len(used) > 1:
         import warnings
@@ -402,7 +443,8 @@ def load_run(out_dir: str | Path, registry: dict[str, Experiment]) -> RunResults
                          "written by another pcscale version: rerun the experiment into a new folder.") from None
     results, missing = [], []
     for cell in experiment.cells(config):
-        done = _finished(out_dir / CELLS / f"{cell.name}.json", name, saved.get("digest"), cell.settings)
+        done = _finished(out_dir / CELLS / f"{cell.name}.json", name, saved.get("digest"), saved.get("data"),
+                         cell.settings)
         if done is None:
             missing.append(cell.name)
         else:
