@@ -9,6 +9,7 @@ from . import _names
 from ._config import check_choice, check_positive
 from ._results import CellResult
 from ._table import inference_note, number, table
+from ._verdict import Verdict, report, rises_with_width
 
 def check_inference(config) -> None:
     check_choice(config, "solver", _names.SOLVERS)
@@ -17,9 +18,12 @@ def check_inference(config) -> None:
         raise ValueError(f"`rtol` must be ≥ 0 (0 runs the whole budget), got {config.rtol!r}.")
 
 
-def solver_for(config, model):
+def solver_for(config, model, x=None, y=None, *, progress: bool = False):
+    """The config's inference solver for `model` (the batch `x`, `y` lets "auto" check
+    the tolerance against the dtype's rounding floor; `progress` prints a line every
+    10 s during long solves)."""
     return _names.solver(config.solver, model, step_size=config.step_size, rtol=config.rtol,
-                         max_steps=config.max_inference_steps)
+                         max_steps=config.max_inference_steps, x=x, y=y, progress=progress)
 
 
 def layers_with_weights(model) -> list[int]:
@@ -29,9 +33,12 @@ def layers_with_weights(model) -> list[int]:
     return [i for i, layer in enumerate(model.layers) if jax.tree.leaves(eqx.filter(layer, eqx.is_array))]
 
 
-def summarise(title: str, config, results: list[CellResult], *, label) -> str:
+def summarise(title: str, config, results: list[CellResult], *, label, symbol: str = "N",
+              section: str = "§5.7") -> str:
     """Per cell: cosines at t = 0 and T − 1 in both modes, mean cosine of the tracked
-    layers, energy/loss ratio and losses at the end."""
+    layers, energy/loss ratio and losses at the end; then the verdict on the claim
+    that alignment rises with width (`symbol`: the width's symbol; `section`: where
+    docs/background.md states the claim)."""
     rows = []
     for r in results:
         tr = r.trace
@@ -57,5 +64,19 @@ def summarise(title: str, config, results: list[CellResult], *, label) -> str:
         table(header, rows),
         "",
         inference_note(results),
-        "Alignment with BP should rise with width; narrow networks start poorly aligned.",
+        report([alignment_rises(config, results, symbol=symbol)], section),
     ])
+
+
+def alignment_rises(config, results: list[CellResult], *, symbol: str = "N") -> Verdict:
+    """The overall lockstep cosine rises with width at every training step (seeds
+    averaged; NaN for a width whose cells have not finished)."""
+    widths = sorted(config.widths)
+    per_width = []
+    for width in widths:
+        traces = [r.trace for r in results if r.cell.settings["width"] == width and r.trace is not None]
+        per_width.append(np.mean([tr.cosine_lockstep for tr in traces], axis=0) if traces
+                         else np.full(config.steps, np.nan))
+    at_step = {f"t = {t}": [curve[t] for curve in per_width] for t in range(config.steps)}
+    return rises_with_width(widths, at_step, claim="PC–BP cosine rises with width at every training step",
+                            symbol=symbol)

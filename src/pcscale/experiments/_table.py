@@ -42,5 +42,15 @@ def inference_note(results) -> str:
     worst = max(float(np.nanmax(tr.relative_residual)) for tr in traces)
     if converged == total:
         return f"inference met its tolerance at all {total} steps (largest relative residual {worst:.1e})."
-    return (f"inference met its tolerance at {converged} of {total} steps (largest relative residual "
-            f"{worst:.1e}); unconverged steps are flagged in the results (metrics.converged).")
+    from ._results import RESULT_NAMES
+
+    codes = np.concatenate([np.asarray(tr.result).ravel() for tr in traces])
+    ended = ", ".join(f"{int(np.sum(codes == code))} {name.replace('_', ' ')}"
+                      for code, name in enumerate(RESULT_NAMES) if name != "converged" and np.any(codes == code))
+    hint = ""
+    if "stalled" in ended:
+        hint = (" A stalled solve could not improve its residual: usually the tolerance is below the "
+                "dtype's rounding floor (docs/inference.md, 'The rounding floor'); --set solver=auto "
+                "certifies float32 models in float64.")
+    return (f"inference met its tolerance at {converged} of {total} steps ({ended}; largest relative "
+            f"residual {worst:.1e}); unconverged steps are flagged in the results (metrics.converged).{hint}")

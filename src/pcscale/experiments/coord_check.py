@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 
 import pcscale as pc
 
@@ -15,6 +16,7 @@ from ._config import check_choice, check_config, check_positive
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import number, table
+from ._verdict import Verdict, negate, report, width_stable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +106,7 @@ def _spreads(result, quantity: str) -> list[float]:
 
 
 def summarise(config: CoordCheckConfig, results: list[CellResult]) -> str:
+    found = {r.cell.settings["parameterisation"]: r for r in results}
     rows = []
     for r in results:
         rows.append([r.cell.name, number(max(r.info["activation_spread"])), number(max(r.info["update_spread"])),
@@ -115,7 +118,29 @@ def summarise(config: CoordCheckConfig, results: list[CellResult]) -> str:
         table(["parameterisation", "activation spread", "update spread", "solves converged (worst width)"], rows),
         "",
         "spread = max/min over widths of a layer's scale (worst layer, last step); ≈ 1 means width-stable.",
+        report([claim(name, found.get(name)) for name in config.parameterisations], "§3.2"),
     ])
+
+
+MU_FAMILY = ("mupc", "completep", "mup", "depthmup")
+
+
+def claim(name: str, result: CellResult | None) -> Verdict:
+    """The μP family's activations and updates are width-stable; SP's (and NTP's)
+    updates are not (Adam's rate is not scaled with width). `result`: the
+    parameterisation's cell, None when it has not finished."""
+    info = result.info if result is not None else {}
+
+    def largest(key: str) -> float:
+        """The worst layer's spread; NaN when missing or any layer's is undefined."""
+        values = np.asarray([np.nan if v is None else v for v in info.get(key, [])], dtype=float)
+        return float(values.max()) if values.size else float("nan")
+
+    if name in MU_FAMILY:
+        spreads = {"activation": largest("activation_spread"), "update": largest("update_spread")}
+        return width_stable(spreads, claim=f"{name}: activation and update scales are width-stable")
+    stable = width_stable({"update": largest("update_spread")}, claim="")
+    return negate(stable, f"{name}: update scales are not width-stable")
 
 
 EXPERIMENT = Experiment(

@@ -13,6 +13,7 @@ import pcscale as pc
 
 
 from ._names import SOLVERS, solver as make_solver
+from ._verdict import report, rises_with_width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,5 +132,11 @@ def format_table(config: DemoConfig, results: list[WidthResult]) -> str:
             f"final loss PC {r.pc_loss:.4f}, BP {r.bp_loss:.4f}"
         )
     lines.append("")
-    lines.append("Wider networks align better: PC computes BP's gradients when width ≫ depth.")
+    ordered = sorted(results, key=lambda r: r.width)
+    verdict = rises_with_width(
+        [r.width for r in ordered],
+        {"t = 0": [r.cosine_start for r in ordered], "t = T−1": [r.cosine_end for r in ordered]},
+        claim="PC computes BP's gradients when width ≫ depth: the overall cosine rises with width",
+    )
+    lines.append(report([verdict], "§4.7"))
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """`toy` — Figure 2 (skips) and Figure A.17 (no skips): deep linear networks on the toy
 task, trained by full-batch GD with closed-form inference, against the DMFT curve
-(science.md §5.2). The same machinery serves `toy-sp`, `gamma0-sweep` and `saddle`."""
+(docs/background.md §5.2). The same machinery serves `toy-sp`, `gamma0-sweep` and `saddle`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,17 @@ from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import number, table
+from ._verdict import (
+    COINCIDE_TOLERANCE,
+    Verdict,
+    apart,
+    below,
+    coincide,
+    falls_like_inverse_width,
+    report,
+    stays_off,
+    theory_shrinks,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +40,15 @@ class ToyConfig:
     - `learning_rate`: GD's η; the parameterisation's SGD rule scales it (η·γ0²·N under
       μPC, η under SP).
     - `steps`: T. `seeds`: model seeds; `data_seed`: the toy data's seed, or −1 for each
-      cell's own seed (science.md §5.0: key = PRNGKey(seed), then (data_key, model_key) =
+      cell's own seed (docs/background.md §5.0: key = PRNGKey(seed), then (data_key, model_key) =
       split(key)). With a fixed `data_seed`, the seeds are initialisations of one task,
       whose mean is what the DMFT describes (§4.8 averages 3). `input_dim`, `samples`: D
       and P of the toy task (40 and 20).
-    - `dmft`: also solve the infinite-width DMFT curve (no-skip μP networks only) with
-      `dmft_iterations` fixed-point sweeps.
+    - `dmft`: also solve the infinite-width DMFT curve (no-skip μP networks only).
+      `dmft_iterations`: −1 (default) for the exact causal solve, or n ≥ 0 Jacobi sweeps as
+      in the reference code (10 there; they overflow at strong feature learning, see
+      docs/dmft.md). `dmft_exact_steps`: read the DMFT errors exactly as discrete GD steps
+      move them instead of by docs/background.md §4.8's first-order recursion (needs −1).
     - `float64`: compute in float64.
     """
 
@@ -50,7 +64,8 @@ class ToyConfig:
     input_dim: int = 40
     samples: int = 20
     dmft: bool = True
-    dmft_iterations: int = 10
+    dmft_iterations: int = -1
+    dmft_exact_steps: bool = False
     float64: bool = True
 
     def __post_init__(self):
@@ -60,6 +75,12 @@ class ToyConfig:
         check_choice(self, "parameterisation", ("mupc", "mup", "sp", "ntp"))
         if self.data_seed < -1:
             raise ValueError(f"`data_seed` must be −1 (each cell's seed) or a seed ≥ 0, got {self.data_seed}.")
+        if self.dmft_iterations < -1:
+            raise ValueError(f"`dmft_iterations` must be −1 (the exact causal solve) or a number of Jacobi "
+                             f"sweeps ≥ 0, got {self.dmft_iterations}.")
+        if self.dmft_exact_steps and self.dmft_iterations != -1:
+            raise ValueError(f"`dmft_exact_steps` needs the causal solve (dmft_iterations = −1), got "
+                             f"dmft_iterations = {self.dmft_iterations}.")
         if self.dmft and self.parameterisation not in ("mupc", "mup"):
             raise ValueError(f"`dmft` describes μP networks only, got parameterisation {self.parameterisation!r}; "
                              "set dmft=false.")
@@ -109,8 +130,12 @@ def run_cell(config: ToyConfig, cell: Cell, context: CellContext) -> CellResult:
     depth = s["hidden_layers"] + 1
     if s["kind"] == "dmft":
         curve = pc.theory.dmft(x, y, depth=depth, learning_rate=config.learning_rate, steps=config.steps,
-                               gamma0=s["gamma0"], iterations=config.dmft_iterations)
+                               gamma0=s["gamma0"], exact_steps=config.dmft_exact_steps,
+                               iterations=None if config.dmft_iterations == -1 else config.dmft_iterations)
+        # A curve that is not finite stays in the results as null (a genuine failure, with
+        # dmft's warning naming its cause), never silently dropped.
         info = {"dmft_loss": np.asarray(curve.loss), "fixed_point_change": float(curve.fixed_point_change),
+                "dmft_converged": bool(curve.converged),
                 "depth": depth}
         return CellResult(cell, None, info, 0.0)
     parameterisation = _names.parameterisation(config.parameterisation, gamma0=s["gamma0"])
@@ -131,7 +156,11 @@ def dmft_curves(results: list[CellResult]) -> dict[tuple[int, float, int], np.nd
             np.asarray(r.info["dmft_loss"], float) for r in results if r.cell.settings["kind"] == "dmft"}
 
 
-def summarise(config: ToyConfig, results: list[CellResult], *, title: str) -> str:
+def summarise(config: ToyConfig, results: list[CellResult], *, title: str, claims=None,
+              section: str = "§5.2") -> str:
+    """The per-cell table, then the verdicts of `claims(config, results)` (default
+    [`width_claims`][pcscale.experiments.toy.width_claims])."""
+    claims = width_claims if claims is None else claims
     curves = dmft_curves(results)
     last = config.steps - 1
     rows = []
@@ -155,14 +184,120 @@ def summarise(config: ToyConfig, results: list[CellResult], *, title: str) -> st
         "",
         table(header, rows),
         "",
-        "s − 1 is the PC–BP gap (science.md §4.4–4.5); F* ≈ BP loss ≈ DMFT at large N under μPC.",
+        "s − 1 is the PC–BP gap (docs/background.md §4.4–4.5).",
+        report(claims(config, results), section),
     ])
 
 
-def experiment(name: str, description: str, quick: ToyConfig, paper: ToyConfig) -> Experiment:
+class Groups:
+    """A run's network cells by group (skips, H, γ0) and width, seeds together, with
+    their seed means; what the claims of the toy family are checked on. The groups are
+    the config's (`keys`), finished or not."""
+
+    def __init__(self, config: ToyConfig, results: list[CellResult]):
+        self.config = config
+        self.keys = [(skips, h, gamma0) for skips in config.skips for h in config.hidden_layers
+                     for gamma0 in config.gamma0s]
+        self.cells: dict[tuple, dict[int, list[CellResult]]] = {}
+        for r in results:
+            s = r.cell.settings
+            if s["kind"] == "network":
+                key = (s["skips"], s["hidden_layers"], s["gamma0"])
+                self.cells.setdefault(key, {}).setdefault(s["width"], []).append(r)
+        self.dmft = dmft_curves(results)
+        self.widths = sorted(config.widths)
+
+    def label(self, key: tuple, *, width: int | None = None) -> str:
+        skips, h, gamma0 = key
+        words = [] if width is None else [f"N = {width}"]
+        words.append("skips" if skips else "no skips")
+        if len(self.config.hidden_layers) > 1:
+            words.append(f"H = {h}")
+        if len(self.config.gamma0s) > 1:
+            words.append(f"γ0 = {gamma0:g}")
+        return ", ".join(words)
+
+    def mean(self, key: tuple, width: int, metric: str) -> np.ndarray:
+        """The seed mean of a per-step metric (NaN where the cell has not finished)."""
+        found = self.cells.get(key, {}).get(width, [])
+        if not found:
+            return np.full(self.config.steps, np.nan)
+        return np.mean([getattr(r.trace, metric) for r in found], axis=0)
+
+    def theory(self, key: tuple, width: int) -> float:
+        """The predicted E[s − 1] at θ_0 (docs/background.md §4.4–4.5)."""
+        skips, h, gamma0 = key
+        parameterisation = _names.parameterisation(self.config.parameterisation, gamma0=gamma0)
+        return float(pc.theory.predicted_gap(width, h + 1, parameterisation, skips=skips))
+
+    def too_narrow(self, key: tuple, width: int) -> str:
+        """Why this cell cannot show an infinite-width claim ("" when it can): its
+        predicted gap s − 1 ≈ L/(γ0²N), the small parameter of docs/background.md §4.4,
+        exceeds the tolerance within which curves count as coinciding."""
+        gap = self.theory(key, width)
+        if not gap > COINCIDE_TOLERANCE:
+            return ""
+        return (f"at {self.label(key, width=width)} the predicted s − 1 = {gap:.2g} (docs/background.md §4.4) "
+                f"exceeds {COINCIDE_TOLERANCE:g}, too narrow for an infinite-width claim")
+
+    def dmft_for(self, key: tuple) -> np.ndarray | None:
+        """The DMFT loss of a no-skip group, averaged over its data seeds; None without one."""
+        skips, h, gamma0 = key
+        if skips or not self.config.dmft:
+            return None
+        seeds = sorted({data_seed(self.config, seed) for seed in self.config.seeds})
+        found = [self.dmft.get((h, gamma0, d), np.full(self.config.steps, np.nan))[: self.config.steps]
+                 for d in seeds]
+        return np.mean(found, axis=0)
+
+
+def width_claims(config: ToyConfig, results: list[CellResult]) -> list[Verdict]:
+    """`toy` and `toy-sp` (docs/background.md §5.2–5.3). Where theory says the gap
+    shrinks with width (μP family): s − 1 falls like 1/N; F*, the BP loss and the DMFT
+    loss coincide at the largest width; the PC energy is below the BP loss in the
+    narrowest network. Where it does not (SP, NTP): s − 1 stays O(1) and F* stays off
+    the loss of the same weights at the largest width. Seeds are averaged."""
+    groups = Groups(config, results)
+    keys = groups.keys
+    gaps = {groups.label(k): [groups.mean(k, n, "spectral_gap")[0] for n in groups.widths] for k in keys}
+    theory = {groups.label(k): [groups.theory(k, n) for n in groups.widths] for k in keys}
+    widest, narrowest = groups.widths[-1], groups.widths[0]
+
+    def curves(key, width, with_dmft):
+        found = {"F*": groups.mean(key, width, "pc_energy"), "BP loss": groups.mean(key, width, "bp_loss")}
+        dmft = groups.dmft_for(key) if with_dmft else None
+        return found if dmft is None else {**found, "DMFT": dmft}
+
+    if not theory_shrinks(theory):
+        # F* against the loss of the same weights (their ratio is 1/s): the BP twin's
+        # loss follows another trajectory and may cross F* during training.
+        same_weights = {groups.label(k, width=widest): {"F*": groups.mean(k, widest, "pc_energy"),
+                                                        "loss": groups.mean(k, widest, "pc_loss")} for k in keys}
+        return [stays_off(groups.widths, gaps),
+                apart(same_weights, claim="F* stays off the loss of the same weights at the largest width",
+                      every_step=True)]
+    with_dmft = any(groups.dmft_for(k) is not None for k in keys)
+    narrow = {groups.label(k, width=widest): groups.too_narrow(k, widest) for k in keys}
+    compared = "F*, the BP loss and the DMFT loss" if with_dmft else "F* and the BP loss"
+    return [
+        falls_like_inverse_width(groups.widths, gaps),
+        coincide({groups.label(k, width=widest): curves(k, widest, True) for k in keys
+                  if not narrow[groups.label(k, width=widest)]},
+                 claim=f"{compared} coincide at the largest width",
+                 excluded={where: why for where, why in narrow.items() if why}),
+        below({groups.label(k, width=narrowest): curves(k, narrowest, False) for k in keys},
+              claim="the PC energy F* is below the BP loss in the narrowest network"),
+    ]
+
+
+def experiment(name: str, description: str, quick: ToyConfig, paper: ToyConfig, *,
+               claims=width_claims, section: str = "§5.2") -> Experiment:
+    """An experiment of the toy family; `claims(config, results)` gives its verdicts,
+    `section` where docs/background.md states them."""
     return Experiment(
         name=name, description=description, config_type=ToyConfig, presets={"quick": quick, "paper": paper},
-        cells=cells, run_cell=run_cell, summarise=lambda config, results: summarise(config, results, title=name),
+        cells=cells, run_cell=run_cell,
+        summarise=lambda config, results: summarise(config, results, title=name, claims=claims, section=section),
     )
 
 

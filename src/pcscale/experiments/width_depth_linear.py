@@ -1,5 +1,5 @@
 """`width-depth-linear` — Figure 1: linear residual MLPs over a width × depth grid,
-trained by Adam with closed-form inference (science.md §5.1)."""
+trained by Adam with closed-form inference (docs/background.md §5.1)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import at, table
+from ._verdict import Verdict, falls_like_inverse_width, report, rises_with_width, stays_off, theory_shrinks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +105,34 @@ def summarise(config: WidthDepthLinearConfig, results: list[CellResult]) -> str:
         "cosine(PC gradient, BP gradient) at the same weights, t = 0 → t = T−1:",
         table(["H"] + widths, rows),
         "",
-        "tr(S − I)/d_y at t = 0, measured (theory, science.md §4.4):",
+        "tr(S − I)/d_y at t = 0, measured (theory, docs/background.md §4.4):",
         table(["H"] + widths, gaps),
         "",
-        "PC ≈ BP where N ≫ L: the alignment rises with width at every depth.",
+        report(_verdicts(config, by_cell), "§5.1"),
     ])
+
+
+def _verdicts(config: WidthDepthLinearConfig, by_cell) -> list[Verdict]:
+    """Figure 1's claims from the table's cells: the cosine rises with width at every
+    depth, at t = 0 and t = T−1; the gap falls like 1/N where theory says it shrinks
+    (μP family), and stays O(1) where it does not (SP, NTP)."""
+    last, widths = config.steps - 1, sorted(config.widths)
+
+    def per_depth(value) -> dict[str, list[float]]:
+        return {f"H = {h}": [value(by_cell[(h, n)]) if (h, n) in by_cell else float("nan") for n in widths]
+                for h in config.hidden_layers}
+
+    cosines = {f"{label}, t = {t}": values for t in sorted({0, last})
+               for label, values in per_depth(lambda r, t=t: at(r.trace.cosine_lockstep, t)).items()}
+    gaps = per_depth(lambda r: at(r.trace.trace_gap, 0))
+    theory = per_depth(lambda r: r.info["theory_trace_gap"])
+    verdicts = [rises_with_width(widths, cosines,
+                                 claim="PC–BP cosine rises with width at every depth, at t = 0 and T−1")]
+    if theory_shrinks(theory):
+        verdicts.append(falls_like_inverse_width(widths, gaps, quantity="tr(S − I)/d_y"))
+    else:
+        verdicts.append(stays_off(widths, gaps))
+    return verdicts
 
 
 EXPERIMENT = Experiment(

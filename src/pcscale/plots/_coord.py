@@ -51,7 +51,7 @@ def coord_check(result, *, path=None, size_label: str = "width"):
                 axis.set_title(f"{title}, step {step}" if name != "activation" else f"{title}, t = {step}")
                 axis.set_xlabel(size_label)
         axes[0, 0].legend(ncol=2)
-        figure.suptitle("Coordinate check: flat lines are size-stable")
+        figure.suptitle("Coordinate check: flat lines mean size-stable")
         figure.tight_layout()
     if path is not None:
         save(figure, path)

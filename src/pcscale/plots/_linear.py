@@ -1,4 +1,4 @@
-"""Figures of `width-depth-linear` (science.md §5.1, the paper's Figure 1): quantities
+"""Figures of `width-depth-linear` (docs/background.md §5.1, the paper's Figure 1): quantities
 over the width × depth grid as annotated heatmaps (columns N, rows L), averaged over
 seeds."""
 
@@ -50,7 +50,7 @@ class _Grid:
         return self.matrix(mean)
 
     def theory(self) -> np.ndarray:
-        """The predicted E[tr(S − I)]/d_y of each cell (science.md §4.4)."""
+        """The predicted E[tr(S − I)]/d_y of each cell (docs/background.md §4.4)."""
         return self.matrix(lambda rs: float(np.mean([r.info.get("theory_trace_gap", np.nan) for r in rs])))
 
 
@@ -158,7 +158,7 @@ def _energy_loss(grid: _Grid, out_dir: Path, describe: str) -> Path:
                     colourbar_label=title)
             axis.set_title(title)
         return finish(figure, out_dir / "energy-loss-heatmaps.png",
-                      f"Energy and loss at initialisation (they coincide where N ≫ L)\n{describe}")
+                      f"Energy and loss at initialisation\n{describe}")
 
 
 def plot_width_depth_linear(run, out_dir: Path) -> list[Path]:

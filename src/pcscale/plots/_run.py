@@ -16,6 +16,7 @@ from ._training import plot_training
 
 def _plot_coord_check(run, out_dir: Path) -> list[Path]:
     """`coord-check-<parameterisation>.png`, one per cell, by `coord_check`."""
+    from ..experiments.coord_check import claim
     from ..theory import coord_check_from_record
 
     c = run.config
@@ -24,12 +25,13 @@ def _plot_coord_check(run, out_dir: Path) -> list[Path]:
         name = result.cell.settings.get("parameterisation", result.cell.name)
         check = coord_check_from_record(result.info["coord_check"], f"cell {result.cell.name!r}")
         dataset = result.info.get("dataset", c.dataset)
-        title = (f"Coordinate check, {name}: flat lines are width-stable\n{c.activation} residual MLPs, "
-                 f"L = {c.hidden_layers + 1}, {dataset} (B = {c.batch}), Adam η = {c.learning_rate:g}, "
-                 f"{c.steps} PC steps, {c.seeds} seed(s)")
+        # The verdict is computed from this cell's spreads, never a fixed sentence.
+        title = (f"Coordinate check, {name} (flat lines mean width-stable)\n{claim(name, result)}\n"
+                 f"{c.activation} residual MLPs, L = {c.hidden_layers + 1}, {dataset} (B = {c.batch}), "
+                 f"Adam η = {c.learning_rate:g}, {c.steps} PC steps, {c.seeds} seed(s)")
         with styled():
             figure = coord_check(check)
-            figure.tight_layout(rect=(0, 0, 1, 0.93))  # room for the two-line title
+            figure.tight_layout(rect=(0, 0, 1, 0.88))  # room for the three-line title
             paths.append(finish(figure, out_dir / f"coord-check-{name}.png", title))
     return paths
 
@@ -49,7 +51,7 @@ FIGURES = {
 
 
 def plot_run(run_dir, *, out_dir=None) -> list[Path]:
-    """Draw the figures of one experiment's results folder (science.md §5) as PNG files.
+    """Draw the figures of one experiment's results folder (docs/background.md §5) as PNG files.
 
     Cells that have not finished yet are left out (with a warning), so a sweep can be
     plotted while it runs. Nothing is trained or compiled: the figures come from the
