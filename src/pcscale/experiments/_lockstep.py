@@ -1,6 +1,6 @@
-"""The per-cell training loop of every experiment (science.md §5.0): a PC model and its
+"""The per-cell training loop of every experiment (docs/background.md §5.0): a PC model and its
 BP twin trained side by side from one initial model and one optimiser, with every metric
-measured at θ_t before update t and only scalars kept (pitfall 2 of science.md §7)."""
+measured at θ_t before update t and only scalars kept (pitfall 2 of docs/background.md §7)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._compare import GradientAlignment, compare_gradients
 from .._gradients import energy_gradients, loss_gradients
 from .._infer import solve_activities
+from .._precision import warn_if_uncertifiable
 from .._model import PCModel
 from .._sharding import check_mesh, follow_batch, replicate, shard_array
 from .._solution import RESULTS
@@ -30,7 +31,7 @@ from ..theory._structure import check_model, warn_if_unresolved
 
 
 class ClosedForm(eqx.Module):
-    """Inference by the closed form of science.md §4.2 (linear networks, MSE): the PC
+    """Inference by the closed form of docs/background.md §4.2 (linear networks, MSE): the PC
     gradient is ∇_θF* at the exact equilibrium, with no inference loop."""
 
 
@@ -261,7 +262,7 @@ def train_lockstep(
     - `loss_scale`: factor applied to logged energies and losses (1/T_seq for per-token
       transformer values). Cosines, norm ratios and F/𝓛 are unaffected: PC and BP
       gradients are both of token-summed objectives here, so their ratio carries no
-      T_seq factor (science.md §7, pitfall 15, divides it out of [R]'s per-token BP loss).
+      T_seq factor (docs/background.md §7, pitfall 15, divides it out of [R]'s per-token BP loss).
     - `progress`: show a progress bar over steps. `description`: its label.
     - `on_step`: called with t after every step (e.g. to sample memory).
     - `mesh`: a device mesh (`pcscale.make_data_mesh`) to run the cell data parallel: the
@@ -287,6 +288,8 @@ def train_lockstep(
         mesh = check_mesh(mesh)
         x, y, model = shard_array(x, mesh, "x"), shard_array(y, mesh, "y"), replicate(model, mesh)
     y, _, sharding = follow_batch(x, y)
+    if isinstance(inference, AbstractInferenceSolver):  # say so before solving, once
+        warn_if_uncertifiable(model, x, y, inference, stacklevel=2)
     from tqdm.auto import tqdm
 
     pc_model = bp_model = model
@@ -301,7 +304,7 @@ def train_lockstep(
         record = jax.block_until_ready(record)
         buffers.fill(t, record, time.perf_counter() - start, loss_scale)
         if t == 0 and (isinstance(inference, ClosedForm) or theory):
-            # science.md §7, pitfall 1: say so when float32 cannot resolve ‖S‖ − 1/λ.
+            # docs/background.md §7, pitfall 1: say so when float32 cannot resolve ‖S‖ − 1/λ.
             warn_if_unresolved(lambda: record.spectral_gap, model, "train_lockstep")
         if progress:
             bar.set_postfix(cos=f"{buffers.scalars['cosine_lockstep'][t]:.4f}",

@@ -1,5 +1,5 @@
 """`residual-mlp` — Figure 4a: tanh residual MLPs under μPC trained by PC and BP with
-numerical inference, across widths (science.md §5.7)."""
+numerical inference, across widths (docs/background.md §5.7)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,17 @@ class ResidualMLPConfig:
     - `batch`: B. `widths`: N. `hidden_layers`: H (L = H + 1). `seeds`.
     - `activation`: "tanh" (the paper) or "relu", "linear"…; `parameterisation`, `gamma0`.
     - `learning_rate`: Adam's η (the reference rule η/√(N·L) under μPC).
-    - `solver`: the inference solver ("gd", the paper's; or "cg", "newton",
-      "nesterov", "lbfgs", "ode", "auto"); `step_size`: β per sample; `rtol`: stop at
-      this relative residual; `max_inference_steps`: the budget. `rtol = 0` runs
-      exactly `max_inference_steps` steps (the reference's fixed budget, 100·H for the
-      paper's fidelity option); the residual is reported either way and unconverged
-      steps are flagged.
+    - `solver`: the inference solver: "auto" (default: Newton–Krylov with the depth
+      preconditioner, which certifies every step; in float32 it is wrapped in
+      `pcscale.MixedPrecision` when `rtol` lies below the float32 rounding floor, about
+      2e-4 at N = 256, L = 32, docs/inference.md), or "gd" (the paper's gradient
+      descent), "cg", "newton", "nesterov", "lbfgs", "ode", "mixed"; `step_size`: β per
+      sample (gd, nesterov); `rtol`: stop at this relative residual;
+      `max_inference_steps`: the budget, in the solver's own steps (Newton steps for
+      "auto"). `rtol = 0` runs exactly `max_inference_steps` steps (the reference's
+      fixed budget: `solver=gd`, `max_inference_steps=3100` = 100·H is the paper's
+      fidelity option); the residual is reported either way and unconverged steps are
+      flagged.
     - `steps`: T. `float64`: compute in float64.
     """
 
@@ -44,10 +49,10 @@ class ResidualMLPConfig:
     parameterisation: str = "mupc"
     gamma0: float = 1.0
     learning_rate: float = 1e-3
-    solver: str = "gd"
+    solver: str = "auto"
     step_size: float = 0.3
-    rtol: float = 1e-4
-    max_inference_steps: int = 2000
+    rtol: float = 1e-6
+    max_inference_steps: int = 100
     steps: int = 10
     float64: bool = False
 
@@ -62,7 +67,7 @@ class ResidualMLPConfig:
 
 QUICK = ResidualMLPConfig()
 PAPER = ResidualMLPConfig(dataset="cifar10", fallback=False, batch=64, widths=(8, 16, 32, 64, 128, 256, 512),
-                          hidden_layers=31, max_inference_steps=100_000, steps=100)
+                          hidden_layers=31, steps=100)
 
 
 def cells(config: ResidualMLPConfig) -> list[Cell]:
@@ -80,8 +85,9 @@ def run_cell(config: ResidualMLPConfig, cell: Cell, context: CellContext) -> Cel
                                parameterisation=parameterisation, activation=config.activation,
                                output_energy=pc.CrossEntropy(), dtype=dtype, key=model_key)
     optimiser = optimiser_for(model, pc.Adam(config.learning_rate))
-    solver = _nonlinear.solver_for(config, model)
-    trace = train_lockstep(model, x.astype(dtype), y.astype(dtype), optimiser=optimiser, inference=solver,
+    x, y = x.astype(dtype), y.astype(dtype)
+    solver = _nonlinear.solver_for(config, model, x, y, progress=context.progress)
+    trace = train_lockstep(model, x, y, optimiser=optimiser, inference=solver,
                            steps=config.steps, progress=context.progress, mesh=context.mesh, description=cell.name)
     layers = list(range(len(model.layers)))
     info = {**data_info, "depth": config.hidden_layers + 1, "solver": type(solver).__name__,
