@@ -1,23 +1,28 @@
-"""Cost of the inference loop's watchfulness: the stall test and the host clock.
+"""Cost of the inference loop's watchfulness: the stall test, progress reports and the
+time budget.
 
     python benchmarks/inference_monitor.py [--out PATH] [--repeats N] [--quick]
 
-Every solve now tests for stalls at every step (a few scalar comparisons), and a solver
-with `max_time` or `progress` reads the host clock through `io_callback` about once a
-second. This script times the same solves three ways, on the network of
-benchmarks/inference.py (`residual_mlp`, μPC, tanh, float64) at two sizes:
+Every solve now tests for stalls at every step (a few scalar comparisons); a solver with
+`progress=True` tells the host its step and residual every few milliseconds of work
+(`jax.debug.callback`, nothing returned); one with `max_time` asks the host for the
+elapsed time about once a second (`io_callback`, which returns it). This script times
+the same solves four ways, on the network of benchmarks/inference.py (`residual_mlp`,
+μPC, tanh, float64) at two sizes:
 
-- `plain`: stall test off (`stall_window=0`), no clock: the loop as it was before both
-  existed;
-- `stall`: the stall test on, with a window too long to trigger, so the work is the same;
-- `clock`: the stall test on, plus `progress=True` and `max_time` (the clock read about
-  once a second; no line is printed, since every solve is shorter than 10 s).
+- `plain`: stall test off (`stall_window=0`), no host call: the loop as it was before;
+- `stall`: the stall test on, with a window too long to trigger (same work);
+- `progress`: stall test and progress reports (no line printed: every solve is
+  shorter than 10 s);
+- `max_time`: stall test and a time budget too long to trigger.
 
-Gradient descent runs a fixed budget (rtol = 0), the worst case for a per-step test
+Gradient descent runs a fixed budget (rtol = 0), the worst case for per-step work
 (cheapest steps); Newton–Krylov runs to rtol = 1e-6. Each figure is the median of
 `--repeats` calls after warm-up, in one process, interleaved. Target: `stall` and
-`clock` within 3% of `plain` (ratios ≤ 1.03). Printed as PASS/MISS; the script does not
-fail on a miss.
+`progress` within 3% of `plain` (ratios ≤ 1.03), printed as PASS/MISS (the script does
+not fail on a miss). `max_time` is reported, not targeted: on a CPU a loop that waits
+for a host answer runs about 10% slower per step however rarely it asks, which is why
+the budget is opt-in and progress does not use it.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def variants(solver) -> dict:
     return {
         "plain": _replace(solver, stall_window=0),
         "stall": _replace(solver, stall_window=never),
-        "clock": _replace(solver, stall_window=never, progress=True, max_time=1e6),
+        "progress": _replace(solver, stall_window=never, progress=True),
+        "max_time": _replace(solver, stall_window=never, max_time=1e6),
     }
 
 
@@ -80,11 +86,12 @@ def main(argv=None) -> None:
             base = times["plain"]["median"]
             ratios = {label: times[label]["median"] / base for label in times}
             steps = int(pcscale.infer(model, x, y, solver=variants(solver)["plain"]).steps)
-            ok = all(r <= TARGET for r in ratios.values())
+            ok = ratios["stall"] <= TARGET and ratios["progress"] <= TARGET  # max_time: reported only
             records[f"{size}-{name}"] = {"config": cfg, "solver": name, "steps": steps, "times": times,
                                          "ratios": ratios, "pass": ok}
             print(f"{size:>5} {name:>6}: {steps:5d} steps, plain {base * 1e3:8.2f} ms, "
-                  f"stall ×{ratios['stall']:.3f}, clock ×{ratios['clock']:.3f}  {'PASS' if ok else 'MISS'}")
+                  f"stall ×{ratios['stall']:.3f}, progress ×{ratios['progress']:.3f}, max_time ×{ratios['max_time']:.3f}"
+                  f"  {'PASS' if ok else 'MISS'}")
     out = args.out or Path(__file__).resolve().parent / "results" / f"inference-monitor-{env['platform']}.json"
     write_json(out, {"benchmark": "inference_monitor", "argv": sys.argv[1:], "environment": env,
                      "target_ratio": TARGET, "cases": records,

@@ -14,7 +14,7 @@ from ._model import FULL_PRECISION, PCModel
 from ._sharding import follow_batch, pin
 from ._solution import RESULTS, InferenceSolution, InferenceStats
 from ._precision import warn_if_uncertifiable
-from ._monitor import read_clock, report_end, start_clock
+from ._monitor import progress_stride, read_clock, report_progress, solve_token, start_clock
 from ._solver import AbstractInferenceSolver, GradientDescent, MixedPrecision
 from ._solver.mixed_precision import solve_mixed
 from ._solver._base import with_traced_numbers
@@ -99,8 +99,9 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     zero = jnp.array(0, dtype=jnp.int32)
     window = solver.window
     margin = type(solver).stall_margin
-    timed = solver.max_time is not None or solver.progress
-    clock0 = start_clock() if timed else None
+    clock0 = start_clock() if solver.max_time is not None else None
+    token = solve_token(energy0) if solver.progress else None
+    stride = progress_stride(model, z, type(solver).step_cost)
     progress0 = _Progress(residual0, energy0, zero)
     # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
     # the arrays travel through the loop.
@@ -134,11 +135,12 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         progress = _progressed(progress, step, residual, energy, margin)
         stuck = stuck | ((window > 0) & (step - progress.step >= window))
         status = jnp.where(residual <= tolerance, _CONVERGED, jnp.where(stuck, _STALLED, _RUNNING))
-        if timed:
+        if solver.progress:
             relative = residual / jnp.where(residual0 > 0, residual0, 1.0)
-            clock = read_clock(clock, step, relative, energy / batch, max_time=solver.max_time, progress=solver.progress)
-            if solver.max_time is not None:
-                status = jnp.where((status == _RUNNING) & (clock.elapsed > solver.max_time), _OUT_OF_TIME, status)
+            report_progress(token, step, relative, energy / batch, stride=stride)
+        if solver.max_time is not None:
+            clock = read_clock(clock, step, max_time=solver.max_time)
+            status = jnp.where((status == _RUNNING) & (clock.elapsed > solver.max_time), _OUT_OF_TIME, status)
         diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
         status = jnp.where(diverged, _DIVERGED, status)
         return step, z, energy, grad, residual, state, grads + used.gradients + checks, hvps + used.hvps, status, progress, clock
@@ -159,8 +161,6 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         energy, residual, status, checks = jax.lax.cond(status == _CONVERGED, keep, final)
         grads = grads + checks
     relative = jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0)
-    if solver.progress:
-        report_end(clock, steps, relative)
     stats = InferenceStats(
         energy=energy / batch,
         initial_energy=energy0 / batch,

@@ -1,16 +1,28 @@
-"""The inference loop's view of the wall clock: time budgets (`max_time`) and progress
-lines for long solves.
+"""The inference loop's view of the wall clock: progress lines for long solves and time
+budgets (`max_time`).
 
-JAX has no clock inside a compiled loop, so the loop asks the host through
-`io_callback`. A host call costs tens of microseconds, so it is made about once a
-second, never every step: each call measures the steps per second since the last one
-and says at which step to call next. Solvers with neither `max_time` nor `progress`
-compile no host call at all.
+JAX has no clock inside a compiled loop, so the loop asks the host. Two mechanisms, by
+what they cost (measured on a CPU, benchmarks/inference_monitor.py):
+
+- **Progress** uses `jax.debug.callback`, which returns nothing to the device: the loop
+  reports its step, relative residual and energy every `stride` steps, a stride chosen
+  at trace time from the estimated cost of a step so that reports come about once a
+  second of work; the host prints a line when 10 s have passed since the last one.
+- **A time budget** needs the elapsed time *on the device*, so it uses `io_callback`,
+  which returns it. A loop containing a returning host call runs about 10% slower per
+  step on a CPU (even when the call is rare), so the call is made only when `max_time`
+  is set, and then only about once a second (each call measures the steps per second
+  and schedules the next).
+
+Solvers with neither `progress` nor `max_time` compile no host call at all, and a
+solve shorter than one report stride makes none.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import threading
 import time
 
 import equinox as eqx
@@ -24,9 +36,20 @@ _EPOCH = time.monotonic()
 # Milliseconds travel as int32, modulo 2³¹ (24 days): differences are taken modulo the
 # same number, so a process may run for longer than that.
 _WRAP = 2**31
-CHECK_INTERVAL = 1.0  # seconds between host calls
+CHECK_INTERVAL = 1.0  # seconds between the time budget's host calls
 PROGRESS_INTERVAL = 10.0  # seconds between progress lines
 _MAX_STRIDE = 1 << 20
+# Progress reports are made every `stride` steps, about one per second of work: the
+# floating-point operations a step costs are estimated at trace time, and divided into
+# what a device of the kind does per second (CPUs: ~1e11 measured on 2 cores; others:
+# a conservative 2e13). A report forces the loop to wait for the host, so denser reports
+# would cost measurable time (benchmarks/inference_monitor.py).
+_FLOPS_PER_SECOND = {"cpu": 1e11}
+_ACCELERATOR_FLOPS = 2e13
+_MAX_PROGRESS_STRIDE = 1 << 16
+
+_solves: dict[int, list] = {}  # token → [first report, last line (or first report), last step]
+_lock = threading.Lock()
 
 
 def _now_ms() -> int:
@@ -37,19 +60,6 @@ def _since(now: int, then) -> float:
     return ((now - int(then)) % _WRAP) / 1000.0
 
 
-class Clock(eqx.Module):
-    """What the loop carries to read the clock sparingly: the solve's start, the step
-    of the next host call, the step and time of the last one, the time of the last
-    progress line, and the elapsed seconds at the last call."""
-
-    start: Int[Array, ""]
-    next_check: Int[Array, ""]
-    last_step: Int[Array, ""]
-    last_ms: Int[Array, ""]
-    reported_ms: Int[Array, ""]
-    elapsed: Float[Array, ""]
-
-
 def _write(line: str) -> None:
     # Progress goes to standard error, like tqdm's bars, so that it never mixes with a
     # program's output.
@@ -57,90 +67,105 @@ def _write(line: str) -> None:
     sys.stderr.flush()
 
 
-def _device():
-    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+class Clock(eqx.Module):
+    """What the loop carries for a time budget: the solve's start (host milliseconds),
+    the step of the next host call, the step and time of the last one and the elapsed
+    seconds then."""
+
+    start: Int[Array, ""]
+    next_check: Int[Array, ""]
+    last_step: Int[Array, ""]
+    last_ms: Int[Array, ""]
+    elapsed: Float[Array, ""]
 
 
 def start_clock() -> Clock:
-    """Read the clock once, at the start of a solve (inside jit)."""
-    now = io_callback(lambda: np.int32(_now_ms()), jax.ShapeDtypeStruct((), jnp.int32), sharding=_device())
+    """Read the clock once, at the start of a solve with a time budget."""
+    now = io_callback(lambda: np.int32(_now_ms()), jax.ShapeDtypeStruct((), jnp.int32))
     zero = jnp.zeros((), jnp.int32)
-    return Clock(now, zero + 1, zero, now, now, jnp.zeros((), jnp.float32))
+    return Clock(now, zero + 1, zero, now, jnp.zeros((), jnp.float32))
 
 
-def _tick(step, start, last_step, last_ms, reported_ms, relative, energy, max_time, progress, label):
+def progress_stride(model, z, cost: int) -> int:
+    """Steps between progress reports for `model`, activities `z` and a step costing
+    `cost` gradients, about one per second of work (static: from shapes only).
+
+    A gradient costs about 6 × (activity elements) × (a layer's width) operations;
+    the width is estimated as √(parameters per weight array), which gives N for a dense
+    layer and a few channels for a convolution."""
+    weights = [leaf.size for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)) if leaf.ndim >= 2]
+    width = math.sqrt(sum(weights) / len(weights)) if weights else 1.0
+    elements = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(z))
+    flops = 6.0 * elements * width * cost
+    rate = _FLOPS_PER_SECOND.get(jax.default_backend(), _ACCELERATOR_FLOPS)
+    return int(min(max(rate / max(flops, 1.0), 1), _MAX_PROGRESS_STRIDE))
+
+
+def _report(token, step, relative, energy, label):
+    now = time.monotonic()
+    with _lock:
+        record = _solves.get(int(token))
+        if record is None or int(step) <= record[2]:
+            # The solve's first report (a step that went back is a new solve of the same
+            # problem): its clock starts here.
+            if len(_solves) > 4096:  # forget the oldest solves
+                for old in sorted(_solves, key=lambda k: _solves[k][0])[:2048]:
+                    del _solves[old]
+            _solves[int(token)] = [now, now, int(step)]
+            return
+        start, last, _ = record
+        record[2] = int(step)
+        if now - last < PROGRESS_INTERVAL:
+            return
+        record[1] = now
+    _write(f"  {label}: step {int(step)}, relative residual {float(relative):.3g}, energy {float(energy):.6g}, "
+           f"{now - start:.0f} s")
+
+
+def solve_token(energy0) -> Int[Array, ""]:
+    """A number that tells concurrent solves apart without asking the host: the bits of
+    the starting energy (distinct problems start at distinct energies)."""
+    bits = jax.lax.bitcast_convert_type(energy0.astype(jnp.float32), jnp.int32)
+    return bits
+
+
+def report_progress(token, step, relative, energy, *, stride: int, label: str = "inference") -> None:
+    """Every `stride` steps, tell the host (nothing is returned, so the loop need not
+    wait for it) the step, relative residual and energy; it prints them if 10 s passed
+    since the solve's last line (or its first report)."""
+    jax.lax.cond(
+        step % stride == 0,
+        lambda: jax.debug.callback(lambda *args: _report(*args, label), token, step, relative, energy),
+        lambda: None,
+    )
+
+
+def _tick(step, start, last_step, last_ms, max_time):
     now = _now_ms()
     step, last_step = int(step), int(last_step)
-    elapsed = _since(now, start)
-    interval = CHECK_INTERVAL
-    if np.isfinite(max_time):
-        interval = min(interval, max(float(max_time) / 20, 1e-3))
+    interval = min(CHECK_INTERVAL, max(float(max_time) / 20, 1e-3))
     seconds, done = _since(now, last_ms), step - last_step
     if seconds > 0 and done > 0:
         stride = int(done / seconds * interval)
     else:  # faster than the clock's resolution: look again after twice as many steps
         stride = 2 * max(done, 1)
     stride = min(max(stride, 1), _MAX_STRIDE)
-    reported = int(reported_ms)
-    if progress and _since(now, reported) >= PROGRESS_INTERVAL:
-        _write(
-            f"  {label}: step {step}, relative residual {float(relative):.3g}, energy "
-            f"{float(energy):.6g}, {elapsed:.0f} s"
-        )
-        reported = now
-    return np.int32(now), np.int32(step + stride), np.int32(reported), np.float32(elapsed)
+    return np.int32(now), np.int32(step + stride), np.float32(_since(now, start))
 
 
-def read_clock(
-    clock: Clock, step, relative, energy, *, max_time, progress: bool, label: str = "inference"
-) -> Clock:
-    """Update `clock` at `step` (one host call, only when the step has come), printing a
-    progress line if `progress` and 10 s passed since the last one."""
-    limit = jnp.asarray(jnp.inf if max_time is None else max_time, jnp.float32)
+def read_clock(clock: Clock, step, *, max_time) -> Clock:
+    """For a time budget: at the scheduled step, one host call returning the elapsed
+    seconds and the step of the next call."""
 
     def call():
         shapes = (
             jax.ShapeDtypeStruct((), jnp.int32),
             jax.ShapeDtypeStruct((), jnp.int32),
-            jax.ShapeDtypeStruct((), jnp.int32),
             jax.ShapeDtypeStruct((), jnp.float32),
         )
-        now, next_check, reported, elapsed = io_callback(
-            lambda *args: _tick(*args, progress, label),
-            shapes,
-            step,
-            clock.start,
-            clock.last_step,
-            clock.last_ms,
-            clock.reported_ms,
-            relative.astype(jnp.float32),
-            energy.astype(jnp.float32),
-            limit,
-            sharding=_device(),
+        now, next_check, elapsed = io_callback(
+            _tick, shapes, step, clock.start, clock.last_step, clock.last_ms, jnp.asarray(max_time, jnp.float32)
         )
-        return Clock(clock.start, next_check, step, now, reported, elapsed)
+        return Clock(clock.start, next_check, step, now, elapsed)
 
     return jax.lax.cond(step >= clock.next_check, call, lambda: clock)
-
-
-def _finish(start, steps, relative, label):
-    elapsed = _since(_now_ms(), start)
-    _write(f"  {label}: finished after {int(steps)} steps and {elapsed:.0f} s, relative residual {float(relative):.3g}")
-    return np.int32(0)
-
-
-def report_end(clock: Clock, steps, relative, *, label: str = "inference") -> None:
-    """A closing progress line, for solves that printed progress lines (only those
-    make the host call)."""
-
-    def call():
-        return io_callback(
-            lambda *args: _finish(*args, label),
-            jax.ShapeDtypeStruct((), jnp.int32),
-            clock.start,
-            steps,
-            relative.astype(jnp.float32),
-            sharding=_device(),
-        )
-
-    jax.lax.cond(clock.reported_ms != clock.start, call, lambda: jnp.zeros((), jnp.int32))

@@ -131,11 +131,12 @@ class AbstractInferenceSolver(eqx.Module):
       solver class's `default_stall_window` (many cheap steps for first-order methods,
       a few for Newton). 0 turns the test off.
     - `max_time`: a wall-clock budget in seconds for one solve; the loop then ends with
-      `RESULTS.max_time`. Default None (no limit). The clock is read on the host about
-      once a second (never every step), so it costs nothing measurable.
+      `RESULTS.max_time`. Default None (no limit). The loop reads the host's clock about
+      once a second; on a CPU a loop that waits for the host's answer runs about 10%
+      slower per step, so set it only when you need it (docs/inference.md).
     - `progress`: print a line (step, relative residual, energy, elapsed time) to
-      standard error at least every 10 s while one solve runs. Default False; the
-      command line turns it on.
+      standard error every 10 s while one solve runs. Default False; the command line
+      turns it on. It costs nothing measurable (the host is told, never asked).
 
     A solver whose `step` returns an energy and gradient obtained by a recurrence
     rather than by evaluating the energy (conjugate gradients) sets the class variable
@@ -156,6 +157,8 @@ class AbstractInferenceSolver(eqx.Module):
     # counts as progress (see the class docstring).
     default_stall_window: ClassVar[int] = 200
     stall_margin: ClassVar[float] = 1e-3
+    # The rough cost of one step in gradient evaluations, which spaces progress reports.
+    step_cost: ClassVar[int] = 1
 
     def __check_init__(self):
         window = self.stall_window

@@ -69,6 +69,7 @@ class ConjugateGradient(AbstractInferenceSolver):
     preconditioner: AbstractPreconditioner | None = None
 
     exact_values: ClassVar[bool] = False
+    step_cost: ClassVar[int] = 3  # one Hessian-vector product
 
     def __check_init__(self):
         check_tolerances(self)

@@ -130,6 +130,7 @@ class NewtonKrylov(AbstractInferenceSolver):
     # residual by 10% nor lower the energy beyond rounding mean it can go no further.
     default_stall_window: ClassVar[int] = 3
     stall_margin: ClassVar[float] = 0.1
+    step_cost: ClassVar[int] = 100  # an inner Krylov solve: tens to hundreds of products
 
     def __check_init__(self):
         check_tolerances(self)

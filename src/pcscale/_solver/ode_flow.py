@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import diffrax
 import equinox as eqx
 import jax
@@ -68,6 +70,8 @@ class ODEFlow(AbstractInferenceSolver):
     atol: float = eqx.field(default=0.0, converter=to_float)
     max_steps: int = 100_000
     divergence_factor: float = eqx.field(default=1e4, converter=to_float)
+
+    step_cost: ClassVar[int] = 6  # the Runge–Kutta stages
 
     def __check_init__(self):
         if not isinstance(self.solver, diffrax.AbstractERK):
