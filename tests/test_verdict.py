@@ -22,18 +22,14 @@ from pcscale.experiments import (
 )
 from pcscale.experiments import width_depth_linear as wdl
 from pcscale.experiments._lockstep import PER_LAYER, SCALARS
-from pcscale.experiments._verdict import (
-    Support,
-    Verdict,
+from pcscale.experiments._claims import (
     apart,
     below,
     coincide,
     falls_like_inverse_width,
     grows_with_depth,
-    negate,
     off_closed_form,
     reaches_closed_form,
-    report,
     rises_with_width,
     scales_like_inverse_gamma0_squared,
     scales_like_power,
@@ -41,6 +37,7 @@ from pcscale.experiments._verdict import (
     theory_shrinks,
     width_stable,
 )
+from pcscale.experiments._verdict import Support, Verdict, negate, report
 
 YES, NO, CANNOT = Support.YES, Support.NO, Support.CANNOT_TELL
 NAN = float("nan")

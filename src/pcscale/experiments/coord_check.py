@@ -16,7 +16,8 @@ from ._config import check_choice, check_config, check_positive
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import number, table
-from ._verdict import Verdict, negate, report, width_stable
+from ._claims import width_stable
+from ._verdict import Verdict, negate, report
 
 
 @dataclasses.dataclass(frozen=True)

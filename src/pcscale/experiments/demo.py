@@ -13,7 +13,8 @@ import pcscale as pc
 
 
 from ._names import SOLVERS, solver as make_solver
-from ._verdict import report, rises_with_width
+from ._claims import rises_with_width
+from ._verdict import report
 
 
 @dataclasses.dataclass(frozen=True)

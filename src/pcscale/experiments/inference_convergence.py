@@ -16,7 +16,8 @@ from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import number, table
-from ._verdict import Support, Verdict, apart, grows_with_depth, off_closed_form, reaches_closed_form, report
+from ._claims import apart, grows_with_depth, off_closed_form, reaches_closed_form
+from ._verdict import Support, Verdict, report
 from .toy import ToyConfig, toy_data
 
 MODES = ("closed-form", "reference", "tolerance", "cg")

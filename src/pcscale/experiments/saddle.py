@@ -4,7 +4,8 @@ narrow deep linear networks, where PC departs from BP (docs/background.md §5.5)
 from __future__ import annotations
 
 from ._results import CellResult
-from ._verdict import Verdict, apart
+from ._claims import apart
+from ._verdict import Verdict
 from .toy import Groups, ToyConfig, experiment
 
 

@@ -17,17 +17,8 @@ from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import number, table
-from ._verdict import (
-    COINCIDE_TOLERANCE,
-    Verdict,
-    apart,
-    below,
-    coincide,
-    falls_like_inverse_width,
-    report,
-    stays_off,
-    theory_shrinks,
-)
+from ._claims import apart, below, coincide, falls_like_inverse_width, stays_off, theory_shrinks
+from ._verdict import COINCIDE_TOLERANCE, Verdict, report
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._table import at, table
-from ._verdict import Verdict, falls_like_inverse_width, report, rises_with_width, stays_off, theory_shrinks
+from ._claims import falls_like_inverse_width, rises_with_width, stays_off, theory_shrinks
+from ._verdict import Verdict, report
 
 
 @dataclasses.dataclass(frozen=True)
