@@ -146,7 +146,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         return step, z, energy, grad, residual, state, grads + used.gradients + checks, hvps + used.hvps, status, progress, clock
 
     carry = jax.lax.while_loop(cond, body, carry)
-    steps, z, energy, _, residual, _, grads, hvps, status, _, clock = carry
+    steps, z, energy, _, residual, _, grads, hvps, status, _, _ = carry
     if not solver.exact_values:
         # A run that did not converge reports the true energy and residual at its final
         # activities, not the recurrence's.

@@ -94,7 +94,7 @@ def _gap_vs_theory(grid: _Grid, out_dir: Path, describe: str) -> Path:
     panels = [
         (spectral, r"$\|S(\theta_0)\|_2 - 1$, measured", low, high, r"$\|S\|_2 - 1$"),
         (trace, r"$\mathrm{tr}(S(\theta_0) - I)/d_y$, measured", low, high, r"$\mathrm{tr}(S - I)/d_y$"),
-        (theory, r"$E[\mathrm{tr}(S - I)]/d_y$, theory (§4.4)", low, high, r"$\mathrm{tr}(S - I)/d_y$"),
+        (theory, r"$E[\mathrm{tr}(S - I)]/d_y$, theory (background.md §4.4)", low, high, r"$\mathrm{tr}(S - I)/d_y$"),
         (error, "|measured − theory| / theory (trace)", None, None, "relative difference"),
     ]
     with styled():

@@ -170,7 +170,7 @@ def _gap_vs_theory(family: _Family, out_dir: Path) -> Path:
         axis.set_ylabel(r"$s(\theta_0) - 1$")
 
     return _per_group(family, out_dir, "gap-vs-theory.png",
-                      "PC–BP gap at initialisation against theory (§4.4)", draw)
+                      "PC–BP gap at initialisation against theory (docs/background.md §4.4)", draw)
 
 
 def _energy_loss(family: _Family, out_dir: Path) -> list[Path]:
