@@ -9,6 +9,7 @@ from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
 from ._model import FULL_PRECISION, PCModel
+from ._tree import tree_cast
 from ._validation import as_float_array, validated
 
 
@@ -21,10 +22,8 @@ def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple
         # whole energy in it, or the errors of the lowest layers, whose predictions use
         # only the narrow weights and input, fall back to the narrow rounding floor. The
         # gradient is returned in the model's dtype.
-        widen = lambda tree, dtype: jax.tree.map(  # noqa: E731
-            lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
-        energy, grads = energy_gradients(widen(model, wide), z, widen(x, wide), widen(y, wide))
-        return energy, widen(grads, narrow)
+        energy, grads = energy_gradients(tree_cast(model, wide), z, tree_cast(x, wide), tree_cast(y, wide))
+        return energy, tree_cast(grads, narrow)
 
     def energy(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(m._energy_one)(z, x, y))

@@ -101,7 +101,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     margin = type(solver).stall_margin
     clock0 = start_clock() if solver.max_time is not None else None
     token = solve_token(energy0) if solver.progress else None
-    stride = progress_stride(model, z, type(solver).step_cost)
+    stride = progress_stride(model, z, type(solver).step_cost) if solver.progress else None
     progress0 = _Progress(residual0, energy0, zero)
     # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
     # the arrays travel through the loop.

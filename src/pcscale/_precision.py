@@ -31,7 +31,9 @@ def floor_from_activities(z, dtype) -> Float[Array, ""]:
 
 
 @eqx.filter_jit
-def _floor_and_start(model, x, y, z):
+def floor_and_start(model, x, y, z=None):
+    """The absolute rounding floor at `z` (default the feedforward state) and the
+    residual there, from one gradient evaluation."""
     from ._infer import summed_energy_and_grad
 
     x, y = model._check(x, y, z)
@@ -62,13 +64,8 @@ def residual_floor(model, x, y, z=None) -> Float[Array, ""]:
 
     **Returns:** the relative floor, a scalar (∞ when the starting residual is 0).
     """
-    floor, start = _floor_and_start(model, x, y, z)
+    floor, start = floor_and_start(model, x, y, z)
     return jnp.where(start > 0, floor / jnp.where(start > 0, start, 1.0), jnp.inf)
-
-
-def initial_residual(model, x, y, z=None) -> Float[Array, ""]:
-    """‖∇_z Σ_i F_i‖ at `z` (default the feedforward state)."""
-    return _floor_and_start(model, x, y, z)[1]
 
 
 def warn_if_uncertifiable(model, x, y, solver, z=None, *, stacklevel: int = 3) -> bool:
@@ -84,7 +81,7 @@ def warn_if_uncertifiable(model, x, y, solver, z=None, *, stacklevel: int = 3) -
     rtol, atol = float(solver.rtol), float(solver.atol)
     if (rtol == 0 and atol == 0) or rtol >= _SURELY_ABOVE.get(jnp.dtype(model.dtype).name, 1.0):
         return False  # a fixed budget, or surely certifiable: no evaluation needed
-    floor, start = (float(v) for v in _floor_and_start(model, x, y, z))
+    floor, start = (float(v) for v in floor_and_start(model, x, y, z))
     requested = atol + rtol * start
     # Measured stalls lie between 0.49 and 1.02 times the estimate (FLOOR_FACTOR): below
     # half of it a tolerance is out of reach, between half and all of it it may be.

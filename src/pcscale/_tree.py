@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PyTree
@@ -32,3 +33,9 @@ def tree_scale(alpha, x: PyTree) -> PyTree:
 
 def tree_where(condition, a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(lambda u, v: jnp.where(condition, u, v), a, b)
+
+
+def tree_cast(tree: PyTree, dtype) -> PyTree:
+    """`tree` with every floating array cast to `dtype` (integer arrays, e.g. token ids,
+    and non-array leaves are kept)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from .._precision import floor_from_activities
+from .._tree import tree_cast
 from ._base import AbstractInferenceSolver, check_tolerances, to_float
 from .newton_krylov import NewtonKrylov
 
@@ -85,10 +86,6 @@ class MixedPrecision(AbstractInferenceSolver):
         return polish
 
 
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
-
-
 def _with_tolerance(solver, rtol, atol):
     return eqx.tree_at(lambda s: (s.rtol, s.atol), solver, (rtol, atol))
 
@@ -113,7 +110,8 @@ def solve_mixed(model, x, y, solver: MixedPrecision, z0, sharding, solve):
     wide = jnp.float64
     polish = _with_tolerance(solver.polisher(), jnp.zeros((), wide), target)
     polish = eqx.tree_at(lambda s: s.divergence_factor, polish, solver.divergence_factor)
-    second = solve(_cast(model, wide), _cast(x, wide), _cast(y, wide), polish, _cast(first.activities, wide), sharding)
+    second = solve(tree_cast(model, wide), tree_cast(x, wide), tree_cast(y, wide), polish,
+                   tree_cast(first.activities, wide), sharding)
     final = second.stats
     result = RESULTS.where(stats.result == RESULTS.diverged, RESULTS.diverged, final.result)
     initial = stats.initial_residual.astype(wide)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .._model import PCModel
-from .._precision import initial_residual, residual_floor
+from .._precision import floor_and_start
 from .._solver import (
     AbstractInferenceSolver,
     ConjugateGradient,
@@ -81,9 +81,10 @@ def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: flo
         choice = NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)
     if x is None or y is None or not jax.config.jax_enable_x64 or jnp.dtype(model.dtype) == jnp.float64:
         return choice
-    floor = float(residual_floor(model, x, y))
-    if rtol + atol / max(float(initial_residual(model, x, y)), 1e-300) >= floor:
+    floor, start = (float(v) for v in floor_and_start(model, x, y))
+    if not start > 0 or rtol * start + atol >= floor:
         return choice
+    floor = floor / start  # relative, as rtol
     # The float32 phase stops at a tolerance it can reach, with room above the floor.
     first = eqx.tree_at(lambda s: (s.rtol, s.atol), choice, (min(max(10 * floor, 1e-4), 1e-2), 0.0))
     return MixedPrecision(solver=first, rtol=rtol, atol=atol)
