@@ -6,7 +6,10 @@ exactly what was written.
 
 from __future__ import annotations
 
+import codecs
+import errno
 import gzip
+import os
 import pickle
 import struct
 import sys
@@ -416,3 +419,307 @@ def test_text_real_shakespeare():
     text = path.read_text(encoding="utf-8")
     assert corpus.tokens.shape == (len(text),)
     assert decode(corpus.tokens[:1000], corpus.vocabulary) == text[:1000]
+
+
+# --------------------------------------------------------------------------- unsafe or unreadable files
+
+def _chmod_000_is_enforced() -> bool:
+    """False as root (with its usual capabilities) and on Windows, which ignore `chmod 000`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe"
+        probe.write_bytes(b"x")
+        probe.chmod(0)
+        try:
+            probe.read_bytes()
+        except PermissionError:
+            return True
+        finally:
+            probe.chmod(0o600)
+    return False
+
+
+needs_permissions = pytest.mark.skipif(
+    not _chmod_000_is_enforced(),
+    reason="this user (e.g. root) ignores chmod 000; the monkeypatched twin of this test still runs",
+)
+
+
+@pytest.fixture
+def chmod_000():
+    """Make paths unreadable (`chmod 000`); their modes are restored after the test."""
+    changed = []
+
+    def make_unreadable(path: Path) -> Path:
+        changed.append((path, path.stat().st_mode))
+        path.chmod(0)
+        return path
+
+    yield make_unreadable
+    for path, mode in reversed(changed):
+        path.chmod(mode)
+
+
+def deny(monkeypatch, method: str, target: Path) -> None:
+    """Make `Path.<method>` raise `PermissionError` for `target`, as the system does for a
+    file without read permission (usable as root, which ignores file modes)."""
+    original = getattr(Path, method)
+
+    def denied(self, *args, **kwargs):
+        if Path(self) == target:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, method, denied)
+
+
+def assert_permission_message(error: BaseException, path: Path, fix: str = "chmod u+r") -> None:
+    message = str(error)
+    assert str(path) in message and "permission denied" in message and fix in message
+    assert "truncated or corrupt" not in message and "does not exist" not in message
+
+
+class _Payload:
+    """Pickles as a call of `function(*arguments)`, as a crafted file would."""
+
+    def __init__(self, function, *arguments):
+        self.function, self.arguments = function, arguments
+
+    def __reduce__(self):
+        return self.function, self.arguments
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("attack", ["open", "os.system"])
+def test_cifar_refuses_a_pickle_that_would_run_code(tmp_path, protocol, attack):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    marker = tmp_path / "marker"
+    function, arguments = {
+        "open": (open, (str(marker), "w")),
+        "os.system": (os.system, (f"touch {marker}",)),
+    }[attack]
+    batch = folder / "data_batch_1"
+    with batch.open("wb") as file:
+        pickle.dump({b"data": _Payload(function, *arguments), b"labels": [0, 1]}, file, protocol=protocol)
+    with pytest.raises(ValueError) as info:
+        read_cifar(folder, "train")
+    message = str(info.value)
+    assert str(batch) in message
+    assert f"'{function.__module__}.{function.__name__}'" in message  # the refused global
+    assert "not an official CIFAR batch" in message and "not loaded, for safety" in message
+    assert "Extract the official archive again" in message
+    assert not marker.exists()
+
+
+def test_cifar_refuses_a_crafted_meta_file(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    marker = tmp_path / "marker"
+    _pickle(folder / "batches.meta", {b"label_names": _Payload(open, str(marker), "w")})
+    with pytest.raises(ValueError, match=r"batches\.meta.*'io\.open'.*not an official CIFAR batch"):
+        read_cifar(folder, "test")
+    assert not marker.exists()
+
+
+def test_cifar_allowed_globals_admit_only_their_official_use(tmp_path):
+    # `_codecs.encode` is admitted for Python 3's protocol-2 bytes (latin1) only.
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    batch = folder / "test_batch"
+    _pickle(batch, {b"data": _Payload(codecs.encode, "abc", "rot13"), b"labels": [0]})
+    with pytest.raises(ValueError) as info:
+        read_cifar(folder, "test")
+    assert str(batch) in str(info.value) and "extract the archive again" in str(info.value)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+def test_cifar_reads_batches_pickled_at_every_protocol(tmp_path, protocol):
+    folder = tmp_path / "c"
+    batches = write_cifar10(folder)
+    for path in folder.iterdir():
+        with path.open("rb") as file:
+            content = pickle.load(file, encoding="bytes")
+        content[b"empty"] = b""  # Python 3 pickles b"" as bytes() at protocols 0-2
+        with path.open("wb") as file:
+            pickle.dump(content, file, protocol=protocol)
+    got = read_cifar(folder, "test")
+    np.testing.assert_array_equal(got.images.reshape(2, -1), batches["test_batch"][0])
+    np.testing.assert_array_equal(got.labels, batches["test_batch"][1])
+    assert got.class_names == tuple(CIFAR10_NAMES)
+
+
+def test_cifar_reads_numpy1_module_names(tmp_path):
+    # The official batches (and any pickle written by NumPy 1) name `numpy.core.multiarray`;
+    # NumPy 2 writes `numpy._core.multiarray`. Both must read, whichever NumPy reads them.
+    folder = tmp_path / "c"
+    batches = write_cifar10(folder)
+    batch = folder / "test_batch"
+    content = pickle.dumps({b"data": batches["test_batch"][0], b"labels": batches["test_batch"][1]},
+                           protocol=2)
+    old = content.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in old
+    batch.write_bytes(old)
+    got = read_cifar(folder, "test")
+    np.testing.assert_array_equal(got.images.reshape(2, -1), batches["test_batch"][0])
+
+
+@needs_permissions
+def test_cifar_batch_without_read_permission(tmp_path, chmod_000):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    batch = chmod_000(folder / "data_batch_2")
+    with pytest.raises(PermissionError) as info:
+        read_cifar(folder, "train")
+    assert_permission_message(info.value, batch)
+
+
+def test_cifar_batch_that_cannot_be_opened(tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    batch = folder / "data_batch_2"
+    deny(monkeypatch, "open", batch)
+    with pytest.raises(PermissionError) as info:
+        read_cifar(folder, "train")
+    assert_permission_message(info.value, batch)
+    assert info.value.errno == errno.EACCES
+
+
+def test_cifar_directory_in_place_of_a_batch(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    (folder / "data_batch_2").unlink()
+    (folder / "data_batch_2").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        read_cifar(folder, "train")
+    message = str(info.value)
+    assert str(folder / "data_batch_2") in message
+    assert "is a directory, not a CIFAR batch file" in message
+    assert "extract the official archive again" in message
+
+
+def test_cifar_folder_that_is_a_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as info:
+        read_cifar(folder, "test")
+    assert str(folder) in str(info.value) and "it is a file, not a folder" in str(info.value)
+    assert "Point `folder` at" in str(info.value)
+
+
+def test_idx_directory_in_place_of_the_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        read_idx(path)
+    message = str(info.value)
+    assert str(path) in message and "is a directory, not an IDX file" in message
+    assert "point `path` at the IDX file inside it" in message and "remove the folder" in message
+
+
+@needs_permissions
+def test_idx_without_read_permission(tmp_path, mnist_like, chmod_000):
+    path = chmod_000(write_idx(tmp_path / "labels-idx1-ubyte", mnist_like[1], compress=False))
+    with pytest.raises(PermissionError) as info:
+        read_idx(path)
+    assert_permission_message(info.value, path)
+
+
+def test_idx_that_cannot_be_opened(tmp_path, mnist_like, monkeypatch):
+    path = write_idx(tmp_path / "labels-idx1-ubyte", mnist_like[1], compress=True)
+    deny(monkeypatch, "read_bytes", path)
+    with pytest.raises(PermissionError) as info:
+        read_idx(path)
+    assert_permission_message(info.value, path)
+
+
+def test_text_byte_order_mark_is_dropped(tmp_path):
+    text = "To be, or not to be:\nthat is the question. \u00dcn\u00efc\u00f6d\u00e9\n"
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_bytes(text.encode("utf-8"))
+    marked.write_bytes(text.encode("utf-8-sig"))
+    assert marked.read_bytes()[:3] == b"\xef\xbb\xbf"
+    expected, got = read_text(plain), read_text(marked)
+    assert "\ufeff" not in got.vocabulary
+    assert got.vocabulary == expected.vocabulary
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    assert decode(got.tokens, got.vocabulary) == text
+    # Only one leading mark is dropped: a second one is text.
+    twice = tmp_path / "twice.txt"
+    twice.write_bytes(("\ufeff\ufeff" + text).encode("utf-8"))
+    assert decode(read_text(twice).tokens, read_text(twice).vocabulary) == "\ufeff" + text
+    only = tmp_path / "only-bom.txt"
+    only.write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(ValueError) as info:
+        read_text(only)
+    assert str(only) in str(info.value) and "only a UTF-8 byte-order mark" in str(info.value)
+    assert "Check that the file was written" in str(info.value)
+
+
+def test_text_directory_in_place_of_the_file(tmp_path):
+    path = tmp_path / "input.txt"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        read_text(path)
+    message = str(info.value)
+    assert str(path) in message and "is a directory, not a text file" in message
+    assert "point `path` at the text file inside it" in message
+
+
+@needs_permissions
+def test_text_without_read_permission(tmp_path, chmod_000):
+    path = tmp_path / "input.txt"
+    path.write_text("hello", encoding="utf-8")
+    chmod_000(path)
+    with pytest.raises(PermissionError) as info:
+        read_text(path)
+    assert_permission_message(info.value, path)
+
+
+def test_text_that_cannot_be_opened(tmp_path, monkeypatch):
+    path = tmp_path / "input.txt"
+    path.write_text("hello", encoding="utf-8")
+    deny(monkeypatch, "read_bytes", path)
+    with pytest.raises(PermissionError) as info:
+        read_text(path)
+    assert_permission_message(info.value, path)
+
+
+def test_image_folder_root_that_is_a_file(tmp_path):
+    pytest.importorskip("PIL")
+    root = tmp_path / "train"
+    root.write_bytes(b"")
+    with pytest.raises(NotADirectoryError) as info:
+        read_image_folder(root)
+    assert str(root) in str(info.value) and "is a file, not a folder" in str(info.value)
+    assert "Point `root` at the folder above the class folders" in str(info.value)
+
+
+def test_image_folder_class_folder_that_cannot_be_listed(image_folder, monkeypatch):
+    class_dir = image_folder / "n02_dog"
+    deny(monkeypatch, "iterdir", class_dir)
+    with pytest.raises(PermissionError) as info:
+        read_image_folder(image_folder, size=8, resize=10)
+    assert_permission_message(info.value, class_dir, fix="chmod u+rx")
+
+
+def test_image_that_cannot_be_opened(image_folder, monkeypatch):
+    image = image_folder / "n02_dog" / "a.png"
+    deny(monkeypatch, "open", image)
+    with pytest.raises(PermissionError) as info:
+        read_image_folder(image_folder, size=8, resize=10)
+    assert_permission_message(info.value, image)
+    assert "could not be read" in str(info.value)
+
+
+@needs_permissions
+def test_image_folder_without_read_permission(image_folder, chmod_000):
+    image = chmod_000(image_folder / "n01_cat" / "z.png")
+    with pytest.raises(PermissionError) as info:
+        read_image_folder(image_folder, size=8, resize=10)
+    assert_permission_message(info.value, image)
+    class_dir = chmod_000(image_folder / "n02_dog")
+    with pytest.raises(PermissionError) as info:
+        read_image_folder(image_folder, size=8, resize=10)
+    assert_permission_message(info.value, class_dir, fix="chmod u+rx")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import importlib
 import pickle
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +68,11 @@ def read_cifar(folder: str | Path, split: str, *, classes: int = 10) -> ImageArr
     **Raises:**
 
     `ValueError` for a bad `split` or `classes`, or a file that is not a valid CIFAR
-    pickle; `FileNotFoundError` when the folder or any expected file is missing.
+    pickle — including one that refers to any Python global beyond NumPy's array
+    reconstruction, which is refused unread, since unpickling it could run code;
+    `FileNotFoundError` when the folder or any expected file is missing;
+    `IsADirectoryError` when a directory stands where a file should be, and
+    `PermissionError` (or another `OSError`) when a file cannot be read.
     """
     if split not in _SPLITS:
         raise ValueError(f"split={split!r} is not valid; expected one of {_SPLITS}.")
@@ -87,11 +95,18 @@ def read_cifar(folder: str | Path, split: str, *, classes: int = 10) -> ImageArr
 
 
 def _check_files_exist(folder: Path, paths: list[Path], classes: int) -> None:
-    missing = [str(path) for path in paths if not path.is_file()]
+    # Only absent files count as missing: a directory or an unreadable file in a file's
+    # place is reported, with its cause and fix, when it is opened.
+    missing = [str(path) for path in paths if _absent(path)]
     if not missing:
         return
     official = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
-    found = "the folder does not exist" if not folder.is_dir() else f"missing: {missing}"
+    if _absent(folder):
+        found = "the folder does not exist"
+    elif not folder.is_dir():
+        found = "it is a file, not a folder"
+    else:
+        found = f"missing: {missing}"
     raise FileNotFoundError(
         f"CIFAR-{classes} folder {str(folder)!r} is incomplete ({found}); expected the files "
         f"{[str(path) for path in paths]}. Point `folder` at the extracted '{official}' "
@@ -99,22 +114,161 @@ def _check_files_exist(folder: Path, paths: list[Path], classes: int) -> None:
     )
 
 
+def _absent(path: Path) -> bool:
+    """Whether `path` does not exist; False when it cannot be told (e.g. permission denied),
+    so that opening it reports the real cause."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _load_pickle(path: Path) -> dict[Any, Any]:
     try:
-        with path.open("rb") as file:
-            content = pickle.load(file, encoding="bytes")
-    except Exception as error:  # pickle raises many types on corrupt input
-        raise ValueError(
-            f"CIFAR file {str(path)!r} could not be unpickled ({type(error).__name__}: "
-            f"{error}); expected a complete python pickle from the official CIFAR archive. "
-            "The file is truncated or corrupt: extract the archive again."
-        ) from error
+        file = path.open("rb")
+    except OSError as error:
+        raise _unreadable_batch(path, error) from error
+    with file:
+        try:
+            content = _CifarUnpickler(file, encoding="bytes").load()
+        except _RefusedGlobal as error:
+            raise ValueError(
+                f"CIFAR file {str(path)!r} refers to the Python global {error.qualified!r}, which "
+                "no official CIFAR batch needs: the file is not an official CIFAR batch and was "
+                "not loaded, for safety (unpickling it could run code). Extract the official "
+                "archive again."
+            ) from None
+        except OSError as error:  # reading failed (an I/O error), not the pickle
+            raise _unreadable_batch(path, error) from error
+        except Exception as error:  # pickle raises many types on corrupt input
+            raise ValueError(
+                f"CIFAR file {str(path)!r} could not be unpickled ({type(error).__name__}: "
+                f"{error}); expected a complete python pickle from the official CIFAR archive. "
+                "The file is truncated or corrupt: extract the archive again."
+            ) from error
     if not isinstance(content, dict):
         raise ValueError(
             f"CIFAR file {str(path)!r} holds a {type(content).__name__}; expected a dict with "
             "bytes keys. Extract the official python version of the archive again."
         )
     return content
+
+
+def _unreadable_batch(path: Path, error: OSError) -> OSError:
+    return unreadable_error(
+        path, error, "CIFAR", "a CIFAR batch file",
+        directory_fix="remove that folder and extract the official archive again.",
+    )
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global outside `_CifarUnpickler`'s list; `qualified` is `module.name`."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.qualified = f"{module}.{name}"
+        super().__init__(f"refused global {self.qualified}")
+
+
+def _numpy_internal(submodule: str, name: str) -> Callable[[], Any]:
+    """Look up `numpy._core.<submodule>.<name>` (NumPy 2), else `numpy.core.…` (NumPy 1)."""
+
+    def find() -> Any:
+        for package in ("numpy._core", "numpy.core"):
+            try:
+                return getattr(importlib.import_module(f"{package}.{submodule}"), name)
+            except (ImportError, AttributeError):
+                continue
+        raise pickle.UnpicklingError(f"this NumPy has no {submodule}.{name}")
+
+    return find
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as Python 3 pickles `bytes` at protocols 0–2, and nothing else."""
+    if not isinstance(text, str):
+        raise TypeError(f"_codecs.encode of a {type(text).__name__}; expected a str")
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode to {encoding!r}; expected 'latin1'")
+    return text.encode("latin1")
+
+
+def _empty_bytes() -> bytes:
+    """`bytes()`, as Python 3 pickles `b""` at protocols 0–2 (no argument admitted)."""
+    return b""
+
+
+# The only globals an official CIFAR batch or meta file (or a copy written by `pickle.dump`
+# at any protocol) refers to: NumPy's array reconstruction, under its NumPy 1 (`numpy.core`)
+# and NumPy 2 (`numpy._core`) module names, and Python 3's spelling of bytes at protocols
+# 0–2. Anything else (`os.system`, `builtins.eval`, …) is refused before it is looked up.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    **{
+        (f"{package}.multiarray", "_reconstruct"): _numpy_internal("multiarray", "_reconstruct")
+        for package in ("numpy.core", "numpy._core")
+    },
+    **{
+        (f"{package}.numeric", "_frombuffer"): _numpy_internal("numeric", "_frombuffer")
+        for package in ("numpy.core", "numpy._core")
+    },
+    ("_codecs", "encode"): lambda: _latin1_encode,
+    ("__builtin__", "bytes"): lambda: _empty_bytes,
+    ("builtins", "bytes"): lambda: _empty_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only the globals in `_ALLOWED_GLOBALS`, so that a crafted
+    batch file cannot run code (a plain `pickle.load` would call whatever it names)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED_GLOBALS.get((module, name))
+        if found is None:
+            raise _RefusedGlobal(module, name)
+        return found()
+
+
+def unreadable_error(
+    path: Path, error: OSError, label: str, a_file: str, directory_fix: str | None = None
+) -> OSError:
+    """An error of `error`'s type (so still an `OSError`) naming `path`, the cause and the fix.
+
+    `label` starts the message (e.g. `"IDX"`), `a_file` names what was expected (e.g.
+    `"an IDX file"`). A directory gives an `IsADirectoryError` whatever the platform raised,
+    with `directory_fix` as its fix when given.
+    """
+    where = str(path)
+    try:
+        is_directory = path.is_dir()
+    except OSError:
+        is_directory = False
+    if is_directory or isinstance(error, IsADirectoryError):
+        return IsADirectoryError(
+            errno.EISDIR,
+            f"{label} path {where!r} is a directory, not {a_file}; "
+            + (directory_fix or f"point the path at the file inside it, or remove the folder "
+               f"and put {a_file} in its place."),
+        )
+    if isinstance(error, PermissionError):
+        message = (
+            f"{label} file {where!r} could not be read: permission denied; expected a file this "
+            f"user may read. Make it readable (e.g. `chmod u+r {shlex.quote(where)}`) or check "
+            "the ownership of the file and of its folders (`ls -l`)."
+        )
+    else:
+        message = (
+            f"{label} file {where!r} could not be read ({type(error).__name__}: {error}); "
+            f"expected {a_file} that can be opened. Check the path and the disk, or copy the "
+            "file again."
+        )
+    try:
+        return type(error)(error.errno, message) if error.errno is not None else type(error)(message)
+    except TypeError:  # an OSError subclass with another constructor
+        return OSError(error.errno, message)
 
 
 def _get(content: dict[Any, Any], key: bytes, path: Path) -> Any:

@@ -102,11 +102,18 @@ def _fetch(remote: Remote, folder: Path, name: str, timeout: float) -> Path:
     return final
 
 
-def _safe_members(archive: tarfile.TarFile, path: Path):
+def _safe_members(archive: tarfile.TarFile, path: Path, archive_path: Path):
+    """The archive's entries, each checked to unpack inside `path`: a link (symbolic or
+    hard) or a name that leads outside `path` refuses the whole archive."""
     for member in archive.getmembers():
         target = (path / member.name).resolve()
         if not str(target).startswith(str(path.resolve()) + os.sep) or member.issym() or member.islnk():
-            raise ValueError(f"{path}: the archive holds an unsafe entry {member.name!r}; refusing to unpack it.")
+            kind = "a link" if member.issym() or member.islnk() else "a path outside the folder it unpacks into"
+            raise ValueError(
+                f"{archive_path}: the archive holds an unsafe entry {member.name!r} ({kind}); refusing to "
+                "unpack it, and nothing was unpacked. It is not the official archive: delete it and "
+                "download again."
+            )
         yield member
 
 
@@ -117,7 +124,7 @@ def _unpack(archive_path: Path, folder: Path, expected: str) -> None:
     try:
         try:
             with tarfile.open(archive_path, "r:gz") as archive:
-                members = list(_safe_members(archive, staging))
+                members = list(_safe_members(archive, staging, archive_path))
                 if hasattr(tarfile, "data_filter"):  # also refuses devices, FIFOs, odd modes
                     archive.extractall(staging, members=members, filter="data")
                 else:  # pragma: no cover - Python without extraction filters

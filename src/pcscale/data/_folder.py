@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import shlex
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ._cifar import ImageArrays
+from ._cifar import ImageArrays, unreadable_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -44,8 +48,10 @@ def read_image_folder(
     **Raises:**
 
     `ImportError` without Pillow; `FileNotFoundError` when `root` is missing, has no
-    class subfolders, or a class subfolder has no images; `ValueError` for bad sizes or an
-    unreadable image.
+    class subfolders, or a class subfolder has no images; `NotADirectoryError` when `root`
+    is a file; `PermissionError` (or another `OSError`) when a folder cannot be listed or
+    an image file cannot be opened; `ValueError` for bad sizes or an image Pillow cannot
+    decode.
     """
     image_module = _import_pillow()
     _check_sizes(size, resize, limit)
@@ -92,16 +98,24 @@ def _check_sizes(size: int, resize: int, limit: int | None) -> None:
 
 def _list_images(root: Path) -> tuple[tuple[str, ...], list[Path], list[int]]:
     """Return the class names, and every image file with its label, in stream order."""
-    if not root.is_dir():
+    try:
+        is_folder = stat.S_ISDIR(root.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
-            f"Image folder {str(root)!r} does not exist (or is not a directory); expected a "
-            "folder of class subfolders of images (ImageNet layout, e.g. 'train/n01440764/"
-            "*.JPEG'). Check the path."
+            f"Image folder {str(root)!r} does not exist; expected a folder of class "
+            "subfolders of images (ImageNet layout, e.g. 'train/n01440764/*.JPEG'). Check the "
+            "path."
+        ) from None
+    except OSError as error:
+        raise _unlistable(root, error) from error
+    if not is_folder:
+        raise NotADirectoryError(
+            errno.ENOTDIR,
+            f"Image folder {str(root)!r} is a file, not a folder; expected a folder of class "
+            "subfolders of images (ImageNet layout, e.g. 'train/n01440764/*.JPEG'). Point "
+            "`root` at the folder above the class folders.",
         )
-    class_dirs = sorted(
-        (entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
-        key=lambda entry: entry.name,
-    )
+    class_dirs = _entries(root, lambda entry: entry.is_dir() and not entry.name.startswith("."))
     if not class_dirs:
         raise FileNotFoundError(
             f"Image folder {str(root)!r} has no class subfolders; expected one subfolder per "
@@ -118,13 +132,10 @@ def _list_images(root: Path) -> tuple[tuple[str, ...], list[Path], list[int]]:
 
 
 def _class_images(class_dir: Path) -> list[Path]:
-    class_files = sorted(
-        (
-            entry
-            for entry in class_dir.iterdir()
-            if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_SUFFIXES
-        ),
-        key=lambda entry: entry.name,
+    class_files = _entries(
+        class_dir,
+        lambda entry: entry.is_file() and not entry.name.startswith(".")
+        and entry.suffix.lower() in IMAGE_SUFFIXES,
     )
     if not class_files:
         raise FileNotFoundError(
@@ -134,10 +145,39 @@ def _class_images(class_dir: Path) -> list[Path]:
     return class_files
 
 
+def _entries(folder: Path, keep: Callable[[Path], bool]) -> list[Path]:
+    """The entries of `folder` that `keep` admits, sorted by name; an error naming the
+    folder, the cause and the fix when it cannot be listed."""
+    try:
+        return sorted((entry for entry in folder.iterdir() if keep(entry)), key=lambda e: e.name)
+    except OSError as error:
+        raise _unlistable(folder, error) from error
+
+
+def _unlistable(folder: Path, error: OSError) -> OSError:
+    if isinstance(error, PermissionError):
+        return PermissionError(
+            error.errno,
+            f"Image folder {str(folder)!r} could not be listed: permission denied; expected a "
+            "folder this user may read. Make it readable (e.g. "
+            f"`chmod u+rx {shlex.quote(str(folder))}`) or check the ownership of it and of "
+            "its parent folders (`ls -ld`).",
+        )
+    return OSError(
+        error.errno,
+        f"Image folder {str(folder)!r} could not be listed ({type(error).__name__}: {error}); "
+        "expected a readable folder of images. Check the path and the disk.",
+    )
+
+
 def _load_image(image_module, path: Path, size: int, resize: int) -> np.ndarray:
     """Open, resize the shorter side to `resize`, centre-crop `size`; return uint8 CHW."""
+    try:  # opened here, so that a file the system will not open is not called undecodable
+        file = path.open("rb")
+    except OSError as error:
+        raise unreadable_error(path, error, "Image", "an image file") from error
     try:
-        with image_module.open(path) as image:
+        with file, image_module.open(file) as image:
             rgb = image.convert("RGB")
     except Exception as error:  # Pillow raises several types for unreadable files
         raise ValueError(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cifar import unreadable_error
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 # IDX type code -> big-endian numpy dtype, as in the format's specification.
@@ -39,9 +41,10 @@ def read_idx(path: str | Path) -> np.ndarray:
 
     **Raises:**
 
-    `FileNotFoundError` when the file does not exist; `ValueError` when the header is not
-    an IDX header, when the data is shorter or longer than the header says, or when the
-    gzip stream is corrupt.
+    `FileNotFoundError` when the file does not exist; `IsADirectoryError` when `path` is
+    a directory; `PermissionError` (or another `OSError`) when the file cannot be read;
+    `ValueError` when the header is not an IDX header, when the data is shorter or longer
+    than the header says, or when the gzip stream is corrupt.
     """
     path = Path(path)
     raw = _read_bytes(path)
@@ -50,13 +53,20 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
-            f"IDX file {str(path)!r} does not exist (or is not a file); expected an MNIST-style "
-            "IDX file such as 'train-images-idx3-ubyte.gz'. Check the data directory, or "
-            "download the dataset's official files into it."
-        )
-    raw = path.read_bytes()
+            f"IDX file {str(path)!r} does not exist; expected an MNIST-style IDX file such as "
+            "'train-images-idx3-ubyte.gz'. Check the data directory, or download the "
+            "dataset's official files into it."
+        ) from None
+    except OSError as error:  # a directory, permission denied, an I/O error
+        raise unreadable_error(
+            path, error, "IDX", "an IDX file",
+            directory_fix="point `path` at the IDX file inside it (e.g. "
+            f"{str(path / 'train-images-idx3-ubyte.gz')!r}), or remove the folder.",
+        ) from error
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cifar import unreadable_error
+
+_BYTE_ORDER_MARK = "\ufeff"
+
 
 @dataclass(frozen=True)
 class TextCorpus:
@@ -26,7 +30,9 @@ def read_text(path: str | Path) -> TextCorpus:
     """Read a UTF-8 text file as a character-level corpus.
 
     The vocabulary is the sorted set of distinct characters and each character's token is
-    its rank in it (65 characters for tiny-Shakespeare).
+    its rank in it (65 characters for tiny-Shakespeare). One leading UTF-8 byte-order mark
+    (as some Windows editors write) is dropped, so it is neither a token nor in the
+    vocabulary.
 
     **Arguments:**
 
@@ -38,8 +44,9 @@ def read_text(path: str | Path) -> TextCorpus:
 
     **Raises:**
 
-    `FileNotFoundError` when the file is missing; `ValueError` when it is empty or not
-    valid UTF-8.
+    `FileNotFoundError` when the file is missing; `IsADirectoryError` when `path` is a
+    directory; `PermissionError` (or another `OSError`) when the file cannot be read;
+    `ValueError` when it is empty (or holds only a byte-order mark) or not valid UTF-8.
     """
     path = Path(path)
     text = _read_utf8(path)
@@ -48,25 +55,39 @@ def read_text(path: str | Path) -> TextCorpus:
 
 
 def _read_utf8(path: Path) -> str:
-    if not path.is_file():
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
-            f"Text file {str(path)!r} does not exist (or is not a file); expected a plain-text "
-            "corpus such as tiny-Shakespeare's 'input.txt'. Check the path."
-        )
-    raw = path.read_bytes()
+            f"Text file {str(path)!r} does not exist; expected a plain-text corpus such as "
+            "tiny-Shakespeare's 'input.txt'. Check the path."
+        ) from None
+    except OSError as error:  # a directory, permission denied, an I/O error
+        raise unreadable_error(
+            path, error, "Text", "a text file",
+            directory_fix="point `path` at the text file inside it (e.g. "
+            f"{str(path / 'input.txt')!r}), or remove the folder.",
+        ) from error
     if not raw:
         raise ValueError(
             f"Text file {str(path)!r} is empty (0 bytes); expected a non-empty plain-text "
             "corpus. Check that the file was written or downloaded completely."
         )
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"Text file {str(path)!r} is not valid UTF-8: byte {raw[error.start]:#04x} at byte "
             f"offset {error.start} ({error.reason}); expected UTF-8 text. Convert the file, "
             "e.g. with `iconv -t UTF-8`."
         ) from error
+    text = text.removeprefix(_BYTE_ORDER_MARK)  # one leading BOM is a marker, not text
+    if not text:
+        raise ValueError(
+            f"Text file {str(path)!r} holds only a UTF-8 byte-order mark; expected a non-empty "
+            "plain-text corpus. Check that the file was written or downloaded completely."
+        )
+    return text
 
 
 def encode(text: str, vocabulary: str) -> np.ndarray:
