@@ -32,6 +32,8 @@ import numpy as np
 from jax.experimental import io_callback
 from jaxtyping import Array, Float, Int
 
+from ._progress import write
+
 _EPOCH = time.monotonic()
 # Milliseconds travel as int32, modulo 2³¹ (24 days): differences are taken modulo the
 # same number, so a process may run for longer than that.
@@ -61,10 +63,10 @@ def _since(now: int, then) -> float:
 
 
 def _write(line: str) -> None:
-    # Progress goes to standard error, like tqdm's bars, so that it never mixes with a
-    # program's output.
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    # Progress goes to standard error, like the progress bars, so that it never mixes
+    # with a program's output; through `_progress.write`, so that a line lands above a
+    # live bar rather than inside it.
+    write(line, sys.stderr)
 
 
 class Clock(eqx.Module):

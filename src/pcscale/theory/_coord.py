@@ -231,9 +231,9 @@ def _collect(records, final_activation, final_output) -> dict[str, Array]:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return lambda _: None
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
-    bar = tqdm(total=total, desc="coord check", unit="model")
+    bar = progress_bar(total=total, desc="coord check", unit="model")
 
     def advance(count):
         if count is None:
