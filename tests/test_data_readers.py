@@ -12,15 +12,17 @@ import gzip
 import os
 import pickle
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pcscale.data._cifar import ImageArrays, read_cifar
+from pcscale.data._cifar import ImageArrays, _load_pickle, read_cifar
 from pcscale.data._folder import read_image_folder
 from pcscale.data._idx import read_idx
+from pcscale.data._safe_pickle import ALLOWED_GLOBALS
 from pcscale.data._text import TextCorpus, decode, encode, read_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -481,13 +483,16 @@ def assert_permission_message(error: BaseException, path: Path, fix: str = "chmo
 
 
 class _Payload:
-    """Pickles as a call of `function(*arguments)`, as a crafted file would."""
+    """Pickles as a call of `function(*arguments)`, then `__setstate__(state)` when a state is
+    given, as a crafted file would."""
 
-    def __init__(self, function, *arguments):
-        self.function, self.arguments = function, arguments
+    def __init__(self, function, *arguments, state=None):
+        self.function, self.arguments, self.state = function, arguments, state
 
     def __reduce__(self):
-        return self.function, self.arguments
+        if self.state is None:
+            return self.function, self.arguments
+        return self.function, self.arguments, self.state
 
 
 @pytest.mark.parametrize("protocol", [2, 5])
@@ -563,6 +568,270 @@ def test_cifar_reads_numpy1_module_names(tmp_path):
     batch.write_bytes(old)
     got = read_cifar(folder, "test")
     np.testing.assert_array_equal(got.images.reshape(2, -1), batches["test_batch"][0])
+
+
+# NumPy's array reconstruction, as NumPy itself pickles arrays (`numpy.core` in NumPy 1,
+# `numpy._core` in NumPy 2): `_reconstruct` at protocols 0-4, `_frombuffer` at protocol 5.
+_reconstruct = np.zeros(1).__reduce_ex__(2)[0]
+_frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+
+
+def _object_dtype_without_flags():
+    """`numpy.dtype('O')` as a crafted file pickles it: its state's flags zeroed, so that NumPy
+    no longer knows that it holds object pointers."""
+    return _Payload(np.dtype, "O8", False, True, state=(3, "|", None, None, None, -1, -1, 0))
+
+
+# Each payload, read by the reader before the stand-ins (NumPy itself handed to the pickle),
+# built an object array whose pointers were the bytes b"AAAAAAAA", and converting the
+# labels dereferenced them: the process died of SIGSEGV.
+_MEMORY_PAYLOADS = {
+    "ndarray": (2, lambda: _Payload(np.ndarray, (1,), np.dtype("O"), b"A" * 8), b"numpy\nndarray\n"),
+    "frombuffer": (
+        5, lambda: _Payload(_frombuffer, bytearray(b"A" * 8), _object_dtype_without_flags(), (1,), "C"),
+        b"_frombuffer",
+    ),
+    "reconstruct": (
+        2, lambda: _Payload(_reconstruct, np.ndarray, (0,), b"b",
+                            state=(1, (1,), _object_dtype_without_flags(), False, b"A" * 8)),
+        b"_reconstruct",
+    ),
+}
+
+_READ_IN_A_SUBPROCESS = """
+import sys
+from pcscale.data import read_cifar
+try:
+    read_cifar(sys.argv[1], "test")
+except ValueError as error:
+    print("ValueError:", error)
+else:
+    print("read without error")
+"""
+
+
+@pytest.mark.parametrize("payload", sorted(_MEMORY_PAYLOADS))
+def test_cifar_refuses_object_arrays_built_from_the_files_bytes(tmp_path, payload):
+    # Read in a subprocess, so that a regression (a segmentation fault) fails this test
+    # instead of killing pytest.
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    protocol, make, named = _MEMORY_PAYLOADS[payload]
+    batch = folder / "test_batch"
+    content = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": make()}, protocol=protocol)
+    assert named in content  # the payload reaches the global it attacks
+    batch.write_bytes(content)
+    result = subprocess.run([sys.executable, "-c", _READ_IN_A_SUBPROCESS, str(folder)],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the read crashed (status {result.returncode}): {result.stderr}"
+    output = result.stdout
+    assert output.startswith("ValueError:"), output
+    assert str(batch) in output and "not an official CIFAR batch" in output
+    assert "Extract the official archive again" in output
+    if payload == "ndarray":
+        assert "calls numpy.ndarray" in output and "directly" in output
+    else:
+        assert "dtype '|O8' (Python objects" in output
+
+
+def _structured_array():
+    return np.zeros(2, dtype=[("a", np.uint8), ("b", np.int32)])
+
+
+def _sub_array_dtype_array():
+    sub_array = _Payload(np.dtype, "V2", False, True, state=(3, "|", (np.dtype("u1"), (2,)), None, None, 2, 1, 0))
+    return _Payload(_reconstruct, np.ndarray, (0,), b"b", state=(1, (2,), sub_array, False, bytes(4)))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("make, found", [
+    (_structured_array, "structured or sub-array dtype"),
+    (_sub_array_dtype_array, "structured or sub-array dtype"),
+    (lambda: np.array([b"abc", b"de"]), "dtype '|S3' (byte strings)"),
+    (lambda: np.array(["ab", "c"]), "dtype '<U2' (unicode strings)"),
+    (lambda: np.array([1, None], dtype=object), "dtype '|O8' (Python objects"),
+    (lambda: np.zeros(3, np.float16), "dtype '<f2' (not a plain number type)"),
+    (lambda: np.zeros(2, "m8[s]"), "dtype '<m8' (not a plain number type)"),
+])
+def test_cifar_refuses_arrays_of_other_dtypes(tmp_path, protocol, make, found):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    batch = folder / "test_batch"
+    with batch.open("wb") as file:
+        pickle.dump({b"data": make(), b"labels": [0, 1]}, file, protocol=protocol)
+    with pytest.raises(ValueError) as info:
+        read_cifar(folder, "test")
+    message = str(info.value)
+    assert str(batch) in message and found in message
+    assert "not an official CIFAR batch" in message and "Extract the official archive again" in message
+
+
+@pytest.mark.parametrize("make, found", [
+    (lambda: _Payload(_frombuffer, bytearray(5), np.dtype("u1"), (2, 3), "C"),
+     "holds 5 bytes for an array of shape (2, 3) and dtype |u1"),
+    (lambda: _Payload(_frombuffer, bytearray(8), np.dtype("<f4"), (3,), "C"),
+     "holds 8 bytes for an array of shape (3,) and dtype <f4"),
+    (lambda: _Payload(_frombuffer, bytearray(0), np.dtype("u1"), (-1,), "C"), "the shape (-1,)"),
+    (lambda: _Payload(_frombuffer, bytearray(1), np.dtype("u1"), (True,), "C"), "the shape (True,)"),
+    (lambda: _Payload(_frombuffer, bytearray(1), np.dtype("u1"), [1], "C"), "the shape [1]"),
+    (lambda: _Payload(_frombuffer, bytearray(0), np.dtype("f8"), (0, sys.maxsize), "C"),
+     f"the shape (0, {sys.maxsize}) (array is too big"),
+    (lambda: _Payload(_frombuffer, bytearray(1), np.dtype("u1"), (1,), "A"), "the order 'A'"),
+    (lambda: _Payload(_frombuffer, bytearray(2), np.dtype("u1"), (1, 2), "K", (0, 0)), "the order 'K'"),
+    (lambda: _Payload(_frombuffer, bytearray(1), "u1", (1,), "C"), "gives an array the dtype 'u1'"),
+    (lambda: _Payload(_frombuffer, [1], np.dtype("u1"), (1,), "C"), "as a list"),
+    (lambda: _Payload(np.dtype, "u1", False, True, state=(3, "!", None, None, None, -1, -1, 0)),
+     "the byte order '!'"),
+    (lambda: _Payload(_reconstruct, np.dtype, (0,), b"b", state=(1, (1,), np.dtype("u1"), False, b"A")),
+     "calls NumPy's _reconstruct"),
+    (lambda: _Payload(_reconstruct, np.ndarray, (0,), b"b"), "gives a pickled array the state None"),
+])
+def test_cifar_refuses_arrays_that_do_not_add_up(tmp_path, make, found):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    batch = folder / "test_batch"
+    with batch.open("wb") as file:
+        pickle.dump({b"data": make(), b"labels": [0, 1]}, file, protocol=5)
+    with pytest.raises(ValueError) as info:
+        read_cifar(folder, "test")
+    message = str(info.value)
+    assert str(batch) in message and found in message
+    assert "not an official CIFAR batch" in message and "Extract the official archive again" in message
+
+
+def test_cifar_refuses_containers_that_contain_themselves(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    labels = [0]
+    labels.append(labels)
+    _pickle(folder / "test_batch", {b"data": np.zeros((2, 3072), np.uint8), b"labels": labels})
+    with pytest.raises(ValueError, match=r"test_batch.*contains itself.*not an official CIFAR batch"):
+        read_cifar(folder, "test")
+
+
+@pytest.mark.parametrize("labels, found", [
+    ([0, None], "labels of dtype object; expected integers"),
+    ([0, [1, 2]], "labels that make no array (ValueError"),
+    ([0.5, 1.5], "labels of dtype float64; expected integers"),
+    ([0, 2**70], "labels of dtype object; expected integers"),
+])
+def test_cifar_labels_that_are_not_integers(tmp_path, labels, found):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    _pickle(folder / "test_batch", {b"data": np.zeros((2, 3072), np.uint8), b"labels": labels})
+    with pytest.raises(ValueError) as info:
+        read_cifar(folder, "test")
+    assert str(folder / "test_batch") in str(info.value) and found in str(info.value)
+
+
+@pytest.mark.parametrize("names", [7, [b"a", 3], {b"a": 1}])
+def test_cifar_class_names_that_are_not_a_list_of_names(tmp_path, names):
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    _pickle(folder / "batches.meta", {b"label_names": names})
+    with pytest.raises(ValueError, match=r"batches\.meta.*expected a list of class names"):
+        read_cifar(folder, "test")
+
+
+def _transposed():
+    return np.arange(24, dtype=np.int16).reshape(2, 3, 4).transpose(1, 0, 2)  # neither C nor F
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.uint8).reshape(3, 4),
+    np.asfortranarray(np.arange(12, dtype=">i4").reshape(3, 4)),
+    np.arange(6, dtype="<f8").reshape(3, 2) / 7,
+    np.array([True, False, True]),
+    np.zeros((0, 5), np.int64),
+    np.array(3.5, np.float32),
+    np.arange(4, dtype="<u8")[::2],
+], ids=["u1", "fortran-big-endian-i4", "f8", "b1", "empty", "scalar", "strided"])
+def test_cifar_pickled_arrays_read_back_exactly(tmp_path, protocol, array):
+    path = tmp_path / "batch"
+    with path.open("wb") as file:
+        pickle.dump({b"x": array, b"nested": [(array, {b"y": array})], b"t": _transposed()}, file,
+                    protocol=protocol)
+    content = _load_pickle(path)
+    for got in (content[b"x"], content[b"nested"][0][0], content[b"nested"][0][1][b"y"]):
+        assert type(got) is np.ndarray and got.dtype == array.dtype.newbyteorder("=") and got.dtype.isnative
+        np.testing.assert_array_equal(got, array)
+        assert got.flags.owndata and got.flags.writeable
+    np.testing.assert_array_equal(content[b"t"], _transposed())
+
+
+def _python2_pickle(value) -> bytes:
+    """`value` pickled at protocol 2 as Python 2's cPickle wrote the official CIFAR files:
+    bytes as Python 2 strings (SHORT_BINSTRING, BINSTRING) and each array through
+    `numpy.core.multiarray._reconstruct`, with its dtype as `numpy.dtype('u1', 0, 1)`."""
+
+    def string(data: bytes) -> bytes:
+        return (b"U" + bytes([len(data)]) if len(data) < 256 else b"T" + struct.pack("<i", len(data))) + data
+
+    def integer(number: int) -> bytes:
+        if 0 <= number < 256:
+            return b"K" + bytes([number])
+        return b"J" + struct.pack("<i", number)
+
+    def save(item) -> bytes:
+        if isinstance(item, bytes):
+            return string(item)
+        if isinstance(item, int):
+            return integer(item)
+        if isinstance(item, list):
+            return b"](" + b"".join(map(save, item)) + b"e"
+        if isinstance(item, dict):
+            return b"}(" + b"".join(save(key) + save(entry) for key, entry in item.items()) + b"u"
+        assert isinstance(item, np.ndarray)
+        order, code = item.dtype.str[0], item.dtype.str[1:]
+        dtype = (b"cnumpy\ndtype\n" + string(code.encode()) + integer(0) + integer(1) + b"\x87R"
+                 + b"(" + integer(3) + string(order.encode()) + b"NNN" + integer(-1) * 2 + integer(0) + b"tb")
+        shape = b"(" + b"".join(map(integer, item.shape)) + b"t"
+        return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85"
+                + string(b"b") + b"\x87R(" + integer(1) + shape + dtype + b"\x89" + string(item.tobytes())
+                + b"tb")
+
+    return b"\x80\x02" + save(value) + b"."
+
+
+def test_cifar_reads_batches_pickled_by_python2(tmp_path):
+    folder = tmp_path / "c"
+    batches = write_cifar10(folder)
+    for name, (data, labels) in batches.items():
+        content = {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data,
+                   b"filenames": [b"domestic_cat_s_000907.png", b"hydrofoil_s_000078.png"]}
+        (folder / name).write_bytes(_python2_pickle(content))
+    meta = {b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(_python2_pickle(meta))
+    assert b"T\x00\x18\x00\x00" in (folder / "test_batch").read_bytes()  # the 6144 image bytes
+    assert pickle.loads((folder / "batches.meta").read_bytes(), encoding="bytes") == meta
+    for split in ("train", "test"):
+        got = read_cifar(folder, split)
+        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        np.testing.assert_array_equal(got.images.reshape(-1, 3072),
+                                      np.concatenate([batches[name][0] for name in names]))
+        np.testing.assert_array_equal(got.labels, [label for name in names for label in batches[name][1]])
+        assert got.class_names == tuple(CIFAR10_NAMES)
+
+
+def test_cifar_unpickler_hands_out_no_numpy_object():
+    # What each admitted global resolves to only records its arguments (or makes bytes).
+    for (module, name), found in ALLOWED_GLOBALS.items():
+        assert isinstance(found, type) and found.__module__ == "pcscale.data._safe_pickle", (module, name)
+        assert not issubclass(found, (np.ndarray, np.dtype))
+
+
+@pytest.mark.parametrize("target", [b"cnumpy\ndtype\n", b"c_codecs\nencode\n", b"cbuiltins\nbytes\n"])
+@pytest.mark.parametrize("state", [b"}X\x03\x00\x00\x00fooK\x01s", b"N}X\x03\x00\x00\x00fooK\x01s\x86"])
+def test_cifar_build_cannot_change_what_a_global_resolves_to(tmp_path, target, state):
+    # BUILD on a global itself (with a dict state, or a slot state) would otherwise set
+    # attributes on the reader's own objects, for every later file to meet.
+    folder = tmp_path / "c"
+    write_cifar10(folder)
+    (folder / "test_batch").write_bytes(b"\x80\x02" + target + state + b"b.")
+    with pytest.raises(ValueError, match="could not be unpickled"):
+        read_cifar(folder, "test")
+    assert not any(hasattr(found, "foo") for found in ALLOWED_GLOBALS.values())
 
 
 @needs_permissions

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import errno
-import importlib
-import pickle
-import shlex
-from collections.abc import Callable
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._errors import unreadable_error
+from ._safe_pickle import CifarUnpickler, RefusedGlobal, not_official, realise
 
 _SPLITS = ("train", "test")
 _PIXELS = 3 * 32 * 32
@@ -69,7 +68,10 @@ def read_cifar(folder: str | Path, split: str, *, classes: int = 10) -> ImageArr
 
     `ValueError` for a bad `split` or `classes`, or a file that is not a valid CIFAR
     pickle — including one that refers to any Python global beyond NumPy's array
-    reconstruction, which is refused unread, since unpickling it could run code;
+    reconstruction, which is refused unread, since unpickling it could run code, and one
+    holding an array that is not plain numbers (object, string, structured or sub-array
+    dtypes), or whose bytes do not fill its shape: NumPy is never handed the file's
+    arrays, which are rebuilt from their bytes with `np.frombuffer` alone;
     `FileNotFoundError` when the folder or any expected file is missing;
     `IsADirectoryError` when a directory stands where a file should be, and
     `PermissionError` (or another `OSError`) when a file cannot be read.
@@ -133,8 +135,8 @@ def _load_pickle(path: Path) -> dict[Any, Any]:
         raise _unreadable_batch(path, error) from error
     with file:
         try:
-            content = _CifarUnpickler(file, encoding="bytes").load()
-        except _RefusedGlobal as error:
+            content = CifarUnpickler(file, encoding="bytes").load()
+        except RefusedGlobal as error:
             raise ValueError(
                 f"CIFAR file {str(path)!r} refers to the Python global {error.qualified!r}, which "
                 "no official CIFAR batch needs: the file is not an official CIFAR batch and was "
@@ -149,6 +151,10 @@ def _load_pickle(path: Path) -> dict[Any, Any]:
                 f"{error}); expected a complete python pickle from the official CIFAR archive. "
                 "The file is truncated or corrupt: extract the archive again."
             ) from error
+    try:
+        content = realise(content, path)
+    except RecursionError:
+        raise not_official(path, "nests its containers too deeply") from None
     if not isinstance(content, dict):
         raise ValueError(
             f"CIFAR file {str(path)!r} holds a {type(content).__name__}; expected a dict with "
@@ -164,113 +170,6 @@ def _unreadable_batch(path: Path, error: OSError) -> OSError:
     )
 
 
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A pickle named a global outside `_CifarUnpickler`'s list; `qualified` is `module.name`."""
-
-    def __init__(self, module: str, name: str) -> None:
-        self.qualified = f"{module}.{name}"
-        super().__init__(f"refused global {self.qualified}")
-
-
-def _numpy_internal(submodule: str, name: str) -> Callable[[], Any]:
-    """Look up `numpy._core.<submodule>.<name>` (NumPy 2), else `numpy.core.…` (NumPy 1)."""
-
-    def find() -> Any:
-        for package in ("numpy._core", "numpy.core"):
-            try:
-                return getattr(importlib.import_module(f"{package}.{submodule}"), name)
-            except (ImportError, AttributeError):
-                continue
-        raise pickle.UnpicklingError(f"this NumPy has no {submodule}.{name}")
-
-    return find
-
-
-def _latin1_encode(text: str, encoding: str) -> bytes:
-    """`_codecs.encode` as Python 3 pickles `bytes` at protocols 0–2, and nothing else."""
-    if not isinstance(text, str):
-        raise TypeError(f"_codecs.encode of a {type(text).__name__}; expected a str")
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode to {encoding!r}; expected 'latin1'")
-    return text.encode("latin1")
-
-
-def _empty_bytes() -> bytes:
-    """`bytes()`, as Python 3 pickles `b""` at protocols 0–2 (no argument admitted)."""
-    return b""
-
-
-# The only globals an official CIFAR batch or meta file (or a copy written by `pickle.dump`
-# at any protocol) refers to: NumPy's array reconstruction, under its NumPy 1 (`numpy.core`)
-# and NumPy 2 (`numpy._core`) module names, and Python 3's spelling of bytes at protocols
-# 0–2. Anything else (`os.system`, `builtins.eval`, …) is refused before it is looked up.
-_ALLOWED_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    **{
-        (f"{package}.multiarray", "_reconstruct"): _numpy_internal("multiarray", "_reconstruct")
-        for package in ("numpy.core", "numpy._core")
-    },
-    **{
-        (f"{package}.numeric", "_frombuffer"): _numpy_internal("numeric", "_frombuffer")
-        for package in ("numpy.core", "numpy._core")
-    },
-    ("_codecs", "encode"): lambda: _latin1_encode,
-    ("__builtin__", "bytes"): lambda: _empty_bytes,
-    ("builtins", "bytes"): lambda: _empty_bytes,
-}
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that admits only the globals in `_ALLOWED_GLOBALS`, so that a crafted
-    batch file cannot run code (a plain `pickle.load` would call whatever it names)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = _ALLOWED_GLOBALS.get((module, name))
-        if found is None:
-            raise _RefusedGlobal(module, name)
-        return found()
-
-
-def unreadable_error(
-    path: Path, error: OSError, label: str, a_file: str, directory_fix: str | None = None
-) -> OSError:
-    """An error of `error`'s type (so still an `OSError`) naming `path`, the cause and the fix.
-
-    `label` starts the message (e.g. `"IDX"`), `a_file` names what was expected (e.g.
-    `"an IDX file"`). A directory gives an `IsADirectoryError` whatever the platform raised,
-    with `directory_fix` as its fix when given.
-    """
-    where = str(path)
-    try:
-        is_directory = path.is_dir()
-    except OSError:
-        is_directory = False
-    if is_directory or isinstance(error, IsADirectoryError):
-        return IsADirectoryError(
-            errno.EISDIR,
-            f"{label} path {where!r} is a directory, not {a_file}; "
-            + (directory_fix or f"point the path at the file inside it, or remove the folder "
-               f"and put {a_file} in its place."),
-        )
-    if isinstance(error, PermissionError):
-        message = (
-            f"{label} file {where!r} could not be read: permission denied; expected a file this "
-            f"user may read. Make it readable (e.g. `chmod u+r {shlex.quote(where)}`) or check "
-            "the ownership of the file and of its folders (`ls -l`)."
-        )
-    else:
-        message = (
-            f"{label} file {where!r} could not be read ({type(error).__name__}: {error}); "
-            f"expected {a_file} that can be opened. Check the path and the disk, or copy the "
-            "file again."
-        )
-    try:
-        return type(error)(error.errno, message) if error.errno is not None else type(error)(message)
-    except TypeError:  # an OSError subclass with another constructor
-        return OSError(error.errno, message)
-
-
 def _get(content: dict[Any, Any], key: bytes, path: Path) -> Any:
     if key not in content:
         raise ValueError(
@@ -283,6 +182,11 @@ def _get(content: dict[Any, Any], key: bytes, path: Path) -> Any:
 
 def _read_class_names(path: Path, names_key: bytes, classes: int) -> tuple[str, ...]:
     names = _get(_load_pickle(path), names_key, path)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, (bytes, str)) for name in names):
+        raise ValueError(
+            f"CIFAR meta file {str(path)!r} holds {reprlib.repr(names)} under {names_key!r}; "
+            "expected a list of class names. Extract the official archive again."
+        )
     if len(names) != classes:
         raise ValueError(
             f"CIFAR meta file {str(path)!r} lists {len(names)} class names; expected "
@@ -293,8 +197,14 @@ def _read_class_names(path: Path, names_key: bytes, classes: int) -> tuple[str, 
 
 def _read_batch(path: Path, labels_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
     content = _load_pickle(path)
-    data = np.asarray(_get(content, b"data", path))
-    labels = np.asarray(_get(content, labels_key, path), dtype=np.int64)
+    data = _as_array(_get(content, b"data", path), path, "data")
+    labels = _as_array(_get(content, labels_key, path), path, "labels")
+    if labels.size and labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"CIFAR file {str(path)!r} holds labels of dtype {labels.dtype}; expected integers. "
+            "Extract the official archive again."
+        )
+    labels = labels.astype(np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS:
         raise ValueError(
             f"CIFAR file {str(path)!r} holds data of shape {data.shape} and dtype {data.dtype}; "
@@ -311,3 +221,16 @@ def _read_batch(path: Path, labels_key: bytes, classes: int) -> tuple[np.ndarray
             f"expected labels in [0, {classes}). Check that `classes` matches the dataset."
         )
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _as_array(value: Any, path: Path, what: str) -> np.ndarray:
+    """`np.asarray(value)`, with a `ValueError` naming the file when `value` (e.g. a ragged
+    list) makes no array."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(
+            f"CIFAR file {str(path)!r} holds {what} that make no array ({type(error).__name__}: "
+            f"{error}); expected a NumPy array or a list of numbers. Extract the official "
+            "archive again."
+        ) from error

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cifar import ImageArrays, unreadable_error
+from ._cifar import ImageArrays
+from ._errors import unreadable_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cifar import unreadable_error
+from ._errors import unreadable_error
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -64,8 +64,9 @@ def _read_bytes(path: Path) -> bytes:
     except OSError as error:  # a directory, permission denied, an I/O error
         raise unreadable_error(
             path, error, "IDX", "an IDX file",
-            directory_fix="point `path` at the IDX file inside it (e.g. "
-            f"{str(path / 'train-images-idx3-ubyte.gz')!r}), or remove the folder.",
+            directory_fix=f"put the IDX file in the folder's place (if it is inside it, e.g. "
+            f"{str(path / path.name)!r}, move it up), or point `path` at the IDX file inside it; "
+            "otherwise remove the folder.",
         ) from error
     if raw[:2] != _GZIP_MAGIC:
         return raw

@@ -105,7 +105,7 @@ def expected_path(name: str, root: Path, split: str = "train") -> Path:
 
 def _find_idx(folder: Path, stem: str, name: str, how: str) -> Path:
     for candidate in (folder / (stem + ".gz"), folder / stem):
-        if candidate.is_file():
+        if candidate.exists():  # a folder or an unreadable file in its place: read_idx says which
             return candidate
     raise FileNotFoundError(
         f"{name}: no {folder / stem}(.gz); the data root was taken from {how}. Place the official "
@@ -288,7 +288,7 @@ def load(
             corpus = _bundled_text()
             return corpus
         path = expected_path(name, base)
-        if not path.is_file():
+        if not path.exists():  # a folder in its place: read_text says so
             raise DatasetMissing(
                 f"{name}: no {path}; the data root was taken from {how}. Place the plain-text corpus "
                 f"there, or fetch it with pcscale.data.download({name!r}, root)."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cifar import unreadable_error
+from ._errors import unreadable_error
 
 _BYTE_ORDER_MARK = "\ufeff"
 
@@ -65,8 +65,9 @@ def _read_utf8(path: Path) -> str:
     except OSError as error:  # a directory, permission denied, an I/O error
         raise unreadable_error(
             path, error, "Text", "a text file",
-            directory_fix="point `path` at the text file inside it (e.g. "
-            f"{str(path / 'input.txt')!r}), or remove the folder.",
+            directory_fix=f"put the text file in the folder's place (if it is inside it, e.g. "
+            f"{str(path / 'input.txt')!r}, move it up), or point `path` at the text file inside it; "
+            "otherwise remove the folder.",
         ) from error
     if not raw:
         raise ValueError(
