@@ -404,3 +404,78 @@ def test_every_solver_jits_keeps_float32_and_does_not_recompile_for_new_numbers(
         again.energy.block_until_ready()
         assert len(compiles) == before, (name, compiles[before:])
 
+
+
+def _saturating_network():
+    """A small deep tanh MLP (SP) whose activity Hessian has λ_max ≈ 2.5: Nesterov with
+    β = 0.6 neither converges nor blows up, it oscillates with a bounded energy."""
+    model = pc.nn.mlp(6, 16, C, 6, activation="tanh", dtype=jnp.float64, key=jax.random.PRNGKey(0))
+    x, y = data(jax.random.PRNGKey(1), B, 6, C)
+    return model, x, y
+
+
+def test_nesterov_with_too_large_a_step_on_a_saturating_network_is_reported_as_diverged():
+    """The energy stays far below divergence_factor × its initial value, but the solve
+    ends above its initial energy and residual: it went backwards, which is divergence,
+    not a step budget that ran out."""
+    model, x, y = _saturating_network()
+    solver = pc.Nesterov(step_size=0.6, max_steps=150)
+    solution = pc.infer(model, x, y, solver=solver)
+    assert solution.result == pc.RESULTS.diverged
+    assert int(solution.steps) == 150  # not stopped by the running test: its energy stays bounded
+    energy, initial = float(solution.energy), float(solution.initial_energy)
+    assert initial < energy < solver.divergence_factor * initial
+    assert float(solution.residual) > 5 * float(solution.initial_residual)
+
+
+def test_well_tuned_nesterov_on_the_same_network_still_converges():
+    model, x, y = _saturating_network()
+    solution = pc.infer(model, x, y, solver=pc.Nesterov(step_size=0.2, rtol=1e-6))
+    assert solution.result == pc.RESULTS.converged
+    assert float(solution.relative_residual) <= 1e-6
+    assert float(solution.energy) < float(solution.initial_energy)
+
+
+@pytest.mark.parametrize("solver, expected", [
+    # Gradient descent oscillating the same way: the rule is the loop's, not Nesterov's.
+    (pc.GradientDescent(step_size=1.0, max_steps=150), pc.RESULTS.diverged),
+    # A stable solve stopped by a small budget is still `max_steps`, not `diverged`.
+    (pc.GradientDescent(step_size=0.1, max_steps=20), pc.RESULTS.max_steps),
+    (pc.Nesterov(step_size=0.2, max_steps=5), pc.RESULTS.max_steps),
+])
+def test_ending_worse_than_the_start_is_divergence_for_every_solver(solver, expected):
+    model, x, y = _saturating_network()
+    solution = pc.infer(model, x, y, solver=solver)
+    assert solution.result == expected
+    worse = (float(solution.energy) > float(solution.initial_energy)
+             and float(solution.residual) > float(solution.initial_residual))
+    assert worse == (expected == pc.RESULTS.diverged)
+
+
+@pytest.mark.parametrize("make, name, fix", [
+    (lambda: pc.GradientDescent(step_size=float("inf")), "step_size", "step_size=0.1"),
+    (lambda: pc.GradientDescent(step_size=float("nan")), "step_size", "step_size=0.1"),
+    (lambda: pc.Nesterov(step_size=float("inf")), "step_size", "step_size=0.1"),
+    (lambda: pc.GradientDescent(rtol=float("inf")), "rtol", "rtol=1e-5"),
+    (lambda: pc.NewtonKrylov(atol=float("nan")), "atol", "atol=1e-5"),
+    (lambda: pc.ConjugateGradient(divergence_factor=float("inf")), "divergence_factor", "default is 1e4"),
+    (lambda: pc.ConjugateGradient(fallback_step_size=float("inf")), "fallback_step_size",
+     "fallback_step_size=0.1"),
+    (lambda: pc.ODEFlow(dt0=float("inf")), "dt0", "dt0=0.1"),
+    (lambda: pc.ODEFlow(step_rtol=float("inf")), "step_rtol", "step_rtol=0.0"),
+    (lambda: pc.ODEFlow(step_atol=float("inf")), "step_atol", "step_atol=1e-8"),
+    (lambda: pc.RoundingArmijo(step_init=float("inf")), "step_init", "step_init=1.0"),
+    (lambda: pc.Nesterov(momentum=float("nan")), "momentum", "momentum=0.9"),
+])
+def test_non_finite_solver_settings_are_rejected(make, name, fix):
+    with pytest.raises(ValueError) as error:
+        make()
+    message = str(error.value)
+    assert message.startswith(f"`{name}` must be")
+    assert "got inf" in message or "got nan" in message  # the value received
+    assert fix in message
+
+
+def test_rtol_and_atol_may_still_be_zero():
+    solver = pc.GradientDescent(rtol=0, atol=0.0, max_steps=3)
+    assert solver.rtol == 0.0 and solver.atol == 0.0

@@ -42,6 +42,10 @@ class SummedEnergy:
         return self._value_and_grad(z)
 
 
+# A descent solver that ends unconverged above (1 + BACKWARDS_MARGIN) × its initial
+# energy, with a larger residual than at its start, has diverged.
+BACKWARDS_MARGIN = 1e-3
+
 def summed_energy_and_grad(model: PCModel, x: Array, y: Array) -> SummedEnergy:
     """value_and_grad of Σ_i F_i in the activities; its gradient is the stack of
     per-sample gradients ∇_{z_i} F_i."""
@@ -160,6 +164,15 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         keep = lambda: (energy, residual, status, zero)  # noqa: E731
         energy, residual, status, checks = jax.lax.cond(status == _CONVERGED, keep, final)
         grads = grads + checks
+    # A descent solver (`descends`) that ends unconverged (budget, stall or time) both
+    # measurably above its initial energy and with a larger residual than at its start
+    # has gone backwards: that is divergence (typically a bounded oscillation, e.g.
+    # momentum with too large a step on a saturating network), not slowness. Tested at
+    # the end only, as momentum methods may rise on the way down.
+    if solver.descends:
+        margin = BACKWARDS_MARGIN * jnp.abs(energy0) + 64 * jnp.finfo(energy0.dtype).eps * jnp.abs(energy0)
+        backwards = (status != _CONVERGED) & (energy > energy0 + margin) & (residual > residual0)
+        status = jnp.where(backwards, _DIVERGED, status)
     relative = jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0)
     stats = InferenceStats(
         energy=energy / batch,

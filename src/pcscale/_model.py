@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, PyTree
 from ._custom_types import Activities, BatchX, BatchY
 from ._energy import AbstractOutputEnergy, gaussian_energy
 from ._layer import PCLayer
-from ._validation import as_float_array, cast_to, check_x, check_y
+from ._validation import as_float_array, cast_to, check_one_hot, check_x, check_y, validated
 
 
 # TF32, the default float32 matmul precision on recent GPUs, keeps ~10 mantissa bits: on
@@ -74,6 +74,14 @@ class PCModel(eqx.Module):
             raise TypeError(
                 f"`output_energy` must be an AbstractOutputEnergy such as pcscale.MSE() or "
                 f"pcscale.CrossEntropy(), got {self.output_energy!r}."
+            )
+        arrays = [leaf for leaf in jax.tree.leaves(self.layers) if eqx.is_array(leaf)]
+        if arrays and not any(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in arrays):
+            dtypes = sorted({str(leaf.dtype) for leaf in arrays})
+            raise TypeError(
+                f"`layers` must hold floating-point parameters, got only dtype {', '.join(dtypes)}; "
+                "build them with a floating dtype, e.g. dtype=jnp.float32 in the pcscale.nn "
+                "builders, or cast the weights with .astype(jnp.float32)."
             )
         precision = self.output_precision
         if not (isinstance(precision, (int, float)) and precision > 0 and precision < float("inf")):
@@ -143,6 +151,8 @@ class PCModel(eqx.Module):
                     f"{error}. Check the input dimension the model was built with."
                 ) from error
             check_y(x, y, out.shape, self.output_energy.categorical)
+            if self.output_energy.categorical and jnp.issubdtype(y.dtype, jnp.integer):
+                y = check_one_hot(y)
             y = cast_to(y, self.dtype)
         if z is not None:
             expected = jax.eval_shape(self._activities_one, x[0])
@@ -206,8 +216,9 @@ class PCModel(eqx.Module):
 
     @_full_precision
     def loss(self, x: BatchX, y: BatchY) -> Float[Array, ""]:
-        """BP loss 𝓛 = (1/B)·Σ_i ℓ(y_i, ŷ_i) of the feedforward pass."""
-        x, y = self._check(x, y)
+        """BP loss 𝓛 = (1/B)·Σ_i ℓ(y_i, ŷ_i) of the feedforward pass. Like
+        [`infer`][pcscale.infer], it refuses inputs or targets holding NaN or inf."""
+        x, y = validated(self, x, y)
         return jnp.mean(jax.vmap(lambda xi, yi: self.output_energy(self._forward_one(xi), yi))(x, y))
 
     def parameter_scalings(self) -> PyTree:

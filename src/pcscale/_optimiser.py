@@ -4,6 +4,7 @@ model. PC and BP twins must be built from the same configuration (one factory)."
 from __future__ import annotations
 
 import abc
+import math
 
 import equinox as eqx
 import jax
@@ -13,14 +14,27 @@ from ._model import PCModel
 from ._parameterisation import Scaling
 
 
+def _is_real(value) -> bool:
+    """A finite Python (or NumPy) real number, not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _check_rate(value, name: str) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"`{name}` must be a positive float, got {value!r}; e.g. {name}=1e-3.")
+    if not (_is_real(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive finite float, got {value!r}; e.g. {name}=1e-3.")
 
 
 def _check_non_negative(value, name: str) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
-        raise ValueError(f"`{name}` must be a non-negative float, got {value!r}; use 0 to disable it.")
+    if not (_is_real(value) and value >= 0):
+        raise ValueError(
+            f"`{name}` must be a non-negative finite float, got {value!r}; use 0 to disable it."
+        )
+
+
+def _check_decay_rate(value, name: str, example: str) -> None:
+    """A momentum or moment-decay rate in [0, 1): 1 or more never forgets a gradient."""
+    if not (_is_real(value) and 0 <= value < 1):
+        raise ValueError(f"`{name}` must be a finite float in [0, 1), got {value!r}; e.g. {name}={example}.")
 
 
 class AbstractOptimiser(eqx.Module):
@@ -52,6 +66,10 @@ class SGD(AbstractOptimiser):
 
     def __check_init__(self):
         _check_rate(self.learning_rate, "learning_rate")
+        if self.momentum is not None:
+            _check_decay_rate(self.momentum, "momentum", "0.9 (or None for plain SGD)")
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"`nesterov` must be a bool, got {self.nesterov!r}; e.g. nesterov=True.")
         _check_non_negative(self.weight_decay, "weight_decay")
 
     def group(self, scaling):
@@ -84,6 +102,8 @@ class Adam(AbstractOptimiser):
 
     def __check_init__(self):
         _check_rate(self.learning_rate, "learning_rate")
+        _check_decay_rate(self.b1, "b1", "0.9")
+        _check_decay_rate(self.b2, "b2", "0.999")
         _check_non_negative(self.eps, "eps")
         _check_non_negative(self.weight_decay, "weight_decay")
 

@@ -21,8 +21,9 @@ class RESULTS(eqx.Enumeration):
         "looser tolerance (docs/inference.md)."
     )
     diverged = (
-        "The energy became non-finite or grew past the divergence threshold; reduce the "
-        "step size (β < 2/λ_max of the activity Hessian) or use a more stable solver."
+        "The energy became non-finite or grew past the divergence threshold, or the solve "
+        "ended above its initial energy with a larger residual; reduce the step size "
+        "(β < 2/λ_max of the activity Hessian) or use a more stable solver."
     )
     max_time = "The wall-clock budget (`max_time`) ran out before the tolerance was met."
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -28,14 +29,19 @@ def to_float(value):
     return value
 
 
+def is_finite_float(value) -> bool:
+    """A finite Python float (the solvers' converters turn real numbers into floats)."""
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def check_tolerances(solver) -> None:
     """Shared validation of the stopping fields every solver carries."""
     for name in ("rtol", "atol"):
         value = getattr(solver, name)
-        if not (isinstance(value, float) and value >= 0):
+        if not (is_finite_float(value) and value >= 0):
             raise ValueError(
-                f"`{name}` must be a non-negative float, got {value!r}; e.g. {name}=1e-5, or 0 "
-                "to run the full step budget."
+                f"`{name}` must be a non-negative finite float, got {value!r}; e.g. {name}=1e-5, "
+                "or 0 to run the full step budget."
             )
     steps = solver.max_steps
     if not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 0):
@@ -43,17 +49,18 @@ def check_tolerances(solver) -> None:
             f"`max_steps` must be a non-negative int, got {steps!r}; e.g. max_steps=1000."
         )
     factor = solver.divergence_factor
-    if not (isinstance(factor, float) and factor > 1):
+    if not (is_finite_float(factor) and factor > 1):
         raise ValueError(
-            f"`divergence_factor` must be a float > 1, got {factor!r}; the default is 1e4."
+            f"`divergence_factor` must be a finite float > 1, got {factor!r}; the default is 1e4."
         )
 
 
 def check_step_size(solver, hint: str = "μPC networks are stable for β ≲ 0.3–0.45.") -> None:
     """Shared validation of a per-sample step size β."""
-    if not (isinstance(solver.step_size, float) and solver.step_size > 0):
+    if not (is_finite_float(solver.step_size) and solver.step_size > 0):
         raise ValueError(
-            f"`step_size` must be a positive float (β per sample), got {solver.step_size!r}; {hint}"
+            f"`step_size` must be a positive finite float (β per sample), got "
+            f"{solver.step_size!r}; e.g. step_size=0.1. {hint}"
         )
 
 
@@ -113,8 +120,19 @@ class AbstractInferenceSolver(eqx.Module):
     sample moves by its own gradient and step sizes are per sample, independent of the
     batch size). The loop in [`infer`][pcscale.infer] calls `init` once, then `step`
     until the residual ‖∇_z Σ_i F_i‖ ≤ `atol` + `rtol`·(initial residual), the budget
-    `max_steps` runs out, or the energy diverges (non-finite, or above
-    `divergence_factor` × its initial value).
+    `max_steps` runs out, or the solve diverges.
+
+    Divergence (`RESULTS.diverged`) is decided alike for every solver:
+
+    - during the solve, as soon as the energy or the residual is non-finite or the
+      energy exceeds `divergence_factor` × its initial value (a runaway);
+    - at the end of a solve that did not converge (budget, stall or time), when it
+      finished both above its initial energy (by more than the energy's rounding error,
+      64·eps·|F_0|) and with a residual above its initial residual: every solver is a
+      descent method, so a solve that ends worse than its start on both counts has gone
+      backwards (typically a bounded oscillation, e.g. momentum or too large a step on
+      a saturating network), however far. This test is made at the end only, because
+      momentum methods may rise transiently on the way down.
 
     Every solver carries the stopping fields `rtol`, `atol`, `max_steps` and
     `divergence_factor`. Setting `rtol = atol = 0` runs the full budget (the reference
@@ -159,6 +177,10 @@ class AbstractInferenceSolver(eqx.Module):
     stall_margin: ClassVar[float] = 1e-3
     # The rough cost of one step in gradient evaluations, which spaces progress reports.
     step_cost: ClassVar[int] = 1
+    # Whether every step is meant to lower the energy (or the solver ends below where it
+    # started), so that ending above the start energy with a larger residual is
+    # divergence; False for general optax transformations (Adam, momentum).
+    descends: ClassVar[bool] = True
 
     def __check_init__(self):
         window = self.stall_window

@@ -13,7 +13,14 @@ from jaxtyping import Array, Bool
 from .._custom_types import Activities
 from .._tree import tree_axpy, tree_dot, tree_scale, tree_where
 from ._preconditioner import AbstractPreconditioner
-from ._base import AbstractInferenceSolver, check_preconditioner, check_tolerances, cost, to_float
+from ._base import (
+    AbstractInferenceSolver,
+    check_preconditioner,
+    check_tolerances,
+    cost,
+    is_finite_float,
+    to_float,
+)
 
 
 class _CGState(eqx.Module):
@@ -73,10 +80,10 @@ class ConjugateGradient(AbstractInferenceSolver):
 
     def __check_init__(self):
         check_tolerances(self)
-        if not (isinstance(self.fallback_step_size, float) and self.fallback_step_size > 0):
+        if not (is_finite_float(self.fallback_step_size) and self.fallback_step_size > 0):
             raise ValueError(
-                f"`fallback_step_size` must be a positive float, got {self.fallback_step_size!r}; "
-                "the default 0.1 is stable for μPC networks."
+                f"`fallback_step_size` must be a positive finite float, got "
+                f"{self.fallback_step_size!r}; e.g. fallback_step_size=0.1, stable for μPC networks."
             )
         check_preconditioner(self)
 

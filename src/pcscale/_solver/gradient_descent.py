@@ -25,8 +25,10 @@ class GradientDescent(AbstractInferenceSolver):
     - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
       rtol = 1e-5, atol = 0.
     - `max_steps`: the step budget. Default 10 000.
-    - `divergence_factor`: report divergence when the energy exceeds this multiple of
-      its initial value. Default 1e4.
+    - `divergence_factor`: report divergence as soon as the energy exceeds this
+      multiple of its initial value. Default 1e4. A solve that ends unconverged above
+      its initial energy and residual is reported diverged too, whatever this factor
+      ([`AbstractInferenceSolver`][pcscale.AbstractInferenceSolver]).
     """
 
     step_size: float = eqx.field(default=0.1, converter=to_float)

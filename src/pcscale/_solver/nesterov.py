@@ -29,6 +29,12 @@ class Nesterov(AbstractInferenceSolver):
     O(√κ·log(1/rtol)) rate without knowing the condition number κ. One gradient per
     step; the residual is certified at the returned point y.
 
+    Too large a step on a saturating (e.g. tanh) network need not blow up: the
+    iterates can oscillate with a bounded energy, far below `divergence_factor` × the
+    initial energy. Such a solve still ends `RESULTS.diverged`, because it finishes
+    above both its initial energy and its initial residual (the rule shared by every
+    solver, [`AbstractInferenceSolver`][pcscale.AbstractInferenceSolver]); reduce β.
+
     **Arguments:**
 
     - `step_size`: β per sample (as for [`GradientDescent`][pcscale.GradientDescent];

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PyTree
 
 from .._tree import tree_where
-from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+from ._base import AbstractInferenceSolver, check_tolerances, cost, is_finite_float, to_float
 
 
 class _FlowState(eqx.Module):
@@ -84,14 +84,17 @@ class ODEFlow(AbstractInferenceSolver):
                 f"{type(self.solver).__name__} has no embedded error estimate, so its step "
                 "cannot be adapted; use diffrax.Tsit5(), diffrax.Bosh3() or diffrax.Heun()."
             )
-        if not (isinstance(self.dt0, float) and self.dt0 > 0):
-            raise ValueError(f"`dt0` must be a positive float, got {self.dt0!r}; e.g. 0.1.")
-        if not (isinstance(self.step_rtol, float) and self.step_rtol >= 0):
-            raise ValueError(f"`step_rtol` must be a non-negative float, got {self.step_rtol!r}; e.g. 0.0.")
-        if self.step_atol is not None and not (isinstance(self.step_atol, float) and self.step_atol > 0):
+        if not (is_finite_float(self.dt0) and self.dt0 > 0):
+            raise ValueError(f"`dt0` must be a positive finite float, got {self.dt0!r}; e.g. dt0=0.1.")
+        if not (is_finite_float(self.step_rtol) and self.step_rtol >= 0):
             raise ValueError(
-                f"`step_atol` must be None (derived from the tolerance) or a positive float, got "
-                f"{self.step_atol!r}; e.g. 1e-8."
+                f"`step_rtol` must be a non-negative finite float, got {self.step_rtol!r}; e.g. "
+                "step_rtol=0.0."
+            )
+        if self.step_atol is not None and not (is_finite_float(self.step_atol) and self.step_atol > 0):
+            raise ValueError(
+                f"`step_atol` must be None (derived from the tolerance) or a positive finite float, "
+                f"got {self.step_atol!r}; e.g. step_atol=1e-8."
             )
         check_tolerances(self)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import optax
 
@@ -31,6 +33,10 @@ class OptaxSolver(AbstractInferenceSolver):
     atol: float = eqx.field(default=0.0, converter=to_float)
     max_steps: int = 10_000
     divergence_factor: float = eqx.field(default=1e4, converter=to_float)
+
+    # An arbitrary transformation (Adam, momentum) need not lower the energy step by
+    # step: ending above the start is not taken as divergence (only `divergence_factor`).
+    descends: ClassVar[bool] = False
 
     def __check_init__(self):
         if not isinstance(self.optimiser, optax.GradientTransformation):

@@ -35,10 +35,13 @@ class RoundingArmijo(optx.AbstractSearch):
     def __check_init__(self):
         for name, low, high in (("decrease_factor", 0.0, 1.0), ("slope", 0.0, 0.5)):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and low < value < high):
-                raise ValueError(f"`{name}` must be in ({low:g}, {high:g}), got {value!r}; e.g. 0.1.")
-        if not (isinstance(self.step_init, (int, float)) and self.step_init > 0):
-            raise ValueError(f"`step_init` must be positive, got {self.step_init!r}; e.g. 1.0.")
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and low < value < high):
+                raise ValueError(f"`{name}` must be in ({low:g}, {high:g}), got {value!r}; e.g. {name}=0.1.")
+        step = self.step_init
+        if isinstance(step, bool) or not (isinstance(step, (int, float)) and 0 < step < float("inf")):
+            raise ValueError(
+                f"`step_init` must be a positive finite float, got {step!r}; e.g. step_init=1.0."
+            )
 
     def init(self, y, f_info_struct):
         return _BacktrackingState(step_size=jnp.array(self.step_init))

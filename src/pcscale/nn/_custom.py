@@ -14,6 +14,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from .._parameterisation import AbstractParameterisation
 from .._parameterised import Parameterised
 from .._roles import NetworkShape, Role, WeightRole
+from ._checks import check_key
 
 
 def _paths_and_leaves(module) -> tuple[list[str], list[Array], object]:
@@ -85,6 +86,7 @@ def parameterise(
     if reinitialise:
         if key is None:
             raise ValueError("`key` is required to reinitialise the weights; pass key=jax.random.key(0).")
+        check_key(key)
         keys = jax.random.split(key, max(len(leaves), 1))
         leaves = [s.sample(leaf.shape, leaf.dtype, key=k) for s, leaf, k in zip(scalings, leaves, keys)]
         params = jax.tree.unflatten(treedef, leaves)

@@ -20,7 +20,7 @@ from .._parameterisation import (
     WeightRole,
 )
 from ._activation import identity, resolve_activation
-from ._checks import check_dtype, check_parameterisation, positive_int
+from ._checks import check_dtype, check_key, check_parameterisation, positive_int
 
 
 class Linear(eqx.Module):
@@ -54,6 +54,7 @@ def _build(
     depth = positive_int(depth, "depth", "pass the number of weight layers L ≥ 1")
     check_parameterisation(parameterisation)
     check_dtype(dtype)
+    check_key(key)
     phi = resolve_activation(activation)
     residual = skips and depth > 2
     shape = NetworkShape(width=width, depth=depth, residual=residual)

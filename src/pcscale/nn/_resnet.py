@@ -16,7 +16,7 @@ from .._model import PCModel
 from .._parameterisation import SP, AbstractParameterisation
 from .._roles import NetworkShape, Role, WeightRole
 from ._activation import activation_gain, identity, resolve_activation
-from ._checks import check_dtype, check_parameterisation, positive_int
+from ._checks import check_dtype, check_key, check_parameterisation, positive_int
 
 KERNEL = 3
 STAGES = 3
@@ -152,6 +152,7 @@ def resnet(
     n_res = int(n_res)
     check_parameterisation(parameterisation)
     check_dtype(dtype)
+    check_key(key)
     phi = resolve_activation(activation)
     block_gain = activation_gain(phi, gain)
     shape = NetworkShape(width=width, depth=n_res + 4, residual=n_res > 0)

@@ -15,7 +15,7 @@ from .._model import PCModel
 from .._parameterisation import AbstractParameterisation, CompleteP
 from .._roles import NetworkShape, Role, WeightRole
 from ._activation import gelu, identity
-from ._checks import check_dtype, check_parameterisation, positive_int
+from ._checks import check_dtype, check_key, check_parameterisation, positive_int
 from ._custom import parameterise
 
 MLP_RATIO = 4
@@ -217,6 +217,7 @@ def transformer(
         raise ValueError(f"`std` must be a positive float σ0, got {std!r}; the paper uses 0.02.")
     check_parameterisation(parameterisation)
     check_dtype(dtype)
+    check_key(key)
     shape = NetworkShape(width=d, depth=n_blocks, residual=True, base_width=base_width)
     keys = jax.random.split(key, n_blocks + 4)
 
