@@ -207,11 +207,15 @@ def test_diverged_inference_refuses_the_pc_update_and_records_it():
     model = pc.nn.residual_mlp(4, 8, 2, 4, parameterisation=pc.MuPC(), key=key_model)
     x = jax.random.normal(key_x, (5, 4))
     y = jax.nn.one_hot(jnp.arange(5) % 2, 2)
-    trace = ex.train_lockstep(model, x, y, optimiser=pc.make_optimiser(model, pc.Adam(1e-3)), steps=2,
-                              inference=pc.GradientDescent(step_size=1e3, rtol=1e-6, max_steps=100))
-    assert (trace.result == 3).all() and not trace.pc_updated.any() and trace.bp_updated.all()
-    # The PC model never moved, so its loss stays at θ_0 while the BP twin's decreases.
-    assert trace.pc_loss[1] == trace.pc_loss[0] and trace.bp_loss[1] < trace.bp_loss[0]
+    with pytest.warns(UserWarning, match="training failed at step 0: the PC update was refused because "
+                                         "inference diverged"):
+        trace = ex.train_lockstep(model, x, y, optimiser=pc.make_optimiser(model, pc.Adam(1e-3)), steps=2,
+                                  inference=pc.GradientDescent(step_size=1e3, rtol=1e-6, max_steps=100))
+    assert trace.result[0] == 3 and not trace.pc_updated[0] and trace.bp_updated[0]
+    # A refused update fails the cell (the policy pcscale.train shares), which stops there:
+    # the PC model never moved, so its final loss is the loss at θ_0.
+    assert trace.failed and trace.failure.step == 0 and np.isnan(trace.pc_loss[1])
+    assert trace.final_pc_loss == pytest.approx(trace.pc_loss[0], rel=1e-6)
 
 
 def test_memory_is_flat_in_the_number_of_steps():

@@ -19,7 +19,7 @@ import pcscale.experiments as ex  # noqa: E402
 import pcscale.plots as plots  # noqa: E402
 from pcscale.plots import _panels  # noqa: E402
 
-TRACE_FIELDS = [f.name for f in dataclasses.fields(ex.Trace)]
+TRACE_FIELDS = [f.name for f in dataclasses.fields(ex.Trace) if f.name != "failure"]
 INTEGER_FIELDS = ("inference_steps", "result")
 BOOLEAN_FIELDS = ("converged", "pc_updated", "bp_updated")
 

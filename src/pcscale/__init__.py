@@ -66,6 +66,7 @@ from ._solver import (
     OptimistixSolver as OptimistixSolver,
     RoundingArmijo as RoundingArmijo,
 )
+from ._health import TrainingFailure as TrainingFailure
 from ._train import (
     BPStepMetrics as BPStepMetrics,
     ComparisonMetrics as ComparisonMetrics,

@@ -36,6 +36,11 @@ def atomic_path(path: str | os.PathLike, *, prefix: str = ".partial-") -> Iterat
         yield Path(temporary)
         os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno is None or error.filename is not None:
+            raise
+        # A failed write (e.g. a full disk) names no file: name the one being written.
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

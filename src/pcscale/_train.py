@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import equinox as eqx
@@ -13,6 +14,7 @@ from jaxtyping import Array, Bool, Float, PyTree
 
 from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
 from ._gradients import energy_gradients, loss_gradients
+from ._health import ADVICE, TrainingFailure, final_failure, step_failure
 from ._infer import solve_activities, tree_norm
 from ._custom_types import BatchX, BatchY
 from ._model import PCModel
@@ -21,7 +23,7 @@ from ._sharding import batch_sharding, check_mesh, follow_batch, replicate, shar
 from ._solution import RESULTS, InferenceStats
 from ._solver import AbstractInferenceSolver
 from ._solver._base import with_traced_numbers
-from ._validation import as_float_array, validated
+from ._validation import as_float_array, check_opt_state, validated
 
 
 class PCStepMetrics(eqx.Module):
@@ -50,16 +52,23 @@ class BPStepMetrics(eqx.Module):
     updated: Bool[Array, ""]
 
 
+def _all_finite(tree) -> Bool[Array, ""]:
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def _guarded_update(model, opt_state, grads, optimiser, ok):
-    """Optimiser update, applied only if the gradient is finite and `ok` holds; a
-    refused step keeps the old weights and optimiser state. Returns the new model and
-    state, ‖grads‖ and whether the update was applied."""
+    """Optimiser update, applied only if `ok` holds and the gradient, the new weights and
+    the new optimiser state are all finite (an infinite learning rate turns a finite
+    gradient into non-finite weights); a refused step keeps the old weights and
+    optimiser state. Returns the new model and state, ‖grads‖ and whether the update was
+    applied."""
     grads = eqx.filter(grads, eqx.is_array)
     grad_norm = tree_norm(grads)
-    accept = jnp.isfinite(grad_norm) & ok
     params = eqx.filter(model, eqx.is_array)
     updates, new_state = optimiser.update(grads, opt_state, params)
     new_params = eqx.filter(eqx.apply_updates(model, updates), eqx.is_array)
+    accept = jnp.isfinite(grad_norm) & ok & _all_finite(new_params) & _all_finite(new_state)
     keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
     model = eqx.combine(jax.tree.map(keep, new_params, params), model)
     opt_state = jax.tree.map(lambda new, old: keep(new, old) if eqx.is_array(new) else new, new_state, opt_state)
@@ -89,6 +98,7 @@ def _check_solver(solver) -> None:
 
 @eqx.filter_jit
 def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged, sharding):
+    check_opt_state(model, optimiser, opt_state)  # at trace time only: shapes are static
     x, y = validated(model, x, y)
     solution = solve_activities(model, x, y, solver, sharding=sharding)
     energy, grads = energy_gradients(model, solution.activities, x, y)
@@ -139,6 +149,7 @@ def pc_step(
 
 @eqx.filter_jit
 def _bp_step(model, opt_state, x, y, optimiser):
+    check_opt_state(model, optimiser, opt_state)  # at trace time only: shapes are static
     x, y = validated(model, x, y)
     loss, grads = loss_gradients(model, x, y)
     model, opt_state, grad_norm, accept = _guarded_update(model, opt_state, grads, optimiser, True)
@@ -205,19 +216,37 @@ class TrainingRun(eqx.Module):
     """What [`train`][pcscale.train] returns: the trained PC model, its BP twin, and
     `history`, a [`ComparisonMetrics`][pcscale.ComparisonMetrics] whose every leaf is
     stacked over steps (axis 0 = step t, measured before update t). `final_pc_loss` and
-    `final_bp_loss` are the losses at θ_T, on the last batch used."""
+    `final_bp_loss` are the losses at θ_T, on the last batch used.
+
+    `failure` is None for a healthy run, else a
+    [`TrainingFailure`][pcscale.TrainingFailure] with the first failing step and the
+    reason (a non-finite or diverging loss, a refused update: the policy of
+    docs/training.md); training stopped there, so `history` holds the steps up to and
+    including that step (or all of them if only the final losses failed). Check
+    `run.failed` before using the numbers."""
 
     pc_model: PCModel
     bp_model: PCModel
     history: ComparisonMetrics
     final_pc_loss: Float[Array, ""]
     final_bp_loss: Float[Array, ""]
+    failure: TrainingFailure | None = eqx.field(default=None, static=True)
+
+    @property
+    def failed(self) -> bool:
+        """Whether training failed (see `failure`)."""
+        return self.failure is not None
 
     @property
     def converged_fraction(self) -> float:
         """The fraction of PC steps whose inference met its tolerance: only those
         steps' weight gradients were taken at a certified equilibrium."""
         return float(jnp.mean(self.history.pc.inference.result == RESULTS.converged))
+
+
+def _is_batch(data) -> bool:
+    """Whether `data` is one fixed batch (x, y) rather than an iterable of batches."""
+    return isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple)
 
 
 def _batches(data, steps: int, mesh: Mesh | None):
@@ -227,7 +256,7 @@ def _batches(data, steps: int, mesh: Mesh | None):
             return x, follow_batch(x, y)[0]
         return shard_array(x, mesh, f"{name}[0]"), shard_array(y, mesh, f"{name}[1]")
 
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple):
+    if _is_batch(data):
         x, y = placed(*data, "data")
         for _ in range(steps):
             yield x, y
@@ -281,7 +310,7 @@ def train(
         raise ValueError(f"`steps` must be a positive int, got {steps!r}; e.g. steps=100.")
     _check_solver(solver)
     _check_optimiser(optimiser)
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     if mesh is not None:
         mesh = check_mesh(mesh)
@@ -291,7 +320,8 @@ def train(
     params = eqx.filter(model, eqx.is_array)
     pc_state = bp_state = optimiser.init(params)
     history = []
-    bar = tqdm(total=steps, disable=not progress, desc="PC vs BP", unit="step")
+    failure, initial, fixed = None, None, _is_batch(data)
+    bar = progress_bar(total=steps, disable=not progress, desc="PC vs BP", unit="step")
     for step, (x, y) in enumerate(_batches(data, steps, mesh)):
         if step == 0:  # before the first solve, once: is the tolerance certifiable?
             warn_if_uncertifiable(model, x, y, solver, stacklevel=3)
@@ -300,6 +330,10 @@ def train(
             batch_sharding(x),
         )
         history.append(metrics)
+        failure, initial = _check_step(step, metrics, initial, fixed)
+        if failure is not None:
+            bar.update(1)
+            break
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(
                 loss=f"{float(metrics.pc.loss):.4g}",
@@ -309,33 +343,50 @@ def train(
         bar.update(1)
     bar.close()
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *history)
+    ran = len(history)
     unconverged = int(jnp.sum(stacked.pc.inference.result != RESULTS.converged))
     if unconverged:
-        import warnings
-
         warnings.warn(
-            f"inference did not meet its tolerance in {unconverged} of {steps} PC steps, so "
+            f"inference did not meet its tolerance in {unconverged} of {ran} PC steps, so "
             "those weight gradients were not taken at a certified equilibrium; see "
             "history.pc.inference.relative_residual and .result, TrainingRun.converged_fraction, "
             "or use a faster solver (pcscale.auto_solver).",
             stacklevel=2,
         )
-    refused = int(jnp.sum(~stacked.pc.updated))
-    skipped = int(jnp.sum(~stacked.bp_updated))
-    if refused or skipped:
-        import warnings
-
+    refused, skipped = int(jnp.sum(~stacked.pc.updated)), int(jnp.sum(~stacked.bp_updated))
+    if (refused or skipped) and not fixed:  # with a fixed batch, a refusal is the failure below
         warnings.warn(
-            f"{refused} of {steps} PC updates were refused (diverged inference or non-finite "
-            f"gradients) and {skipped} BP updates skipped (non-finite gradients); see "
-            "history.pc.updated, history.pc.inference.result and history.bp_updated.",
+            f"{refused} of {ran} PC updates were refused (diverged inference, or a non-finite gradient or "
+            f"new weights) and {skipped} BP updates skipped; see history.pc.updated, "
+            "history.pc.inference.result and history.bp_updated.",
             stacklevel=2,
         )
     # (x, y) is the last batch used: the final losses are measured on it.
+    final_pc, final_bp = pc_model.loss(x, y), bp_model.loss(x, y)
+    if failure is None:
+        failure = final_failure(steps, pc_loss=float(final_pc), bp_loss=float(final_bp),
+                                initial_pc_loss=initial[0], initial_bp_loss=initial[1])
+    if failure is not None:
+        stopped = f"; training stopped there (history holds {ran} of {steps} steps)" if ran < steps else ""
+        warnings.warn(f"training {failure}{stopped}. Fix: {ADVICE}. See TrainingRun.failure and history.",
+                      stacklevel=2)
     return TrainingRun(
         pc_model=pc_model,
         bp_model=bp_model,
         history=stacked,
-        final_pc_loss=pc_model.loss(x, y),
-        final_bp_loss=bp_model.loss(x, y),
+        final_pc_loss=final_pc,
+        final_bp_loss=final_bp,
+        failure=failure,
     )
+
+
+def _check_step(step: int, metrics: ComparisonMetrics, initial, fixed_batch: bool):
+    """The step's failure under the shared policy (pcscale._health), and the losses at
+    t = 0 it compares with."""
+    values = jax.device_get({"pc_loss": metrics.pc.loss, "bp_loss": metrics.bp_loss, "pc_energy": metrics.pc.energy,
+                             "pc_updated": metrics.pc.updated, "bp_updated": metrics.bp_updated,
+                             "result": metrics.pc.inference.result._value})
+    initial = (float(values["pc_loss"]), float(values["bp_loss"])) if initial is None else initial
+    failure = step_failure(step, values, initial_pc_loss=initial[0], initial_bp_loss=initial[1],
+                           fixed_batch=fixed_batch)
+    return failure, initial

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import re
 import sys
 
 
@@ -52,14 +54,27 @@ def _join_hosts(args, parser) -> None:
                        "HOST:PORT, --num-processes and --process-id, or run under Slurm or Open MPI.\n")
 
 
+EXIT_CODES = """exit status: 0 success; 1 a run finished but training failed in some cell (a
+non-finite or diverging loss, a refused update: listed under FAILED); 2 bad input, a
+config or data error, a file-system error, or a results folder in use by another run;
+130 interrupted (finished cells are saved)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     import pcscale
 
-    parser = argparse.ArgumentParser(prog="pcscale", description="Predictive coding networks at scale.")
+    parser = argparse.ArgumentParser(prog="pcscale", description="Predictive coding networks at scale.",
+                                     epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"pcscale {pcscale.__version__}")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback of an error instead of a one-line message")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error instead of a one-line message")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="train a μPC residual MLP by PC and by BP and print the gradient alignment per layer"
+        "demo", help="train a μPC residual MLP by PC and by BP and print the gradient alignment per layer",
+        parents=[debug], epilog=EXIT_CODES,
     )
     demo.add_argument("--widths", type=_positive_ints, help="comma-separated widths (default 16,256)")
     demo.add_argument("--depth", type=_positive_int, help="number of weight layers L (default 8)")
@@ -77,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="run an experiment of the paper (pcscale list) into a results folder, print its table and plot it",
+        parents=[debug], epilog=EXIT_CODES,
     )
     run.add_argument("experiment", help="experiment name, e.g. width-depth-linear (see pcscale list)")
     run.add_argument("--preset", default="quick", help="quick (minutes on a laptop CPU) or paper (default quick)")
@@ -106,16 +122,19 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="number of processes")
     scale.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 … N-1")
 
-    plot = commands.add_parser("plot", help="draw the figures of a results folder (PNG, into RUN_DIR/figures)")
+    plot = commands.add_parser("plot", help="draw the figures of a results folder (PNG, into RUN_DIR/figures)",
+                               parents=[debug])
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="folder for the figures (default RUN_DIR/figures)")
 
-    commands.add_parser("list", help="list the experiments with one-line descriptions")
+    commands.add_parser("list", help="list the experiments with one-line descriptions", parents=[debug])
 
-    show = commands.add_parser("show", help="print the summary table of a results folder")
+    show = commands.add_parser("show", help="print the summary table of a results folder", parents=[debug],
+                               epilog=EXIT_CODES)
     show.add_argument("run_dir")
 
-    config = commands.add_parser("show-config", help="print an experiment's config keys and a preset's values")
+    config = commands.add_parser("show-config", help="print an experiment's config keys and a preset's values",
+                                 parents=[debug])
     config.add_argument("experiment")
     config.add_argument("--preset", default="quick")
     return parser
@@ -124,54 +143,52 @@ def _parser() -> argparse.ArgumentParser:
 def _experiment_command(args, parser) -> int:
     from . import experiments
 
-    try:
-        if args.command == "list":
-            width = max(len(name) for name in experiments.EXPERIMENTS)
-            for name, experiment in experiments.EXPERIMENTS.items():
-                print(f"{name:<{width}}  {experiment.description}")
-            return 0
-        if args.command == "show-config":
-            import dataclasses
-
-            from .experiments._config import describe_type, field_types
-
-            experiment = experiments.get(args.experiment)
-            config = experiment.preset(args.preset)
-            types = field_types(type(config))
-            print(f"{experiment.name} --preset {args.preset} (override with --set KEY=VALUE):")
-            for field in dataclasses.fields(config):
-                value = _format(getattr(config, field.name)) or '""'
-                print(f"  {field.name} = {value}    ({describe_type(types[field.name])})")
-            return 0
-        if args.command == "show":
-            run = experiments.load_run(args.run_dir)
-            _print_summary(run)
-            return 0
-        if args.command == "plot":
-            return _plot(args.run_dir, args.out)
-        _join_hosts(args, parser)
-        import jax
-
-        first = jax.process_index() == 0  # one process of a multi-host run prints and plots
-        run = experiments.run(
-            args.experiment, args.preset, args.out, overrides=args.overrides, float64=args.x64, force=args.force,
-            progress=not args.no_progress and first, devices=args.devices,
-            parallel=experiments.Parallel(args.parallel),
-        )
-        if not first:
-            return 0
-        _print_summary(run)
-        if run.reused:
-            print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")
-        print(f"\nresults: {run.out_dir}")
-        if not args.no_plot:
-            return _plot(run.out_dir, None)
+    if args.command == "list":
+        width = max(len(name) for name in experiments.EXPERIMENTS)
+        for name, experiment in experiments.EXPERIMENTS.items():
+            print(f"{name:<{width}}  {experiment.description}")
         return 0
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        parser.exit(2, f"pcscale {args.command}: error: {error}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"pcscale {args.command}: interrupted; every finished cell is saved: run the same "
-                         "command again to resume.\n")
+    if args.command == "show-config":
+        import dataclasses
+
+        from .experiments._config import describe_type, field_types
+
+        experiment = experiments.get(args.experiment)
+        config = experiment.preset(args.preset)
+        types = field_types(type(config))
+        print(f"{experiment.name} --preset {args.preset} (override with --set KEY=VALUE):")
+        for field in dataclasses.fields(config):
+            value = _format(getattr(config, field.name)) or '""'
+            print(f"  {field.name} = {value}    ({describe_type(types[field.name])})")
+        return 0
+    if args.command == "show":
+        run = experiments.load_run(args.run_dir)
+        print(experiments.summary(run))
+        return 1 if run.failed else 0
+    if args.command == "plot":
+        return _plot(args.run_dir, args.out)
+    _join_hosts(args, parser)
+    import jax
+
+    first = jax.process_index() == 0  # one process of a multi-host run prints and plots
+    run = experiments.run(
+        args.experiment, args.preset, args.out, overrides=args.overrides, float64=args.x64, force=args.force,
+        progress=not args.no_progress and first, devices=args.devices,
+        parallel=experiments.Parallel(args.parallel),
+    )
+    if not first:
+        return 1 if run.failed else 0
+    print(experiments.summary(run))
+    if run.reused:
+        print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")
+    print(f"\nresults: {run.out_dir}")
+    if not args.no_plot:
+        _plot(run.out_dir, None)
+    if run.failed:
+        print(f"\npcscale run: {len(run.failed)} of {len(run.results)} cells failed (see FAILED above); exit "
+              "status 1.", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _format(value) -> str:
@@ -179,14 +196,32 @@ def _format(value) -> str:
         value, bool) else str(value)
 
 
-def _print_summary(run) -> None:
-    from . import experiments
+# What to do about a file-system error, by its errno.
+_OS_FIXES = {
+    errno.EEXIST: "a file is where a folder should be: choose another --out, or move that file away",
+    errno.ENOTDIR: "a file is where a folder should be: choose another --out, or move that file away",
+    errno.EISDIR: "a folder is where a file should be: point at the file inside it, or move the folder away",
+    errno.EACCES: "you may not read or write there: choose a folder you own (--out), or fix its permissions",
+    errno.EPERM: "you may not read or write there: choose a folder you own (--out), or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose an --out on a writable disk",
+    errno.ENOSPC: "the disk is full: free some space or choose an --out on another disk; every finished cell is "
+                  "saved, so the same command resumes",
+    errno.EDQUOT: "your disk quota is used up: free some space or choose an --out on another disk; every "
+                  "finished cell is saved, so the same command resumes",
+    errno.ENOENT: "no such file or folder: check the path",
+}
 
-    if run.results:
-        print(experiments.get(run.experiment).summarise(run.config, run.results))
-    if run.missing:
-        print(f"\n{len(run.missing)} cells not finished yet: {', '.join(run.missing[:8])}"
-              f"{' …' if len(run.missing) > 8 else ''} (rerun the same command to finish them)")
+
+def _message(error: BaseException) -> str:
+    """One line for an error: an OS error raised by the file system (errno and path set)
+    as its path, cause and fix; pcscale's own errors as they are."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        if error.filename is None:  # pcscale's own (errno, message): the message says it all
+            return error.strerror
+        path = error.filename if error.filename2 is None else f"{error.filename} → {error.filename2}"
+        fix = _OS_FIXES.get(error.errno, "check the path, its permissions and the disk")
+        return f"{path}: {error.strerror}; {fix}."
+    return str(error)
 
 
 def _plot(run_dir, out) -> int:
@@ -202,23 +237,55 @@ def _plot(run_dir, out) -> int:
     return 0
 
 
+def _demo(args, parser) -> int:
+    from .experiments import demo
+
+    sizes = {"widths": args.widths, "depth": args.depth, "steps": args.steps}
+    given = {name: value for name, value in sizes.items() if value is not None}
+    if args.quick and given:
+        parser.error(f"--quick sets the sizes itself; drop {', '.join('--' + n for n in given)} or --quick")
+    if args.quick:
+        given = {"widths": (8, 64), "depth": 4, "steps": 3}
+    config = demo.DemoConfig(seed=args.seed, solver=args.solver, **given)
+    results = demo.run(config, progress=not args.no_progress)
+    print(demo.format_table(config, results))
+    return 1 if any(result.failure is not None for result in results) else 0
+
+
+def _runtime_message(error: RuntimeError) -> str | None:
+    """One line for a runtime error pcscale can explain: a check inside a compiled
+    function (Equinox's runtime errors carry pcscale's message before a long note), or
+    the device running out of memory; None for anything else (a genuine crash)."""
+    text = str(error)
+    found = re.search(r"EquinoxRuntimeError: (.+)", text)
+    if found:
+        return found.group(1).strip()
+    if type(error).__name__ == "EquinoxRuntimeError":
+        return text.strip().splitlines()[0]
+    if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+        return ("the device ran out of memory; use smaller sizes (--set batch=…, widths=…), or spread each cell "
+                "over several devices (--devices all --parallel batch); every finished cell is saved")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .experiments import demo
+    from .experiments._folder import FolderInUse
 
-        sizes = {"widths": args.widths, "depth": args.depth, "steps": args.steps}
-        given = {name: value for name, value in sizes.items() if value is not None}
-        if args.quick and given:
-            parser.error(f"--quick sets the sizes itself; drop {', '.join('--' + n for n in given)} or --quick")
-        if args.quick:
-            given = {"widths": (8, 64), "depth": 4, "steps": 3}
-        config = demo.DemoConfig(seed=args.seed, solver=args.solver, **given)
-        results = demo.run(config, progress=not args.no_progress)
-        print(demo.format_table(config, results))
-        return 0
-    return _experiment_command(args, parser)
+    try:
+        if args.command == "demo":
+            return _demo(args, parser)
+        return _experiment_command(args, parser)
+    except (ValueError, TypeError, OSError, FolderInUse, RuntimeError) as error:
+        explained = isinstance(error, RuntimeError) and not isinstance(error, FolderInUse)
+        message = _runtime_message(error) if explained else _message(error)
+        if args.debug or message is None:
+            raise
+        parser.exit(2, f"pcscale {args.command}: error: {message}\n")
+    except KeyboardInterrupt:
+        saved = "; every finished cell is saved: run the same command again to resume" if args.command == "run" else ""
+        parser.exit(130, f"pcscale {args.command}: interrupted{saved}.\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,13 +6,15 @@ shell: `pcscale run width-depth-linear --preset quick`."""
 from __future__ import annotations
 
 from ._lockstep import ClosedForm as ClosedForm, Trace as Trace, train_lockstep as train_lockstep
+from ._folder import ConfigMismatch as ConfigMismatch, FolderInUse as FolderInUse
 from ._results import Cell as Cell, CellResult as CellResult
 from ._runner import (
     CellContext as CellContext,
-    ConfigMismatch as ConfigMismatch,
     Parallel as Parallel,
     Experiment as Experiment,
     RunResults as RunResults,
     run_experiment as run_experiment,
 )
-from ._registry import EXPERIMENTS as EXPERIMENTS, get as get, load_run as load_run, run as run
+from ._registry import (
+    EXPERIMENTS as EXPERIMENTS, get as get, load_run as load_run, run as run, summary as summary,
+)

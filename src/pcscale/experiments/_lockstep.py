@@ -17,6 +17,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._compare import GradientAlignment, compare_gradients
 from .._gradients import energy_gradients, loss_gradients
+from .._health import ADVICE, TrainingFailure, final_failure, step_failure
 from .._infer import solve_activities
 from .._precision import warn_if_uncertifiable
 from .._model import PCModel
@@ -106,6 +107,9 @@ def _final_losses(pc_model, bp_model, x, y):
     return pc_model.loss(x, y), bp_model.loss(x, y)
 
 
+# The `result` code of a step never run (after a training failure): no RESULTS code.
+NOT_RUN = -1
+
 # The per-step metrics of a results file, in order. Per-layer ones are (steps, layers).
 SCALARS = (
     "pc_energy", "pc_loss", "bp_loss", "energy_loss_ratio", "spectral_gap", "trace_gap",
@@ -140,6 +144,10 @@ class Trace:
     - `pc_updated`, `bp_updated`: False where an update was refused (diverged inference,
       non-finite gradient) and skipped.
     - `wall_time`: seconds per step, including compilation at t = 0.
+    - `failure`: None, or the [`TrainingFailure`][pcscale.TrainingFailure] (first failing
+      step and reason) under the policy `pcscale.train` uses (docs/training.md); the
+      loop stopped there, and later steps are NaN (False for flags, 0 inference steps,
+      `result` −1: not run).
     """
 
     pc_energy: np.ndarray
@@ -169,10 +177,15 @@ class Trace:
     layer_norm_ratio_trajectory: np.ndarray
     final_pc_loss: float
     final_bp_loss: float
+    failure: TrainingFailure | None = None
 
     @property
     def steps(self) -> int:
         return len(self.pc_loss)
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
 
     @property
     def converged_fraction(self) -> float:
@@ -185,8 +198,8 @@ class _Buffers:
 
     def __init__(self, steps: int, layers: int):
         self.scalars = {name: np.full(steps, np.nan) for name in SCALARS}
-        for name in ("inference_steps", "result"):
-            self.scalars[name] = np.zeros(steps, np.int64)
+        self.scalars["inference_steps"] = np.zeros(steps, np.int64)
+        self.scalars["result"] = np.full(steps, NOT_RUN, np.int64)  # steps after a failure stay NOT_RUN
         for name in ("converged", "pc_updated", "bp_updated"):
             self.scalars[name] = np.zeros(steps, bool)
         self.layers = {name: np.full((steps, layers), np.nan) for name in PER_LAYER}
@@ -214,6 +227,31 @@ class _Buffers:
         s["converged"][t] = r.result == RESULTS.converged._value
         s["pc_updated"][t], s["bp_updated"][t] = r.pc_updated, r.bp_updated
         s["wall_time"][t] = seconds
+
+    def failure(self, t: int) -> TrainingFailure | None:
+        return failure_at(self.scalars, t)
+
+
+def failure_at(scalars, t: int) -> TrainingFailure | None:
+    """Step t's failure under the shared policy (pcscale._health), read from a trace's
+    per-step metrics (metric name → array over steps); the batch is fixed."""
+    return step_failure(t, {name: values[t] for name, values in scalars.items() if name in _HEALTH},
+                        initial_pc_loss=float(scalars["pc_loss"][0]), initial_bp_loss=float(scalars["bp_loss"][0]))
+
+
+_HEALTH = ("pc_loss", "bp_loss", "pc_energy", "pc_updated", "bp_updated", "result")
+
+
+def trace_failure(metrics: dict, final_pc_loss: float, final_bp_loss: float) -> TrainingFailure | None:
+    """The first failure of a whole trace's metrics (for results files written before
+    failures were recorded)."""
+    steps = len(metrics["pc_loss"])
+    for t in range(steps):
+        failure = failure_at(metrics, t)
+        if failure is not None:
+            return failure
+    return final_failure(steps, pc_loss=final_pc_loss, bp_loss=final_bp_loss,
+                         initial_pc_loss=metrics["pc_loss"][0], initial_bp_loss=metrics["bp_loss"][0])
 
 
 _OPTIMISERS: dict = {}
@@ -290,12 +328,13 @@ def train_lockstep(
     y, _, sharding = follow_batch(x, y)
     if isinstance(inference, AbstractInferenceSolver):  # say so before solving, once
         warn_if_uncertifiable(model, x, y, inference, stacklevel=2)
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     pc_model = bp_model = model
     pc_state = bp_state = optimiser.init(eqx.filter(model, eqx.is_array))
     buffers = _Buffers(steps, len(model.layers))
-    bar = tqdm(total=steps, disable=not progress, desc=description, unit="step", leave=False)
+    bar = progress_bar(total=steps, disable=not progress, desc=description, unit="step", leave=False)
+    failure = None
     for t in range(steps):
         start = time.perf_counter()
         pc_model, bp_model, pc_state, bp_state, record = _lockstep_step(
@@ -312,7 +351,18 @@ def train_lockstep(
             bar.update(1)
         if on_step is not None:
             on_step(t)
+        failure = buffers.failure(t)
+        if failure is not None:  # every later step would start from the same state
+            break
     bar.close()
-    final_pc, final_bp = jax.device_get(_final_losses(pc_model, bp_model, x, y))
-    return Trace(**buffers.scalars, **buffers.layers, final_pc_loss=float(final_pc) * loss_scale,
-                 final_bp_loss=float(final_bp) * loss_scale)
+    final_pc, final_bp = (float(v) * loss_scale for v in jax.device_get(_final_losses(pc_model, bp_model, x, y)))
+    if failure is None:
+        failure = final_failure(steps, pc_loss=final_pc, bp_loss=final_bp,
+                                initial_pc_loss=buffers.scalars["pc_loss"][0],
+                                initial_bp_loss=buffers.scalars["bp_loss"][0])
+    if failure is not None:
+        import warnings
+
+        warnings.warn(f"{description}: training {failure}; the loop stopped there. Fix: {ADVICE}.", stacklevel=2)
+    return Trace(**buffers.scalars, **buffers.layers, final_pc_loss=final_pc, final_bp_loss=final_bp,
+                 failure=failure)

@@ -66,3 +66,31 @@ def run(
 def load_run(out_dir: str | Path) -> RunResults:
     """Read a run folder: its config and finished cells (see `RunResults.missing`)."""
     return _load_run(out_dir, EXPERIMENTS)
+
+
+def summary(run: RunResults) -> str:
+    """The terminal summary of a run: the experiment's tables and the paper's claims over
+    the cells that finished without failing, then the failed cells (each with its step
+    and reason, never averaged into a conclusion) and the cells not finished yet."""
+    experiment = get(run.experiment)
+    healthy = [result for result in run.results if result.failure is None]
+    parts = []
+    if healthy:
+        parts.append(experiment.summarise(run.config, healthy))
+    elif run.results:
+        parts.append(f"{run.experiment}: every finished cell failed, so there is no table and no claim is checked.")
+    if run.failed:
+        solver = (", or infer with a solver that converges on this network (--set solver=auto)"
+                  if hasattr(run.config, "solver") else "")
+        lines = "\n".join(f"  {result.cell.name}: {result.failure}" for result in run.failed)
+        parts.append(
+            f"FAILED: {len(run.failed)} of {len(run.results)} finished cells failed in training and are left out "
+            f"of the tables and claims above:\n{lines}\nFix: lower the learning rate (--set learning_rate=…)"
+            f"{solver}. Failed cells are saved like finished ones (rerunning the same config reuses them): "
+            "change the config and run into a new --out."
+        )
+    if run.missing:
+        more = " …" if len(run.missing) > 8 else ""
+        parts.append(f"{len(run.missing)} cells not finished yet: {', '.join(run.missing[:8])}{more} (rerun the "
+                     "same command to finish them)")
+    return "\n\n".join(parts)

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_path
+from .._health import TrainingFailure
 from .._solution import RESULTS
-from ._lockstep import PER_LAYER, SCALARS, Trace
+from ._lockstep import PER_LAYER, SCALARS, Trace, trace_failure
 
 CELL_FORMAT = "pcscale-cell/1"
 RUN_FORMAT = "pcscale-run/1"
@@ -48,6 +49,11 @@ class CellResult:
     trace: Trace | None
     info: dict[str, Any]
     wall_time: float
+
+    @property
+    def failure(self) -> TrainingFailure | None:
+        """The training failure of the cell (its trace's), or None."""
+        return None if self.trace is None else self.trace.failure
 
 
 def _clean(value):
@@ -95,6 +101,8 @@ def cell_to_json(result: CellResult, *, experiment: str, config_digest: str,
         content["result_names"] = RESULT_NAMES
         content["metrics"] = {name: getattr(trace, name) for name in SCALARS + PER_LAYER}
         content["final"] = {"pc_loss": trace.final_pc_loss, "bp_loss": trace.final_bp_loss}
+        content["status"] = "failed" if trace.failed else "ok"
+        content["failure"] = None if trace.failure is None else trace.failure.to_json()
     return content
 
 
@@ -111,8 +119,11 @@ def cell_from_json(content: dict[str, Any]) -> CellResult:
             else:
                 arrays[name] = _float_array(metrics[name])
         final = content["final"]
-        trace = Trace(**arrays, final_pc_loss=_none_to_nan(final["pc_loss"]),
-                      final_bp_loss=_none_to_nan(final["bp_loss"]))
+        final_pc, final_bp = _none_to_nan(final["pc_loss"]), _none_to_nan(final["bp_loss"])
+        # Files written before failures were recorded (no "status") are judged now.
+        failure = (TrainingFailure.from_json(content["failure"]) if "status" in content
+                   else trace_failure(arrays, final_pc, final_bp))
+        trace = Trace(**arrays, final_pc_loss=final_pc, final_bp_loss=final_bp, failure=failure)
     return CellResult(
         cell=Cell(content["cell"], content["settings"]), trace=trace, info=content["info"],
         wall_time=float(content["wall_time"]),

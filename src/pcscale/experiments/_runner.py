@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import shutil
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -22,18 +20,11 @@ from jax.sharding import Mesh
 
 from .._sharding import make_data_mesh, nearest_sizes, resolve_devices
 
-from ._config import from_dict, to_dict
-from ._identity import differences, digest
+from ._config import from_dict
+from ._folder import CELLS, RUN_FILE, ConfigMismatch, FolderLock, finished, prepare, read_run_file
 from ._names import resolve_data
 from . import _names
-from ._results import (
-    CELL_FORMAT, RUN_FORMAT, Cell, CellResult, cell_from_json, cell_to_json, device, read_json, versions,
-    write_json,
-)
-
-RUN_FILE = "run.json"
-CELLS = "cells"
-
+from ._results import Cell, CellResult, cell_to_json, write_json
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -107,105 +98,11 @@ class RunResults:
     reused: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
 
-
-class ConfigMismatch(ValueError):
-    """The output folder holds results of another experiment or config."""
-
-
-def _read_run_file(run_file: Path, *, force: bool) -> dict:
-    """run.json's content; an unreadable one is an error naming the file, or, with
-    `force`, treated as absent (it is rewritten)."""
-    try:
-        saved = read_json(run_file)
-        if not isinstance(saved, dict):
-            raise ValueError("not a JSON object")
-        return saved
-    except (ValueError, OSError) as error:
-        if force:
-            return {}
-        raise ConfigMismatch(
-            f"{run_file} is unreadable ({error}); move the folder away, choose another --out, or pass --force "
-            "(force=True) to start it again."
-        ) from None
-
-
-def _prepare(out_dir: Path, experiment: Experiment, config, data: dict | None, *, preset: str | None,
-             force: bool, write: bool = True) -> str:
-    """Check the run folder against this run and record it in run.json. Another
-    experiment or config is refused (the user asked for something else: a typo in --out
-    or --set would otherwise mix or lose results); other data for the same config
-    (files placed in, replaced in or removed from the data root) make every cell stale,
-    recomputed as the run reaches it, with a warning naming what changed."""
-    key = digest(experiment.name, config)
-    if not write:
-        return key  # another process (process 0) owns the folder
-    run_file = out_dir / RUN_FILE
-    saved = {}
-    if run_file.exists():
-        saved = _read_run_file(run_file, force=force)
-        if saved.get("digest") != key:
-            if not force:
-                raise ConfigMismatch(_refusal(out_dir, saved, experiment.name, config, data, preset))
-            shutil.rmtree(out_dir / CELLS, ignore_errors=True)
-            shutil.rmtree(out_dir / "figures", ignore_errors=True)
-            saved = {}
-        elif saved.get("data") != data and any((out_dir / CELLS).glob("*.json")):
-            changes = "\n".join("  " + line for line in differences(saved.get("data"), data, prefix="data."))
-            warnings.warn(
-                f"{out_dir}: the data this run resolves to differ from its last session's (saved → now):\n"
-                f"{changes}\nCells computed on other data than these are computed again.", stacklevel=3,
-            )
-    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise ConfigMismatch(
-            f"{out_dir} is not empty and is not a pcscale run folder (no {RUN_FILE}); choose an empty or new "
-            "--out, or pass --force (force=True) to write into it."
-        )
-    session = {"versions": versions(), "device": device(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "preset": preset, "data": data}
-    # Every call that wrote cells into this folder is listed, so that a sweep resumed
-    # with other versions, on another device or on other data says so.
-    write_json(run_file, {
-        "format": RUN_FORMAT, "experiment": experiment.name, "digest": key, "preset": preset,
-        "config": to_dict(config), "data": data, "versions": session["versions"], "device": session["device"],
-        "sessions": saved.get("sessions", []) + [session],
-    })
-    return key
-
-
-def _refusal(out_dir: Path, saved: dict, experiment: str, config, data: dict | None, preset: str | None) -> str:
-    """Why a run folder is refused: each setting that differs, as `key: saved → this run`."""
-    if saved.get("experiment") != experiment:
-        lines = [f"experiment: {saved.get('experiment')} → {experiment}"]
-    else:
-        lines = differences(saved.get("config"), to_dict(config))
-        if saved.get("preset") and preset and saved["preset"] != preset:
-            lines.insert(0, f"preset: {saved['preset']} → {preset}")
-        lines += differences(saved.get("data"), data, prefix="data.")
-    if not lines:  # equal settings under another digest: written by another pcscale version
-        lines = [f"digest: {saved.get('digest')} → {digest(experiment, config)}"]
-    listed = "\n".join("  " + line for line in lines)
-    return (f"{out_dir} holds results of {saved.get('experiment')!r} with another config (saved → this run):\n"
-            f"{listed}\nChoose another --out, or pass --force (force=True) to delete those results and start "
-            "again.")
-
-
-def _finished(path: Path, experiment: str, key: str, data: dict | None, settings: dict) -> CellResult | None:
-    """The cell's saved result if its file is complete and belongs to this config, data
-    and cell."""
-    if not path.exists():
-        return None
-    try:
-        content = read_json(path)
-        if not isinstance(content, dict):
-            return None
-        if content.get("format") != CELL_FORMAT or content.get("experiment") != experiment:
-            return None
-        if content.get("config_digest") != key or content.get("data") != data:
-            return None
-        result = cell_from_json(content)
-        return result if result.cell.settings == settings else None
-    except (ValueError, KeyError, TypeError, AttributeError, OSError):
-        return None  # unreadable or foreign: recompute it
+    @property
+    def failed(self) -> tuple[CellResult, ...]:
+        """The cells whose training failed (`CellResult.failure`: a non-finite or
+        diverging loss, a refused update), in grid order."""
+        return tuple(result for result in self.results if result.failure is not None)
 
 
 def run_experiment(
@@ -234,7 +131,12 @@ def run_experiment(
       first. A cell is reused only if it was computed for this experiment, config, cell
       and data (what the config's dataset resolves to now: see `Experiment.resolve_data`);
       cells computed on other data (e.g. the offline fallback, before the dataset was
-      placed in the data root) are computed again, with a warning.
+      placed in the data root) are computed again, with a warning. While the run goes
+      on, the folder is claimed (an exclusive lock on `.pcscale-lock`, released by the
+      operating system when the process ends); a second run into it refuses with
+      [`FolderInUse`][pcscale.experiments.FolderInUse] instead of computing the same
+      cells. A cell whose training failed is saved
+      with the failure (see `RunResults.failed`) and reused like any other.
     - `progress`: progress bars over cells and steps.
     - `devices`: how many devices to use (an int), which (a sequence of `jax.Device`),
       or None for all of them; default 1, the current default device.
@@ -272,19 +174,30 @@ def run_experiment(
     out_dir = Path(out_dir)
     writer = jax.process_index() == 0
     cells = _unique(experiment.cells(config))
+    claim = contextlib.ExitStack()
     try:
         # Once per run, before any cell: a missing dataset fails here, before the folder
         # is touched, and the data are part of every cell's identity.
         data = experiment.resolve_data(config)
         if writer:
             out_dir.mkdir(parents=True, exist_ok=True)
-        key = _prepare(out_dir, experiment, config, data, preset=preset, force=force, write=writer)
+            claim.enter_context(FolderLock(out_dir))  # held until the run returns or fails
+        key = prepare(out_dir, experiment.name, config, data, preset=preset, force=force, write=writer)
     except BaseException:
+        claim.close()
         _broadcast([False])  # the other processes stop too instead of waiting for process 0
         raise
+    with claim:
+        return _run_cells(experiment, config, out_dir, cells, data, key, writer=writer, progress=progress,
+                          chosen=chosen, devices=devices, parallel=parallel)
+
+
+def _run_cells(experiment, config, out_dir: Path, cells: list[Cell], data, key: str, *, writer: bool,
+               progress: bool, chosen: list, devices, parallel: Parallel) -> RunResults:
+    """Compute the cells the folder does not hold yet (run_experiment, past its checks)."""
     if not _broadcast([True])[0]:
         raise ConfigMismatch(f"process 0 refused the run folder {out_dir}; its output says why.")
-    done = {cell.name: _finished(out_dir / CELLS / f"{cell.name}.json", experiment.name, key, data, cell.settings)
+    done = {cell.name: finished(out_dir / CELLS / f"{cell.name}.json", experiment.name, key, data, cell.settings)
             for cell in cells}
     todo = _agree([cell for cell in cells if done[cell.name] is None], cells)
 
@@ -297,10 +210,10 @@ def run_experiment(
                        cell_to_json(result, experiment=experiment.name, config_digest=key, data=data))
         return result
 
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), disable=not progress, desc=experiment.name,
-               unit="cell")
+    bar = progress_bar(total=len(cells), initial=len(cells) - len(todo), disable=not progress,
+                       desc=experiment.name, unit="cell", line_per_update=True)
     try:
         if len(chosen) > 1 and parallel is Parallel.CELLS:
             done.update(_run_concurrently(todo, chosen, compute, bar))
@@ -431,7 +344,7 @@ def load_run(out_dir: str | Path, registry: dict[str, Experiment]) -> RunResults
     if not run_file.exists():
         raise FileNotFoundError(f"{out_dir} is not a pcscale run folder: no {RUN_FILE}. Give the --out folder "
                                 "of a `pcscale run`.")
-    saved = _read_run_file(run_file, force=False)
+    saved = read_run_file(run_file, force=False)
     name = saved.get("experiment")
     if name not in registry:
         raise ValueError(f"{run_file} is a run of {name!r}, which this pcscale does not know.")
@@ -443,7 +356,7 @@ def load_run(out_dir: str | Path, registry: dict[str, Experiment]) -> RunResults
                          "written by another pcscale version: rerun the experiment into a new folder.") from None
     results, missing = [], []
     for cell in experiment.cells(config):
-        done = _finished(out_dir / CELLS / f"{cell.name}.json", name, saved.get("digest"), saved.get("data"),
+        done = finished(out_dir / CELLS / f"{cell.name}.json", name, saved.get("digest"), saved.get("data"),
                          cell.settings)
         if done is None:
             missing.append(cell.name)

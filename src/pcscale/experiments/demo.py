@@ -64,6 +64,7 @@ class WidthResult:
     solver: str
     pc_loss: float
     bp_loss: float
+    failure: pc.TrainingFailure | None = None
 
 
 def generated_classification(config: DemoConfig):
@@ -104,6 +105,7 @@ def run(config: DemoConfig, *, progress: bool = True) -> list[WidthResult]:
                 solver=type(solver).__name__,
                 pc_loss=float(run_.final_pc_loss),
                 bp_loss=float(run_.final_bp_loss),
+                failure=run_.failure,
             )
         )
     return results
@@ -121,11 +123,16 @@ def format_table(config: DemoConfig, results: list[WidthResult]) -> str:
     header = "layer  " + "  ".join(f"{'N = ' + str(r.width):>17}" for r in results)
     lines.append(header)
     for layer in range(config.depth):
-        cells = [f"{r.layer_cosines_start[layer]:7.4f} → {r.layer_cosines_end[layer]:7.4f}" for r in results]
+        cells = ["failed" if r.failure else f"{r.layer_cosines_start[layer]:7.4f} → {r.layer_cosines_end[layer]:7.4f}"
+                 for r in results]
         lines.append(f"{layer + 1:>5}  " + "  ".join(f"{c:>17}" for c in cells))
-    lines.append("all    " + "  ".join(f"{f'{r.cosine_start:7.4f} → {r.cosine_end:7.4f}':>17}" for r in results))
+    lines.append("all    " + "  ".join(
+        f"{'failed' if r.failure else f'{r.cosine_start:7.4f} → {r.cosine_end:7.4f}':>17}" for r in results))
     lines.append("")
     for r in results:
+        if r.failure is not None:
+            lines.append(f"N = {r.width}: FAILED — training {r.failure} (left out of the claim below)")
+            continue
         status = "all converged" if r.all_converged else f"only {r.converged_fraction:.0%} of steps converged"
         lines.append(
             f"N = {r.width}: inference {int(r.inference_steps.min())}–{int(r.inference_steps.max())} steps, "
@@ -133,7 +140,7 @@ def format_table(config: DemoConfig, results: list[WidthResult]) -> str:
             f"final loss PC {r.pc_loss:.4f}, BP {r.bp_loss:.4f}"
         )
     lines.append("")
-    ordered = sorted(results, key=lambda r: r.width)
+    ordered = sorted((r for r in results if r.failure is None), key=lambda r: r.width)
     verdict = rises_with_width(
         [r.width for r in ordered],
         {"t = 0": [r.cosine_start for r in ordered], "t = T−1": [r.cosine_end for r in ordered]},

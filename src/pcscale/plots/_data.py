@@ -44,8 +44,9 @@ def mean_metric(results: Sequence, name: str) -> np.ndarray:
 
 
 def trained(results: Sequence) -> list:
-    """The cells that carry a training trace."""
-    return [r for r in results if r.trace is not None]
+    """The cells that carry a training trace and did not fail (a failed cell's curves
+    stop at its failure and would bias seed means; the summary lists it instead)."""
+    return [r for r in results if r.trace is not None and r.trace.failure is None]
 
 
 def time_axis(steps: int, *, log_time: bool = False) -> tuple[np.ndarray, str]:
