@@ -70,10 +70,12 @@ def check_finite(array: Array, name: str) -> Array:
             f"`{name}` contains NaN or inf values; clean or mask the data before passing it.",
         )
         return array + zero
-    # Reduced where the array lives (a batch split over devices, or over hosts, is never
-    # gathered): the count is a replicated scalar every process can read.
-    bad = int(jnp.sum(~jnp.isfinite(array))) if isinstance(array, jax.Array) else int(
-        np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+    if isinstance(array, jax.Array) and not array.is_fully_addressable:
+        # A batch split over hosts cannot be fetched: reduce it where it lives (the
+        # count is a replicated scalar every process can read).
+        bad = int(jnp.sum(~jnp.isfinite(array)))
+    else:  # on the host, so that this also works while an outer function is traced
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
     if bad:
         raise ValueError(
             f"`{name}` contains {bad} NaN or inf value(s); clean or mask the data before "
