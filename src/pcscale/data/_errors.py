@@ -44,3 +44,22 @@ def unreadable_error(
         return type(error)(error.errno, message) if error.errno is not None else type(error)(message)
     except TypeError:  # an OSError subclass with another constructor
         return OSError(error.errno, message)
+
+
+def read_file_bytes(path: Path, label: str, a_file: str, *, missing: str, inside: str) -> bytes:
+    """The bytes of `path`, or an error naming it, the cause and the fix: a
+    `FileNotFoundError` ending in `missing` (what was expected and where to look) when
+    there is no such file; otherwise `unreadable_error`'s, where a folder in the file's
+    place gets the fix of moving `inside` (the file as it might lie in that folder) up."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{label} file {str(path)!r} does not exist; {missing}") from None
+    except OSError as error:  # a directory, permission denied, an I/O error
+        kind = a_file.split(" ", 1)[1]  # "an IDX file" → "IDX file"
+        raise unreadable_error(
+            path, error, label, a_file,
+            directory_fix=f"put the {kind} in the folder's place (if it is inside it, e.g. "
+            f"{str(path / inside)!r}, move it up), or point `path` at the {kind} inside it; "
+            "otherwise remove the folder.",
+        ) from error

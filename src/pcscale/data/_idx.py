@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import unreadable_error
+from ._errors import read_file_bytes
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -53,21 +53,11 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(
-            f"IDX file {str(path)!r} does not exist; expected an MNIST-style IDX file such as "
-            "'train-images-idx3-ubyte.gz'. Check the data directory, or download the "
-            "dataset's official files into it."
-        ) from None
-    except OSError as error:  # a directory, permission denied, an I/O error
-        raise unreadable_error(
-            path, error, "IDX", "an IDX file",
-            directory_fix=f"put the IDX file in the folder's place (if it is inside it, e.g. "
-            f"{str(path / path.name)!r}, move it up), or point `path` at the IDX file inside it; "
-            "otherwise remove the folder.",
-        ) from error
+    raw = read_file_bytes(
+        path, "IDX", "an IDX file", inside=path.name,
+        missing="expected an MNIST-style IDX file such as 'train-images-idx3-ubyte.gz'. Check the data "
+        "directory, or download the dataset's official files into it.",
+    )
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:

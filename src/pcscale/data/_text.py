@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import unreadable_error
+from ._errors import read_file_bytes
 
 _BYTE_ORDER_MARK = "\ufeff"
 
@@ -55,20 +55,10 @@ def read_text(path: str | Path) -> TextCorpus:
 
 
 def _read_utf8(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(
-            f"Text file {str(path)!r} does not exist; expected a plain-text corpus such as "
-            "tiny-Shakespeare's 'input.txt'. Check the path."
-        ) from None
-    except OSError as error:  # a directory, permission denied, an I/O error
-        raise unreadable_error(
-            path, error, "Text", "a text file",
-            directory_fix=f"put the text file in the folder's place (if it is inside it, e.g. "
-            f"{str(path / 'input.txt')!r}, move it up), or point `path` at the text file inside it; "
-            "otherwise remove the folder.",
-        ) from error
+    raw = read_file_bytes(
+        path, "Text", "a text file", inside="input.txt",
+        missing="expected a plain-text corpus such as tiny-Shakespeare's 'input.txt'. Check the path.",
+    )
     if not raw:
         raise ValueError(
             f"Text file {str(path)!r} is empty (0 bytes); expected a non-empty plain-text "

@@ -228,9 +228,6 @@ class _Buffers:
         s["pc_updated"][t], s["bp_updated"][t] = r.pc_updated, r.bp_updated
         s["wall_time"][t] = seconds
 
-    def failure(self, t: int) -> TrainingFailure | None:
-        return failure_at(self.scalars, t)
-
 
 def failure_at(scalars, t: int) -> TrainingFailure | None:
     """Step t's failure under the shared policy (pcscale._health), read from a trace's
@@ -351,7 +348,7 @@ def train_lockstep(
             bar.update(1)
         if on_step is not None:
             on_step(t)
-        failure = buffers.failure(t)
+        failure = failure_at(buffers.scalars, t)
         if failure is not None:  # every later step would start from the same state
             break
     bar.close()
