@@ -396,3 +396,23 @@ def test_a_check_inside_compiled_code_becomes_its_own_one_line_message():
     message = cli._runtime_message(caught.value)
     assert message.startswith("`x` contains NaN or inf values") and "\n" not in message
     assert cli._runtime_message(RuntimeError("something else entirely")) is None  # a real crash keeps its traceback
+
+
+def test_figures_leave_failed_cells_out(tmp_path, capsys):
+    from pcscale.plots._data import trained
+
+    out = tmp_path / "mixed"
+    assert cli.main(["run", *SMALL, "--set", "widths=4,16", "--out", str(out)]) == 0
+    # Mark one cell failed in its file, as a failed run writes it.
+    path = out / "cells" / "H1-N4-seed0.json"
+    cell = json.loads(path.read_text())
+    cell["status"], cell["failure"] = "failed", {"step": 2, "reason": "the PC loss is nan, not a finite number"}
+    path.write_text(json.dumps(cell))
+    run = ex.load_run(out)
+    assert [r.cell.name for r in run.failed] == ["H1-N4-seed0"]
+    assert [r.cell.name for r in trained(run.results)] == ["H1-N16-seed0"]
+    text = ex.summary(run)
+    assert "H1-N4-seed0: failed at step 2" in text
+    cosines = text.splitlines()[text.splitlines().index("H  N = 4           N = 16") + 2]
+    assert cosines.split()[:2] == ["1", "—"]  # the failed cell's column is empty, the other is filled
+    capsys.readouterr()
