@@ -57,7 +57,7 @@ def true_relative_residual(model, x, y, z) -> float:
     z = tuple(widen(z))
 
     def norm(z):
-        grads = jax.grad(lambda z: jnp.sum(jax.vmap(model._energy_one)(z, x, y)))(z)
+        grads = jax.grad(lambda z: jnp.sum(jax.vmap(model.energy_one)(z, x, y)))(z)
         return float(jnp.sqrt(sum(jnp.sum(g**2) for g in grads)))
 
     return norm(z) / norm(tuple(model.init_activities(x)))

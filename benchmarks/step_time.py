@@ -61,7 +61,7 @@ def python_loop_step(optimiser, beta: float, steps: int, jit):
 
     @jit
     def activity_update(model, z, x, y):
-        grad = jax.grad(lambda z: jnp.sum(jax.vmap(model._energy_one)(z, x, y)))(z)
+        grad = jax.grad(lambda z: jnp.sum(jax.vmap(model.energy_one)(z, x, y)))(z)
         return jax.tree.map(lambda z_l, g_l: z_l - beta * g_l, z, grad)
 
     @jit

@@ -275,6 +275,6 @@ def test_loss_refuses_non_finite_inputs_like_infer(model, bad):
 
 def test_loss_of_finite_inputs_is_unchanged(model):
     x, y = _x(), jnp.ones((2, C), jnp.float32)
-    reference = jnp.mean(jax.vmap(lambda xi, yi: model.output_energy(model._forward_one(xi), yi))(x, y))
+    reference = jnp.mean(jax.vmap(lambda xi, yi: model.output_energy(model.forward_one(xi), yi))(x, y))
     assert float(model.loss(x, y)) == float(reference)
     assert float(eqx.filter_jit(lambda m, x, y: m.loss(x, y))(model, x, y)) == float(reference)

@@ -174,7 +174,7 @@ def test_the_activities_stay_split_over_the_devices_during_inference():
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
 
         def summed(z):
-            return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
+            return jnp.sum(jax.vmap(model.energy_one)(z, x, y))
 
         gradient = jax.grad(summed)(tuple(np.asarray(a) for a in split.activities))
         expected = np.sqrt(sum(float(jnp.sum(g**2)) for g in gradient))

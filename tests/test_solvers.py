@@ -257,7 +257,7 @@ def test_an_unreachable_tolerance_is_not_reported_as_converged():
         solver = eqx.tree_at(lambda s: s.rtol, solver, 1e-12)
         solution = pc.infer(model, x, y, solver=solver)
         assert solution.result != pc.RESULTS.converged, name
-        grads = jax.grad(lambda z: jnp.sum(jax.vmap(model._energy_one)(z, x, y)))(tuple(solution.activities))
+        grads = jax.grad(lambda z: jnp.sum(jax.vmap(model.energy_one)(z, x, y)))(tuple(solution.activities))
         true = float(jnp.sqrt(sum(jnp.sum(g.astype(jnp.float64) ** 2) for g in grads)))
         # At the float32 floor the gradient is rounding noise: its norm is reproducible
         # only to tens of per cent, but both are far above the tolerance asked for.

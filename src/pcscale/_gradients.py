@@ -26,7 +26,7 @@ def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple
         return energy, tree_cast(grads, narrow)
 
     def energy(m: PCModel) -> Array:
-        return jnp.mean(jax.vmap(m._energy_one)(z, x, y))
+        return jnp.mean(jax.vmap(m.energy_one)(z, x, y))
 
     with jax.default_matmul_precision(FULL_PRECISION):
         return eqx.filter_value_and_grad(energy)(model)
@@ -36,7 +36,7 @@ def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
     """`bp_gradients` for validated inputs (callable inside jit)."""
 
     def loss(m: PCModel) -> Array:
-        return jnp.mean(jax.vmap(lambda xi, yi: m.output_energy(m._forward_one(xi), yi))(x, y))
+        return jnp.mean(jax.vmap(lambda xi, yi: m.output_energy(m.forward_one(xi), yi))(x, y))
 
     with jax.default_matmul_precision(FULL_PRECISION):
         return eqx.filter_value_and_grad(loss)(model)

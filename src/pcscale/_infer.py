@@ -33,7 +33,7 @@ class SummedEnergy:
         self.model = model
 
         def total(z: Activities) -> Array:
-            return jnp.sum(jax.vmap(model._energy_one)(z, x, y))
+            return jnp.sum(jax.vmap(model.energy_one)(z, x, y))
 
         self.value = total
         self._value_and_grad = jax.value_and_grad(total)
@@ -94,7 +94,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         return solve_mixed(model, x, y, solver, z0, sharding, _solve)
     batch = x.shape[0]
     fn = summed_energy_and_grad(model, x, y)
-    z = pin(jax.vmap(model._activities_one)(x) if z0 is None else tuple(z0), sharding)
+    z = pin(jax.vmap(model.activities_one)(x) if z0 is None else tuple(z0), sharding)
     energy0, grad0 = fn(z)
     residual0 = tree_norm(grad0)
     tolerance = solver.atol + solver.rtol * residual0

@@ -102,13 +102,19 @@ class PCModel(eqx.Module):
         return len(self.layers) - 1
 
     # -------------------------------------------------------- unbatched maths
-    def _forward_one(self, x: Array) -> Array:
+    # One sample at a time (no batch axis), for `jax.vmap` and for writing new energies,
+    # solvers and diagnostics on top of the model; the batched methods above validate
+    # their inputs and map these over the batch.
+    def forward_one(self, x: Array) -> Array:
+        """ŷ = f_L(⋯f_1(x)) for one sample `x` (no batch axis, not validated)."""
         z = x
         for layer in self.layers:
             z = layer(z)
         return z
 
-    def _activities_one(self, x: Array) -> Activities:
+    def activities_one(self, x: Array) -> Activities:
+        """The feedforward activities (z_1, …, z_H) of one sample `x`: the state every
+        solver starts from (no batch axis, not validated)."""
         activities = []
         z = x
         for layer in self.layers[:-1]:
@@ -116,15 +122,19 @@ class PCModel(eqx.Module):
             activities.append(z)
         return tuple(activities)
 
-    def _layer_energies_one(self, z: Activities, x: Array, y: Array) -> Float[Array, " L"]:
+    def layer_energies_one(self, z: Activities, x: Array, y: Array) -> Float[Array, " L"]:
+        """The L terms of F for one sample: ½‖z_l − f_l(z_{l−1})‖² for l = 1 … H, then
+        λ·ℓ(y, f_L(z_H)) (no batch axis, not validated)."""
         inputs = (x,) + tuple(z)
         terms = [gaussian_energy(z_l, layer(z_prev)) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)]
         prediction = self.layers[-1](inputs[-1])
         terms.append(self.output_precision * self.output_energy(prediction, y))
         return jnp.stack(terms)
 
-    def _energy_one(self, z: Activities, x: Array, y: Array) -> Float[Array, ""]:
-        return jnp.sum(self._layer_energies_one(z, x, y))
+    def energy_one(self, z: Activities, x: Array, y: Array) -> Float[Array, ""]:
+        """F of one sample, the sum of `layer_energies_one` (no batch axis, not
+        validated); `jax.grad` of it with respect to `z` is the activity gradient."""
+        return jnp.sum(self.layer_energies_one(z, x, y))
 
     @property
     def dtype(self):
@@ -144,7 +154,7 @@ class PCModel(eqx.Module):
         if y is not None:
             y = as_float_array(y, "y")
             try:
-                out = jax.eval_shape(self._forward_one, x[0])
+                out = jax.eval_shape(self.forward_one, x[0])
             except (TypeError, ValueError) as error:
                 raise ValueError(
                     f"the model cannot take inputs of per-sample shape {tuple(x.shape[1:])}: "
@@ -155,7 +165,7 @@ class PCModel(eqx.Module):
                 y = check_one_hot(y)
             y = cast_to(y, self.dtype)
         if z is not None:
-            expected = jax.eval_shape(self._activities_one, x[0])
+            expected = jax.eval_shape(self.activities_one, x[0])
             if isinstance(z, list):
                 z = tuple(z)
             if not isinstance(z, tuple) or len(z) != len(expected):
@@ -178,7 +188,7 @@ class PCModel(eqx.Module):
     def __call__(self, x: Float[Array, "batch *input"]) -> Float[Array, "batch *output"]:
         """The feedforward pass ŷ = f_L(… f_1(x)) for a batch: the BP network."""
         x, _ = self._check(x)
-        return jax.vmap(self._forward_one)(x)
+        return jax.vmap(self.forward_one)(x)
 
     @_full_precision
     def init_activities(self, x: Float[Array, "batch *input"]) -> Activities:
@@ -187,7 +197,7 @@ class PCModel(eqx.Module):
         At this state every hidden error is zero and `energy` equals λ·`loss`.
         """
         x, _ = self._check(x)
-        return jax.vmap(self._activities_one)(x)
+        return jax.vmap(self.activities_one)(x)
 
     @_full_precision
     def errors(self, z: Activities, x: Float[Array, "batch *input"]) -> Activities:
@@ -202,7 +212,7 @@ class PCModel(eqx.Module):
     def sample_energies(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, " batch"]:
         """Per-sample energies F_i."""
         x, y = self._check(x, y, z)
-        return jax.vmap(self._energy_one)(z, x, y)
+        return jax.vmap(self.energy_one)(z, x, y)
 
     def energy(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, ""]:
         """Batch-mean energy F = (1/B)·Σ_i F_i."""
@@ -212,14 +222,14 @@ class PCModel(eqx.Module):
     def layer_energies(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, " L"]:
         """Batch-mean energy of each layer: H hidden terms, then λ·ℓ."""
         x, y = self._check(x, y, z)
-        return jnp.mean(jax.vmap(self._layer_energies_one)(z, x, y), axis=0)
+        return jnp.mean(jax.vmap(self.layer_energies_one)(z, x, y), axis=0)
 
     @_full_precision
     def loss(self, x: BatchX, y: BatchY) -> Float[Array, ""]:
         """BP loss 𝓛 = (1/B)·Σ_i ℓ(y_i, ŷ_i) of the feedforward pass. Like
         [`infer`][pcscale.infer], it refuses inputs or targets holding NaN or inf."""
         x, y = validated(self, x, y)
-        return jnp.mean(jax.vmap(lambda xi, yi: self.output_energy(self._forward_one(xi), yi))(x, y))
+        return jnp.mean(jax.vmap(lambda xi, yi: self.output_energy(self.forward_one(xi), yi))(x, y))
 
     def parameter_scalings(self) -> PyTree:
         """The [`Scaling`][pcscale.Scaling] of every parameter, as a pytree with the

@@ -38,7 +38,7 @@ def floor_and_start(model, x, y, z=None):
 
     x, y = model._check(x, y, z)
     if z is None:
-        z = jax.vmap(model._activities_one)(x)
+        z = jax.vmap(model.activities_one)(x)
     _, grad = summed_energy_and_grad(model, x, y)(tuple(z))
     return floor_from_activities(z, model.dtype), tree_norm(grad)
 

@@ -133,7 +133,7 @@ def _floored(solver: MixedPrecision, model, x, z0):
     """The first phase with its tolerance raised to the dtype's rounding floor, so that
     it hands over to the polish instead of stalling there."""
     first = solver.solver
-    z = jax.vmap(model._activities_one)(x) if z0 is None else z0
+    z = jax.vmap(model.activities_one)(x) if z0 is None else z0
     # Twice the floor: the first phase hands over as soon as it is near it, instead of
     # spending its stall window there.
     floor = 2 * floor_from_activities(z, model.dtype)

@@ -78,7 +78,7 @@ class DenseSolve(AbstractLinearSolve):
             )
 
         def energy(vector, xi, yi):
-            return model._energy_one(unravel(vector), xi, yi)
+            return model.energy_one(unravel(vector), xi, yi)
 
         with jax.default_matmul_precision(FULL_PRECISION):
             flats = jax.vmap(lambda z: ravel_pytree(z)[0])(z0)
@@ -143,13 +143,13 @@ def _equilibrium(model, x, y, method):
         method = Propagation()
     batch = x.shape[0]
     gradient = summed_gradient(model, x, y)
-    z0 = jax.vmap(model._activities_one)(x)
+    z0 = jax.vmap(model.activities_one)(x)
     with jax.default_matmul_precision(FULL_PRECISION):
-        energy0 = jnp.sum(jax.vmap(model._energy_one)(z0, x, y))
+        energy0 = jnp.sum(jax.vmap(model.energy_one)(z0, x, y))
         residual0 = tree_norm(gradient(z0))
     z, steps, products, converged = method.solve(model, x, y, z0)
     with jax.default_matmul_precision(FULL_PRECISION):
-        energy = jnp.sum(jax.vmap(model._energy_one)(z, x, y))
+        energy = jnp.sum(jax.vmap(model.energy_one)(z, x, y))
         residual = tree_norm(gradient(z))
     stats = InferenceStats(
         energy=energy / batch,

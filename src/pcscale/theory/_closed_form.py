@@ -99,7 +99,7 @@ def rescaling_of(model: PCModel, shape: tuple[int, ...]) -> Rescaling:
 def residuals(model: PCModel, x: Array, y: Array) -> Array:
     """r = y − ŷ of the feedforward pass, flattened to (B, d_y)."""
     with jax.default_matmul_precision(FULL_PRECISION):
-        prediction = jax.vmap(model._forward_one)(x)
+        prediction = jax.vmap(model.forward_one)(x)
     return (y - prediction).reshape(x.shape[0], -1)
 
 

@@ -88,7 +88,7 @@ def _rms(tree) -> Array:
 @eqx.filter_jit
 def _measure_step(model, opt_state, x, y, optimiser, solver):
     x, y = validated(model, x, y)
-    inputs = (x,) + tuple(jax.vmap(model._activities_one)(x))
+    inputs = (x,) + tuple(jax.vmap(model.activities_one)(x))
     # At the feedforward state each map's prediction f_l(z_{l−1}) is z_l itself, so only
     # the readout's output needs computing.
     output = jax.vmap(model.layers[-1])(inputs[-1])
@@ -100,7 +100,7 @@ def _measure_step(model, opt_state, x, y, optimiser, solver):
         jax.vmap(after)(z_prev) - before
         for after, z_prev, before in zip(new.layers, inputs, inputs[1:] + (output,))
     ]
-    new_inputs = (x,) + tuple(jax.vmap(new._activities_one)(x))
+    new_inputs = (x,) + tuple(jax.vmap(new.activities_one)(x))
     change = [after - before for before, after in zip(inputs[1:], new_inputs[1:])]
     scales = (
         _rms(inputs[1:]), _rms([jnp.reshape(output, -1)])[0], _rms(errors), _rms(change), _rms(own[:-1]),
@@ -112,8 +112,8 @@ def _measure_step(model, opt_state, x, y, optimiser, solver):
 @eqx.filter_jit
 def _measure_final(model, x):
     x, _ = model._check(x)
-    activities = jax.vmap(model._activities_one)(x)
-    return _rms(activities), _rms([jnp.reshape(jax.vmap(model._forward_one)(x), -1)])[0]
+    activities = jax.vmap(model.activities_one)(x)
+    return _rms(activities), _rms([jnp.reshape(jax.vmap(model.forward_one)(x), -1)])[0]
 
 
 def coord_check(

@@ -87,7 +87,7 @@ def _traced(model, x, y, z):
     """Inside jit: validated data and the activities (feedforward when `z` is None)."""
     x, y = validated(model, x, y, z)
     if z is None:
-        z = jax.vmap(model._activities_one)(x)
+        z = jax.vmap(model.activities_one)(x)
     return x, y, z
 
 
@@ -98,7 +98,7 @@ def _dense_hessian(model, x, y, z):
     flat, unravel = ravel_pytree(z_one)
 
     def energy(vector):
-        return model._energy_one(unravel(vector), x[0], y[0])
+        return model.energy_one(unravel(vector), x[0], y[0])
 
     with jax.default_matmul_precision(FULL_PRECISION):
         return jax.hessian(energy)(flat)

@@ -110,8 +110,8 @@ def activity_shapes(model: PCModel, shape: tuple[int, ...]):
     """Shapes (jax.ShapeDtypeStruct) of z_1 … z_H and of the output, per sample."""
     example = jax.ShapeDtypeStruct(shape, model.dtype)
     try:
-        hidden = jax.eval_shape(model._activities_one, example)
-        out = jax.eval_shape(model._forward_one, example)
+        hidden = jax.eval_shape(model.activities_one, example)
+        out = jax.eval_shape(model.forward_one, example)
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"the model cannot take inputs of per-sample shape {shape}: {error}. Check the "
