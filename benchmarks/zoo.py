@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, write_json  # noqa: E402
 
 import pcscale as pc  # noqa: E402
-from pcscale.theory import coord_check, save_coord_check, spread  # noqa: E402
+from pcscale.experiments import save_coord_check  # noqa: E402
+from pcscale.theory import coord_check, spread  # noqa: E402
 
 F64 = jnp.float64
 SOLVER = pc.NewtonKrylov(rtol=1e-6, max_steps=200)

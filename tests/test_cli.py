@@ -69,8 +69,13 @@ def test_run_rejects_bad_input_with_a_message_and_exit_status_2(tmp_path, capsys
         assert message in capsys.readouterr().err
 
 
-def test_show_config_lists_keys_values_and_types(capsys):
+def test_show_config_lists_keys_values_types_defaults_and_meanings(capsys):
     assert cli.main(["show-config", "residual-mlp", "--preset", "paper"]) == 0
-    printed = capsys.readouterr().out
-    assert "hidden_layers = 31    (integer)" in printed and "widths = 8,16,32,64,128,256,512" in printed
-    assert "fallback = false    (boolean)" in printed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("residual-mlp --preset paper")
+    assert "  hidden_layers = 31    (integer; default 7)" in lines
+    assert "  widths = 8,16,32,64,128,256,512    (comma-separated integers; default 8,32,128)" in lines
+    assert "  fallback = false    (boolean; default true)" in lines
+    meaning = lines[lines.index("  hidden_layers = 31    (integer; default 7)") + 1]
+    assert meaning == "      H: hidden layers (L = H + 1 weight layers)"
+    assert any(line.startswith("  dataset = cifar10    (text; default mnist; one of mnist,") for line in lines)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import pcscale as pc
-from pcscale.theory import coord_check, load_coord_check, save_coord_check, spread
+from pcscale.experiments import load_coord_check, save_coord_check
+from pcscale.theory import coord_check, spread
 
 F64 = jnp.float64
 STEPS = 3

@@ -14,7 +14,7 @@ import pytest
 import pcscale as pc
 from pcscale import experiments as ex
 from pcscale.experiments._config import to_dict
-from pcscale.experiments._lockstep import PER_LAYER, SCALARS
+from pcscale.experiments._trace import PER_LAYER, SCALARS
 
 # Small settings per experiment for the default run: every experiment end to end in a
 # few seconds each (the full quick presets run with -m slow).

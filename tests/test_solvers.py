@@ -11,11 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import optimistix as optx
 import pytest
 
 import pcscale as pc
-from helpers import data, hand_energy, mup_multipliers, weights_of
+from helpers import LINE_SEARCH_FLOOR, data, hand_energy, has_skips, mup_multipliers, solver_matrix, weights_of
 
 D, N, C, DEPTH, B = 6, 10, 3, 4, 5
 
@@ -113,27 +112,18 @@ def _residual(summed, z):
     return float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.grad(summed)(tuple(z)))))
 
 
-def _bfgs():
-    minimiser = optx.BFGS(rtol=0.0, atol=0.0)
-    return eqx.tree_at(lambda m: m.search, minimiser, pc.RoundingArmijo())
+def _solvers(model, rtol, beta):
+    """Every solver of the registry (helpers.solver_matrix), with β below 1/λ_max for
+    the first-order ones, and the preconditioned Krylov solvers on residual networks
+    (where the preconditioner changes anything)."""
+    extras = ("pcg", "pnewton") if has_skips(model) else ()
+    return solver_matrix(model, rtol=rtol, step_size=beta, max_steps=200_000, extras=extras,
+                         line_search_floor=LINE_SEARCH_FLOOR)
 
 
-def _solvers(rtol, beta):
-    """Every solver, with step sizes below 1/λ_max where they need one. The quasi-Newton
-    solvers judge trial steps by the energy, whose decrease (∝ residual²) falls below
-    rounding near relative residual 1e-7 in float64: they are asked for no less."""
-    line_search_rtol = max(rtol, 1e-7)
-    return {
-        "gradient-descent": pc.GradientDescent(step_size=beta, rtol=rtol, max_steps=200_000),
-        "conjugate-gradient": pc.ConjugateGradient(rtol=rtol),
-        "newton-krylov": pc.NewtonKrylov(rtol=rtol),
-        "preconditioned-cg": pc.ConjugateGradient(rtol=rtol, preconditioner=pc.DepthPreconditioner()),
-        "preconditioned-newton": pc.NewtonKrylov(rtol=rtol, preconditioner=pc.DepthPreconditioner()),
-        "nesterov": pc.Nesterov(step_size=beta, rtol=rtol),
-        "lbfgs": pc.LBFGS(rtol=line_search_rtol),
-        "optimistix-bfgs": pc.OptimistixSolver(_bfgs(), rtol=line_search_rtol),
-        "ode-flow": pc.ODEFlow(rtol=rtol),
-    }
+def _newton(solver) -> bool:
+    """Whether `solver` runs Newton–Krylov (itself, or "auto" and "mixed" choosing it)."""
+    return isinstance(solver.solver if isinstance(solver, pc.MixedPrecision) else solver, pc.NewtonKrylov)
 
 
 _REFERENCES = {}
@@ -153,9 +143,6 @@ def _reference(network, parameterisation):
             assert _residual(summed, z_star) < 1e-11 * max(1.0, _residual(summed, z0))
         _REFERENCES[key] = (model, x, y, summed, z_star, beta)
     return _REFERENCES[key]
-
-
-SOLVER_NAMES = list(_solvers(1e-10, 0.1))
 
 
 # The full matrix runs with -m slow; the default run (kept near 10 minutes on 2 cores)
@@ -178,7 +165,7 @@ def test_every_solver_reaches_the_reference_equilibrium(network, parameterisatio
     z_ref = _flat(z_star)
     linear = network[2] == "linear"
     gradients = {}
-    for name, solver in _solvers(1e-10, 0.5 * beta).items():
+    for name, solver in _solvers(model, 1e-10, 0.5 * beta).items():
         solution = pc.infer(model, x, y, solver=solver)
         assert solution.result == pc.RESULTS.converged, (name, solution.result, float(solution.relative_residual))
         z = _flat(solution.activities)
@@ -209,7 +196,7 @@ def test_every_solver_reaches_the_reference_equilibrium(network, parameterisatio
 def test_converged_means_the_recomputed_residual_meets_the_tolerance(network, rtol):
     model, x, y, summed, _, beta = _reference(network, "MuPC")
     initial = _residual(summed, _feedforward(model, x))
-    for name, solver in _solvers(rtol, 0.5 * beta).items():
+    for name, solver in _solvers(model, rtol, 0.5 * beta).items():
         solution = pc.infer(model, x, y, solver=solver)
         assert solution.result == pc.RESULTS.converged, name
         recomputed = _residual(summed, solution.activities)
@@ -247,12 +234,14 @@ def test_an_unreachable_tolerance_is_not_reported_as_converged():
     model = pc.nn.residual_mlp(D, 16, C, 4, parameterisation=pc.MuPC(), activation="tanh",
                                dtype=jnp.float32, key=jax.random.PRNGKey(0))
     x, y = data(jax.random.PRNGKey(1), 4, D, C, dtype=jnp.float32)
-    for name, solver in _solvers(1e-12, 0.2).items():
+    for name, solver in _solvers(model, 1e-12, 0.2).items():
         if name == "lbfgs":  # float32 under x64: refused, see the test below
             with pytest.raises(TypeError, match="float64"):
                 pc.infer(model, x, y, solver=solver)
             continue
-        budget = 50 if "newton" in name else 100 if name == "ode-flow" else 1000
+        if name == "mixed":  # certifies in float64 by design (tests/test_precision.py)
+            continue
+        budget = 50 if _newton(solver) else 100 if name == "ode" else 1000
         solver = eqx.tree_at(lambda s: s.max_steps, solver, budget)
         solver = eqx.tree_at(lambda s: s.rtol, solver, 1e-12)
         solution = pc.infer(model, x, y, solver=solver)
@@ -270,13 +259,13 @@ def test_a_kink_equilibrium_is_not_reported_as_converged():
     held at the kink z_j = 0, where the gradient is discontinuous: the residual cannot
     vanish, and no solver may claim convergence (each reports the residual it reached)."""
     model, x, y, summed = _problem(NETWORKS[3], "SP", seed=0, noise=1.0)
-    for name, solver in _solvers(1e-10, 0.1).items():
-        if name == "ode-flow":
+    for name, solver in _solvers(model, 1e-10, 0.1).items():
+        if name == "ode":
             continue  # stiff and slow here; its certification is the loop's, tested above
-        solver = eqx.tree_at(lambda s: s.max_steps, solver, 100 if "newton" in name else 1000)
+        solver = eqx.tree_at(lambda s: s.max_steps, solver, 100 if _newton(solver) else 1000)
         solution = pc.infer(model, x, y, solver=solver)
         assert solution.result != pc.RESULTS.converged, name
-        if "newton" in name:  # its line search finds no acceptable step at the kink
+        if _newton(solver):  # its line search finds no acceptable step at the kink
             assert solution.result == pc.RESULTS.stalled, name
         assert float(solution.relative_residual) > 1e-3, name
         np.testing.assert_allclose(float(solution.residual), _residual(summed, solution.activities), rtol=1e-6)
@@ -391,10 +380,11 @@ def test_every_solver_jits_keeps_float32_and_does_not_recompile_for_new_numbers(
     )
     model = pc.nn.residual_mlp(D, 8, C, 4, parameterisation=pc.MuPC(), dtype=jnp.float32, key=jax.random.PRNGKey(0))
     x, y = data(jax.random.PRNGKey(1), 3, D, C, dtype=jnp.float32)
-    for name, solver in _solvers(1e-4, 0.1).items():
-        if name in ("lbfgs", "optimistix-bfgs", "gradient-descent", "preconditioned-newton"):
+    for name, solver in _solvers(model, 1e-4, 0.1).items():
+        if name in ("lbfgs", "bfgs", "gd", "pnewton", "auto", "mixed"):
             continue  # Optimistix under x64 with float32 activities: refused, tested above;
-            # the other two share their code paths with solvers checked here
+            # "mixed" certifies in float64 by design; the other three share their code
+            # paths with solvers checked here ("auto" builds the preconditioned Newton)
         eager = pc.infer(model, x, y, solver=solver)
         assert all(z.dtype == jnp.float32 for z in eager.activities), name
         assert eager.energy.dtype == jnp.float32, name

@@ -150,7 +150,7 @@ def test_energy_properties_for_scalar_output():
     assert energy < loss
 
 
-METHODS = [theory.Propagation(), theory.DenseSolve(), theory.ConjugateGradient()]
+METHODS = [theory.Propagation(), theory.DenseCholesky(), theory.LinearCG()]
 
 
 @pytest.mark.parametrize("skips", [False, True])
@@ -173,15 +173,41 @@ def test_exact_activities_have_zero_residual_and_agree(skips, precision):
     for other in solutions[1:]:
         for a, b in zip(solutions[0].activities, other.activities):
             np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
-    # CG reports its iterations; its product count is tested in test_krylov.py.
+    # CG reports its iterations and more products (see the test below).
     assert 0 < int(solutions[2].steps) < int(solutions[2].hvp_evals)
+
+
+def test_linear_cg_reports_every_product_it_used(monkeypatch):
+    import pcscale.theory._activities as activities
+
+    calls, plain = [], activities.batch_hvp
+
+    def counted(model, x, y, z):
+        hvp = plain(model, x, y, z)
+
+        def product(v):
+            jax.debug.callback(lambda: calls.append(1))
+            return hvp(v)
+
+        return product
+
+    monkeypatch.setattr(activities, "batch_hvp", counted)
+    model = linear_model(7, 6, 2, skips=True, parameterisation=pc.MuPC())  # shapes no other test traces
+    x, y = data(jax.random.PRNGKey(21), 3, D, 2)
+    solution = theory.equilibrium_activities(model, x, y, method=theory.LinearCG(rtol=1e-10))
+    jax.effects_barrier()
+    assert solution.result == pc.RESULTS.converged
+    assert int(solution.steps) > 10 and int(solution.hvp_evals) == len(calls)
+    # The residual, measured independently at the returned activities, met the tolerance.
+    initial = theory.equilibrium_activities(model, x, y, method=theory.LinearCG(max_steps=1)).initial_residual
+    assert float(solution.residual) <= 1e-10 * float(initial) * 1.01
 
 
 def test_equilibrium_errors_are_the_preconditioned_bp_deltas():
     # ε*_ℓ = G_ℓᵀS⁻¹r and λ(y − ŷ*) = S⁻¹r (docs/background.md §4.2), from explicit products.
     model = linear_model(6, 4, 2, skips=True, parameterisation=pc.MuPC(), precision=0.7)
     x, y = data(jax.random.PRNGKey(4), 3, D, 2)
-    z = theory.equilibrium_activities(model, x, y, method=theory.DenseSolve()).activities
+    z = theory.equilibrium_activities(model, x, y, method=theory.DenseCholesky()).activities
     A = linear_maps(model)
     S = hand_rescaling(model)
     _, r = hand_loss(model, x, y)
@@ -204,7 +230,7 @@ def test_closed_form_gradient_is_the_energy_gradient_at_the_exact_activities(ski
     model = linear_model(6, 5, 3, skips=skips, parameterisation=parameterisation, precision=0.5)
     x, y = data(jax.random.PRNGKey(5), 4, D, 3)
     energy, grads = theory.closed_form_gradients(model, x, y)
-    z = theory.equilibrium_activities(model, x, y, method=theory.DenseSolve()).activities
+    z = theory.equilibrium_activities(model, x, y, method=theory.DenseCholesky()).activities
     multipliers = [layer.multiplier for layer in model.layers]
     # Envelope theorem: ∇_θF* = ∂F/∂θ at z*, with F written by hand.
     expected = jax.grad(lambda ws: hand_energy(z, ws, multipliers, x, y, phi=lambda u: u, skips=skips,
@@ -388,7 +414,7 @@ def test_rejects_mismatched_shapes_and_bad_arguments():
     with pytest.raises(TypeError, match="`method`"):
         theory.equilibrium_activities(model, x, y, method="cg")
     with pytest.raises(ValueError, match="`rtol`"):
-        theory.ConjugateGradient(rtol=-1.0)
+        theory.LinearCG(rtol=-1.0)
     with pytest.raises(ValueError, match="floating dtype"):
         theory.rescaling(model, dtype=jnp.int32)
 
@@ -432,7 +458,7 @@ def test_depth_one_has_no_free_activities_and_no_gap():
 def test_conjugate_gradient_converges_by_default_in_float32():
     model = linear_model(16, 8, 3, skips=True, parameterisation=pc.MuPC(), dtype=jnp.float32)
     x, y = data(jax.random.PRNGKey(12), 4, D, 3, dtype=jnp.float32)
-    solution = theory.equilibrium_activities(model, x, y, method=theory.ConjugateGradient())
+    solution = theory.equilibrium_activities(model, x, y, method=theory.LinearCG())
     assert solution.result == pc.RESULTS.converged
     assert float(solution.relative_residual) < 1e-3
     exact = theory.equilibrium_activities(model, x, y, dtype=jnp.float64)

@@ -21,7 +21,7 @@ from pcscale.experiments import (
     toy,
 )
 from pcscale.experiments import width_depth_linear as wdl
-from pcscale.experiments._lockstep import PER_LAYER, SCALARS
+from pcscale.experiments._trace import PER_LAYER, SCALARS
 from pcscale.experiments._claims import (
     apart,
     below,

@@ -2,7 +2,10 @@
 
 import importlib.metadata
 
-from . import nn as nn
+from . import (
+    nn as nn,
+    theory as theory,  # builds on the core modules, which it imports itself
+)
 from ._compare import (
     EquilibriumComparison as EquilibriumComparison,
     GradientAlignment as GradientAlignment,
@@ -10,54 +13,62 @@ from ._compare import (
     compare_gradients as compare_gradients,
 )
 from ._energy import (
+    MSE as MSE,
     AbstractOutputEnergy as AbstractOutputEnergy,
     CrossEntropy as CrossEntropy,
-    MSE as MSE,
     gaussian_energy as gaussian_energy,
 )
+from ._equilibrium import (
+    AbstractInferenceMethod as AbstractInferenceMethod,
+    Equilibrium as Equilibrium,
+    IterativeInference as IterativeInference,
+    inference_method as inference_method,
+)
 from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
+from ._health import TrainingFailure as TrainingFailure
 from ._infer import infer as infer
 from ._layer import PCLayer as PCLayer
 from ._model import PCModel as PCModel
-from ._parameterised import Parameterised as Parameterised
 from ._optimiser import (
+    SGD as SGD,
     AbstractOptimiser as AbstractOptimiser,
     Adam as Adam,
     FromOptax as FromOptax,
-    SGD as SGD,
     make_optimiser as make_optimiser,
 )
 from ._parameterisation import (
+    NTP as NTP,
+    SP as SP,
     AbstractParameterisation as AbstractParameterisation,
     AdamRule as AdamRule,
-    InitStdRule as InitStdRule,
     CompleteP as CompleteP,
     DepthMuP as DepthMuP,
     Init as Init,
+    InitStdRule as InitStdRule,
     MuP as MuP,
     MuPC as MuPC,
     NetworkShape as NetworkShape,
-    NTP as NTP,
     Role as Role,
     Scaling as Scaling,
-    SP as SP,
     WeightRole as WeightRole,
 )
+from ._parameterised import Parameterised as Parameterised
 from ._precision import residual_floor as residual_floor
 from ._sharding import make_data_mesh as make_data_mesh, replicate as replicate, shard_batch as shard_batch
 from ._solution import (
+    RESULTS as RESULTS,
     InferenceSolution as InferenceSolution,
     InferenceStats as InferenceStats,
-    RESULTS as RESULTS,
 )
 from ._solver import (
+    LBFGS as LBFGS,
+    SOLVERS as SOLVERS,
     AbstractInferenceSolver as AbstractInferenceSolver,
     AbstractPreconditioner as AbstractPreconditioner,
     ConjugateGradient as ConjugateGradient,
     Cost as Cost,
     DepthPreconditioner as DepthPreconditioner,
     GradientDescent as GradientDescent,
-    LBFGS as LBFGS,
     MixedPrecision as MixedPrecision,
     Nesterov as Nesterov,
     NewtonKrylov as NewtonKrylov,
@@ -65,19 +76,16 @@ from ._solver import (
     OptaxSolver as OptaxSolver,
     OptimistixSolver as OptimistixSolver,
     RoundingArmijo as RoundingArmijo,
+    auto_solver as auto_solver,
+    make_solver as make_solver,
 )
-from ._health import TrainingFailure as TrainingFailure
-from ._train import (
+from ._step import (
     BPStepMetrics as BPStepMetrics,
     ComparisonMetrics as ComparisonMetrics,
     PCStepMetrics as PCStepMetrics,
-    TrainingRun as TrainingRun,
-    bp_step as bp_step,
-    pc_step as pc_step,
-    train as train,
+    ReferenceCheck as ReferenceCheck,
 )
-from . import theory as theory  # after the core: theory builds on it
-from .theory import auto_solver as auto_solver
+from ._train import TrainingRun as TrainingRun, bp_step as bp_step, pc_step as pc_step, train as train
 
 try:
     __version__ = importlib.metadata.version("pcscale")

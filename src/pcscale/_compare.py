@@ -5,17 +5,15 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float
 
-from ._gradients import energy_gradients, loss_gradients
-from ._infer import solve_activities
-from ._sharding import follow_batch
 from ._custom_types import BatchX, BatchY
+from ._equilibrium import AbstractInferenceMethod, inference_method
 from ._model import PCModel
+from ._precise import precise_jit
+from ._sharding import follow_batch
 from ._solution import InferenceStats
 from ._solver import AbstractInferenceSolver, GradientDescent
-from ._solver._base import with_traced_numbers
 from ._validation import as_float_array, validated
 
 
@@ -91,44 +89,32 @@ class EquilibriumComparison(eqx.Module):
     inference: InferenceStats
 
 
-def equilibrium_comparison(
-    model: PCModel, x: Array, y: Array, solver: AbstractInferenceSolver, sharding: NamedSharding | None = None
-):
-    """`compare_at_equilibrium` for validated inputs, callable inside jit; also returns
-    both gradients for callers that update weights with them. `sharding`: as for
-    `solve_activities`."""
-    solution = solve_activities(model, x, y, solver, sharding=sharding)
-    energy, pc_grads = energy_gradients(model, solution.activities, x, y)
-    loss, bp_grads = loss_gradients(model, x, y)
-    comparison = EquilibriumComparison(
-        alignment=compare_gradients(pc_grads, bp_grads),
-        energy=energy,
-        loss=loss,
-        energy_loss_ratio=jnp.where(loss > 0, energy / jnp.where(loss > 0, loss, 1.0), jnp.nan),
-        inference=solution.stats,
-    )
-    return comparison, pc_grads, bp_grads
-
-
-@eqx.filter_jit
-def _compare_jit(model, x, y, solver, sharding):
+@precise_jit
+def _compare_jit(model, x, y, method, sharding):
     x, y = validated(model, x, y)
-    return equilibrium_comparison(model, x, y, solver, sharding)[0]
+    found = method.equilibrium(model, x, y, sharding)
+    loss, bp_grads = method.loss_and_gradients(model, x, y)
+    return EquilibriumComparison(
+        alignment=compare_gradients(found.gradients, bp_grads),
+        energy=found.energy,
+        loss=loss,
+        energy_loss_ratio=jnp.where(loss > 0, found.energy / jnp.where(loss > 0, loss, 1.0), jnp.nan),
+        inference=found.stats,
+    )
 
 
 def compare_at_equilibrium(
-    model: PCModel, x: BatchX, y: BatchY, *, solver: AbstractInferenceSolver | None = None
+    model: PCModel, x: BatchX, y: BatchY, *, solver: AbstractInferenceSolver | AbstractInferenceMethod | None = None
 ) -> EquilibriumComparison:
     """Run inference, then compare the PC weight gradient at the equilibrium with the
     BP gradient at the same weights.
 
-    **Arguments:** `model`, `x`, `y` and `solver` as for [`infer`][pcscale.infer].
+    **Arguments:** `model`, `x`, `y` and `solver` as for [`infer`][pcscale.infer]; `solver`
+    may also be an inference method such as `pcscale.theory.ClosedForm()`.
 
     **Returns:** an [`EquilibriumComparison`][pcscale.EquilibriumComparison].
     """
-    solver = GradientDescent() if solver is None else solver
-    if not isinstance(solver, AbstractInferenceSolver):
-        raise TypeError(f"`solver` must be a pcscale inference solver, got {type(solver).__name__}.")
+    method = inference_method(GradientDescent() if solver is None else solver)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     y, _, sharding = follow_batch(x, y)
-    return _compare_jit(model, x, y, with_traced_numbers(solver), sharding)
+    return _compare_jit(model, x, y, method, sharding)

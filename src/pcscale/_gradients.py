@@ -8,8 +8,9 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
-from ._model import FULL_PRECISION, PCModel
-from ._tree import tree_cast
+from ._model import PCModel
+from ._precise import full_precision
+from ._precision import cast_floating as tree_cast
 from ._validation import as_float_array, validated
 
 
@@ -28,8 +29,7 @@ def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple
     def energy(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(m.energy_one)(z, x, y))
 
-    with jax.default_matmul_precision(FULL_PRECISION):
-        return eqx.filter_value_and_grad(energy)(model)
+    return eqx.filter_value_and_grad(energy)(model)
 
 
 def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
@@ -38,10 +38,10 @@ def loss_gradients(model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
     def loss(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(lambda xi, yi: m.output_energy(m.forward_one(xi), yi))(x, y))
 
-    with jax.default_matmul_precision(FULL_PRECISION):
-        return eqx.filter_value_and_grad(loss)(model)
+    return eqx.filter_value_and_grad(loss)(model)
 
 
+@full_precision
 def pc_gradients(model: PCModel, z: Activities, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:
     """F(z; θ) and ∇_θF at fixed activities z (batch-mean energy): the PC weight update
     direction, which uses only each layer's local error.
@@ -55,6 +55,7 @@ def pc_gradients(model: PCModel, z: Activities, x: BatchX, y: BatchY) -> tuple[A
     return energy_gradients(model, z, x, y)
 
 
+@full_precision
 def bp_gradients(model: PCModel, x: BatchX, y: BatchY) -> tuple[Array, PCModel]:
     """𝓛(θ) and ∇_θ𝓛 of the feedforward pass (batch-mean loss), by backpropagation.
 

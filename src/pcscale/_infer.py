@@ -6,19 +6,20 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 from jax.sharding import NamedSharding
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
-from ._model import FULL_PRECISION, PCModel
+from ._model import PCModel
+from ._monitor import progress_stride, read_clock, report_progress, solve_token, start_clock
+from ._precise import precise_jit
+from ._precision import warn_if_uncertifiable
 from ._sharding import follow_batch, pin
 from ._solution import RESULTS, InferenceSolution, InferenceStats
-from ._precision import warn_if_uncertifiable
-from ._monitor import progress_stride, read_clock, report_progress, solve_token, start_clock
 from ._solver import AbstractInferenceSolver, GradientDescent, MixedPrecision
-from ._solver.mixed_precision import solve_mixed
 from ._solver._base import with_traced_numbers
-from ._tree import tree_norm as tree_norm
+from ._solver.mixed_precision import solve_mixed
 from ._validation import as_float_array, validated
 
 _RUNNING, _CONVERGED, _DIVERGED, _STALLED, _OUT_OF_TIME = 0, 1, 2, 3, 4
@@ -27,11 +28,10 @@ _RUNNING, _CONVERGED, _DIVERGED, _STALLED, _OUT_OF_TIME = 0, 1, 2, 3, 4
 class SummedEnergy:
     """Σ_i F_i as a function of the activities. Calling it returns the value and its
     gradient (the stack of per-sample gradients ∇_{z_i} F_i); `value` is the energy
-    alone (for minimisers that differentiate it themselves)."""
+    alone (for minimisers that differentiate it themselves). Solvers receive the model
+    separately, as an explicit argument of `init` and `step`."""
 
     def __init__(self, model: PCModel, x: Array, y: Array):
-        self.model = model
-
         def total(z: Activities) -> Array:
             return jnp.sum(jax.vmap(model.energy_one)(z, x, y))
 
@@ -64,8 +64,7 @@ def solve_activities(
     batch `sharding` (static; from `batch_sharding(x)`), the activities and their
     gradients are pinned to it at every step, so that they stay split over the devices
     and only the scalar reductions (energy, residual norm, inner products) cross them."""
-    with jax.default_matmul_precision(FULL_PRECISION):
-        return _solve(model, x, y, solver, z0, sharding)
+    return _solve(model, x, y, solver, z0, sharding)
 
 
 class _Progress(eqx.Module):
@@ -96,7 +95,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     fn = summed_energy_and_grad(model, x, y)
     z = pin(jax.vmap(model.activities_one)(x) if z0 is None else tuple(z0), sharding)
     energy0, grad0 = fn(z)
-    residual0 = tree_norm(grad0)
+    residual0 = otu.tree_norm(grad0)
     tolerance = solver.atol + solver.rtol * residual0
     threshold = solver.divergence_factor * jnp.maximum(energy0, jnp.finfo(energy0.dtype).tiny)
     status0 = jnp.where(residual0 <= tolerance, _CONVERGED, _RUNNING)
@@ -109,7 +108,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     progress0 = _Progress(residual0, energy0, zero)
     # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
     # the arrays travel through the loop.
-    state0, static = eqx.partition(solver.init(fn, z, energy0, grad0, tolerance), eqx.is_array)
+    state0, static = eqx.partition(solver.init(model, fn, z, energy0, grad0, tolerance), eqx.is_array)
     carry = (zero, z, energy0, grad0, residual0, state0, zero + 1, zero, status0, progress0, clock0)
 
     def verify(z, energy, grad, residual):
@@ -119,7 +118,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
 
         def evaluate():
             energy, grad = fn(z)
-            return energy, grad, tree_norm(grad), zero + 1
+            return energy, grad, otu.tree_norm(grad), zero + 1
 
         return jax.lax.cond(residual <= tolerance, evaluate, lambda: (energy, grad, residual, zero))
 
@@ -130,11 +129,11 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     def body(carry):
         step, z, energy, grad, _, state, grads, hvps, _, progress, clock = carry
         state = eqx.combine(state, static)
-        z, energy, grad, state, used = solver.step(fn, z, energy, grad, state)
+        z, energy, grad, state, used = solver.step(model, fn, z, energy, grad, state)
         z, grad = pin(z, sharding), pin(grad, sharding)
         stuck = solver.stalled(state)
         state, _ = eqx.partition(state, eqx.is_array)
-        energy, grad, residual, checks = verify(z, energy, grad, tree_norm(grad))
+        energy, grad, residual, checks = verify(z, energy, grad, otu.tree_norm(grad))
         step = step + 1
         progress = _progressed(progress, step, residual, energy, margin)
         stuck = stuck | ((window > 0) & (step - progress.step >= window))
@@ -156,7 +155,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         # activities, not the recurrence's.
         def final():
             energy, grad = fn(z)
-            residual = tree_norm(grad)
+            residual = otu.tree_norm(grad)
             diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
             met = jnp.where(residual <= tolerance, _CONVERGED, status)
             return energy, residual, jnp.where(diverged, _DIVERGED, met), zero + 1
@@ -173,17 +172,9 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         margin = BACKWARDS_MARGIN * jnp.abs(energy0) + 64 * jnp.finfo(energy0.dtype).eps * jnp.abs(energy0)
         backwards = (status != _CONVERGED) & (energy > energy0 + margin) & (residual > residual0)
         status = jnp.where(backwards, _DIVERGED, status)
-    relative = jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0)
-    stats = InferenceStats(
-        energy=energy / batch,
-        initial_energy=energy0 / batch,
-        residual=residual,
-        initial_residual=residual0,
-        relative_residual=relative,
-        steps=steps,
-        grad_evals=grads,
-        hvp_evals=hvps,
-        result=result_of(status),
+    stats = InferenceStats.assemble(
+        energy=energy / batch, initial_energy=energy0 / batch, residual=residual, initial_residual=residual0,
+        steps=steps, grad_evals=grads, hvp_evals=hvps, result=result_of(status),
     )
     return InferenceSolution(activities=z, stats=stats)
 
@@ -196,7 +187,7 @@ def result_of(status) -> RESULTS:
     return result
 
 
-@eqx.filter_jit
+@precise_jit
 def _infer_jit(model, x, y, solver, z0, sharding):
     x, y = validated(model, x, y, z0)
     return solve_activities(model, x, y, solver, z0, sharding)

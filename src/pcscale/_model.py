@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,23 +10,8 @@ from jaxtyping import Array, Float, PyTree
 from ._custom_types import Activities, BatchX, BatchY
 from ._energy import AbstractOutputEnergy, gaussian_energy
 from ._layer import PCLayer
+from ._precise import full_precision
 from ._validation import as_float_array, cast_to, check_one_hot, check_x, check_y, validated
-
-
-# TF32, the default float32 matmul precision on recent GPUs, keeps ~10 mantissa bits: on
-# an H100 it stalled GD inference at a relative residual of ~1e-2 where full float32
-# reached 1e-4 in 266 steps. Every energy, gradient and inference computation of pcscale
-# is therefore traced at full float32 precision (a no-op on CPUs).
-FULL_PRECISION = "highest"
-
-
-def _full_precision(method):
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with jax.default_matmul_precision(FULL_PRECISION):
-            return method(*args, **kwargs)
-
-    return wrapper
 
 
 class PCModel(eqx.Module):
@@ -184,13 +167,13 @@ class PCModel(eqx.Module):
         return x, y
 
     # ------------------------------------------------------- batched, public
-    @_full_precision
+    @full_precision
     def __call__(self, x: Float[Array, "batch *input"]) -> Float[Array, "batch *output"]:
         """The feedforward pass ŷ = f_L(… f_1(x)) for a batch: the BP network."""
         x, _ = self._check(x)
         return jax.vmap(self.forward_one)(x)
 
-    @_full_precision
+    @full_precision
     def init_activities(self, x: Float[Array, "batch *input"]) -> Activities:
         """Feedforward activities z_l = f_l(z_{l−1}) for l = 1 … H, z_0 = x.
 
@@ -199,7 +182,7 @@ class PCModel(eqx.Module):
         x, _ = self._check(x)
         return jax.vmap(self.activities_one)(x)
 
-    @_full_precision
+    @full_precision
     def errors(self, z: Activities, x: Float[Array, "batch *input"]) -> Activities:
         """Hidden prediction errors ε_l = z_l − f_l(z_{l−1}), l = 1 … H."""
         x, _ = self._check(x, z=z)
@@ -208,7 +191,7 @@ class PCModel(eqx.Module):
             z_l - jax.vmap(layer)(z_prev) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)
         )
 
-    @_full_precision
+    @full_precision
     def sample_energies(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, " batch"]:
         """Per-sample energies F_i."""
         x, y = self._check(x, y, z)
@@ -218,13 +201,13 @@ class PCModel(eqx.Module):
         """Batch-mean energy F = (1/B)·Σ_i F_i."""
         return jnp.mean(self.sample_energies(z, x, y))
 
-    @_full_precision
+    @full_precision
     def layer_energies(self, z: Activities, x: BatchX, y: BatchY) -> Float[Array, " L"]:
         """Batch-mean energy of each layer: H hidden terms, then λ·ℓ."""
         x, y = self._check(x, y, z)
         return jnp.mean(jax.vmap(self.layer_energies_one)(z, x, y), axis=0)
 
-    @_full_precision
+    @full_precision
     def loss(self, x: BatchX, y: BatchY) -> Float[Array, ""]:
         """BP loss 𝓛 = (1/B)·Σ_i ℓ(y_i, ŷ_i) of the feedforward pass. Like
         [`infer`][pcscale.infer], it refuses inputs or targets holding NaN or inf."""

@@ -4,7 +4,6 @@ model. PC and BP twins must be built from the same configuration (one factory)."
 from __future__ import annotations
 
 import abc
-import math
 
 import equinox as eqx
 import jax
@@ -12,20 +11,16 @@ import optax
 
 from ._model import PCModel
 from ._parameterisation import Scaling
-
-
-def _is_real(value) -> bool:
-    """A finite Python (or NumPy) real number, not a bool."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+from ._validation import is_finite_real
 
 
 def _check_rate(value, name: str) -> None:
-    if not (_is_real(value) and value > 0):
+    if not (is_finite_real(value) and value > 0):
         raise ValueError(f"`{name}` must be a positive finite float, got {value!r}; e.g. {name}=1e-3.")
 
 
 def _check_non_negative(value, name: str) -> None:
-    if not (_is_real(value) and value >= 0):
+    if not (is_finite_real(value) and value >= 0):
         raise ValueError(
             f"`{name}` must be a non-negative finite float, got {value!r}; use 0 to disable it."
         )
@@ -33,7 +28,7 @@ def _check_non_negative(value, name: str) -> None:
 
 def _check_decay_rate(value, name: str, example: str) -> None:
     """A momentum or moment-decay rate in [0, 1): 1 or more never forgets a gradient."""
-    if not (_is_real(value) and 0 <= value < 1):
+    if not (is_finite_real(value) and 0 <= value < 1):
         raise ValueError(f"`{name}` must be a finite float in [0, 1), got {value!r}; e.g. {name}={example}.")
 
 

@@ -30,12 +30,12 @@ from ._roles import (
     Role as Role,
     Scaling as Scaling,
     WeightRole as WeightRole,
-    _is_real,
 )
+from ._validation import is_finite_real
 
 
 def _check_gamma0(gamma0) -> None:
-    if not (_is_real(gamma0) and math.isfinite(gamma0) and gamma0 > 0):
+    if not (is_finite_real(gamma0) and gamma0 > 0):
         raise ValueError(
             f"`gamma0` must be a positive finite number, got {gamma0!r}; the default is 1.0."
         )
@@ -50,7 +50,7 @@ def _check_enum(value, kind, name: str) -> None:
 def _check_alpha(alpha, *, allow_none: bool) -> None:
     if alpha is None and allow_none:
         return
-    if not (_is_real(alpha) and 0.5 <= float(alpha) <= 1.0):
+    if not (is_finite_real(alpha) and 0.5 <= float(alpha) <= 1.0):
         raise ValueError(
             f"`alpha` must lie in [1/2, 1], got {alpha!r}; use alpha=0.5 (μPC / Depth-μP) "
             "or alpha=1.0 (CompleteP)" + (", or None for no depth scaling." if allow_none else

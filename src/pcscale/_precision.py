@@ -8,9 +8,10 @@ import warnings
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import optax.tree_utils as otu
+from jaxtyping import Array, Float, PyTree
 
-from ._tree import tree_norm
+from ._precise import precise_jit
 
 # Calibration of the floor (docs/inference.md, "The rounding floor"): the residual
 # ‖∇_z Σ_i F_i‖ at which float32 solves stall (Newton–Krylov and conjugate gradients,
@@ -24,13 +25,20 @@ FLOOR_FACTOR = 1.0
 _SURELY_ABOVE = {"float64": 1e-9, "float32": 1e-1}
 
 
+def cast_floating(tree: PyTree, dtype) -> PyTree:
+    """`tree` with every floating array cast to `dtype` (integer arrays, e.g. token ids,
+    and non-array leaves are kept)."""
+    floating, rest = eqx.partition(tree, eqx.is_inexact_array)
+    return eqx.combine(otu.tree_cast(floating, dtype), rest)
+
+
 def floor_from_activities(z, dtype) -> Float[Array, ""]:
     """The absolute rounding floor of the residual for activities `z` computed in
     `dtype` (inside or outside jit)."""
-    return FLOOR_FACTOR * jnp.finfo(dtype).eps * tree_norm(z)
+    return FLOOR_FACTOR * jnp.finfo(dtype).eps * otu.tree_norm(z)
 
 
-@eqx.filter_jit
+@precise_jit
 def floor_and_start(model, x, y, z=None):
     """The absolute rounding floor at `z` (default the feedforward state) and the
     residual there, from one gradient evaluation."""
@@ -40,7 +48,7 @@ def floor_and_start(model, x, y, z=None):
     if z is None:
         z = jax.vmap(model.activities_one)(x)
     _, grad = summed_energy_and_grad(model, x, y)(tuple(z))
-    return floor_from_activities(z, model.dtype), tree_norm(grad)
+    return floor_from_activities(z, model.dtype), otu.tree_norm(grad)
 
 
 def residual_floor(model, x, y, z=None) -> Float[Array, ""]:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
+from ._validation import is_finite_real
+
 
 class Role(enum.Enum):
     """What a weight does in the network."""
@@ -75,10 +77,6 @@ def _is_positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @dataclasses.dataclass(frozen=True)
 class WeightRole:
     """The role of one weight.
@@ -129,12 +127,12 @@ class WeightRole:
                 f"input and output weights never sit in residual branches, got branch=True "
                 f"for a {self.kind.value} weight; set branch=False."
             )
-        if not (_is_real(self.gain) and math.isfinite(self.gain) and self.gain > 0):
+        if not (is_finite_real(self.gain) and self.gain > 0):
             raise ValueError(
                 f"`gain` must be a positive finite number, got {self.gain!r}; use 1.0 for a "
                 "linear input, 5/3 for tanh, √2 for ReLU."
             )
-        if self.std is not None and not (_is_real(self.std) and math.isfinite(self.std) and self.std > 0):
+        if self.std is not None and not (is_finite_real(self.std) and self.std > 0):
             raise ValueError(
                 f"`std` must be None or a positive finite σ0, got {self.std!r}; the paper's "
                 "transformer uses std=0.02."

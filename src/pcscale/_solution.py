@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._custom_types import Activities
@@ -54,6 +55,27 @@ class InferenceStats(eqx.Module):
     grad_evals: Int[Array, ""]
     hvp_evals: Int[Array, ""]
     result: RESULTS
+
+    @classmethod
+    def assemble(
+        cls, *, energy, initial_energy, residual, initial_residual, steps, grad_evals, hvp_evals, result
+    ) -> InferenceStats:
+        """The stats of a solve from its totals, with `relative_residual` derived here:
+        the one place every solve (the inference loop, the mixed-precision merge, the
+        theory's exact methods) builds them."""
+        positive = initial_residual > 0
+        relative = jnp.where(positive, residual / jnp.where(positive, initial_residual, 1.0), 0.0)
+        return cls(
+            energy=energy,
+            initial_energy=initial_energy,
+            residual=residual,
+            initial_residual=initial_residual,
+            relative_residual=relative,
+            steps=steps,
+            grad_evals=grad_evals,
+            hvp_evals=hvp_evals,
+            result=result,
+        )
 
     @property
     def evaluations(self) -> Int[Array, ""]:

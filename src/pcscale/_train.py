@@ -1,82 +1,29 @@
-"""Jitted PC and BP training steps, and a training loop that compares them."""
+"""Jitted PC and BP training steps, and one training loop that compares them."""
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
-from jaxtyping import Array, Bool, Float, PyTree
+from jaxtyping import Array, Float, PyTree
 
-from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
-from ._gradients import energy_gradients, loss_gradients
-from ._health import ADVICE, TrainingFailure, final_failure, step_failure
-from ._infer import solve_activities, tree_norm
 from ._custom_types import BatchX, BatchY
+from ._equilibrium import AbstractInferenceMethod, inference_method
+from ._health import ADVICE, TrainingFailure, final_failure, step_failure
 from ._model import PCModel
-from ._precision import warn_if_uncertifiable
+from ._precise import precise_jit
 from ._sharding import batch_sharding, check_mesh, follow_batch, replicate, shard_array
-from ._solution import RESULTS, InferenceStats
+from ._solution import RESULTS
 from ._solver import AbstractInferenceSolver
-from ._solver._base import with_traced_numbers
+from ._step import BPStepMetrics, ComparisonMetrics, PCStepMetrics, bp_update, comparison_update, pc_update
 from ._validation import as_float_array, check_opt_state, validated
-
-
-class PCStepMetrics(eqx.Module):
-    """Metrics of one PC step, all measured at θ_t before the update.
-
-    - `energy`: F at the final activities; `loss`: the feedforward (BP) loss 𝓛(θ_t).
-    - `grad_norm`: ‖∇_θ F‖.
-    - `inference`: [`InferenceStats`][pcscale.InferenceStats] of the solve.
-    - `updated`: False when the update was refused (diverged inference, or a non-finite
-      gradient, unless `allow_diverged`).
-    """
-
-    energy: Float[Array, ""]
-    loss: Float[Array, ""]
-    grad_norm: Float[Array, ""]
-    inference: InferenceStats
-    updated: Bool[Array, ""]
-
-
-class BPStepMetrics(eqx.Module):
-    """Metrics of one BP step at θ_t: `loss`, `grad_norm`, `updated` (False for a
-    non-finite gradient, which is skipped)."""
-
-    loss: Float[Array, ""]
-    grad_norm: Float[Array, ""]
-    updated: Bool[Array, ""]
-
-
-def _all_finite(tree) -> Bool[Array, ""]:
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def _guarded_update(model, opt_state, grads, optimiser, ok):
-    """Optimiser update, applied only if `ok` holds and the gradient, the new weights and
-    the new optimiser state are all finite (an infinite learning rate turns a finite
-    gradient into non-finite weights); a refused step keeps the old weights and
-    optimiser state. Returns the new model and state, ‖grads‖ and whether the update was
-    applied."""
-    grads = eqx.filter(grads, eqx.is_array)
-    grad_norm = tree_norm(grads)
-    params = eqx.filter(model, eqx.is_array)
-    updates, new_state = optimiser.update(grads, opt_state, params)
-    new_params = eqx.filter(eqx.apply_updates(model, updates), eqx.is_array)
-    accept = jnp.isfinite(grad_norm) & ok & _all_finite(new_params) & _all_finite(new_state)
-    keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
-    model = eqx.combine(jax.tree.map(keep, new_params, params), model)
-    opt_state = jax.tree.map(lambda new, old: keep(new, old) if eqx.is_array(new) else new, new_state, opt_state)
-    return model, opt_state, grad_norm, accept
-
-
-def _not_diverged(result, allow_diverged: bool):
-    return jnp.array(True) if allow_diverged else result != RESULTS.diverged
 
 
 def _check_optimiser(optimiser) -> None:
@@ -88,25 +35,12 @@ def _check_optimiser(optimiser) -> None:
         )
 
 
-def _check_solver(solver) -> None:
-    if not isinstance(solver, AbstractInferenceSolver):
-        raise TypeError(
-            f"`solver` must be a pcscale inference solver, got {type(solver).__name__}; e.g. "
-            "pcscale.GradientDescent(step_size=0.1)."
-        )
-
-
-@eqx.filter_jit
-def _pc_step(model, opt_state, x, y, optimiser, solver, allow_diverged, sharding):
+@precise_jit
+def _pc_step(model, opt_state, x, y, optimiser, method, allow_diverged, sharding):
     check_opt_state(model, optimiser, opt_state)  # at trace time only: shapes are static
     x, y = validated(model, x, y)
-    solution = solve_activities(model, x, y, solver, sharding=sharding)
-    energy, grads = energy_gradients(model, solution.activities, x, y)
-    model, opt_state, grad_norm, accept = _guarded_update(
-        model, opt_state, grads, optimiser, _not_diverged(solution.result, allow_diverged)
-    )
-    loss = solution.initial_energy / model.output_precision
-    return model, opt_state, PCStepMetrics(energy, loss, grad_norm, solution.stats, accept)
+    model, opt_state, _, metrics = pc_update(model, opt_state, x, y, optimiser, method, allow_diverged, sharding)
+    return model, opt_state, metrics
 
 
 def pc_step(
@@ -116,7 +50,7 @@ def pc_step(
     y: BatchY,
     *,
     optimiser: optax.GradientTransformation,
-    solver: AbstractInferenceSolver,
+    solver: AbstractInferenceSolver | AbstractInferenceMethod,
     allow_diverged: bool = False,
 ) -> tuple[PCModel, PyTree, PCStepMetrics]:
     """One jitted PC training step: inference from the feedforward state, the weight
@@ -135,25 +69,25 @@ def pc_step(
     - `model`, `x`, `y`: as for [`infer`][pcscale.infer].
     - `opt_state`: `optimiser.init(eqx.filter(model, eqx.is_array))`.
     - `optimiser`: from [`make_optimiser`][pcscale.make_optimiser].
-    - `solver`: the inference solver.
+    - `solver`: the inference solver, or an inference method such as
+      [`pcscale.theory.ClosedForm`][pcscale.theory.ClosedForm] (linear networks).
     - `allow_diverged`: update even from a diverged inference state.
 
     **Returns:** `(model, opt_state, PCStepMetrics)`.
     """
-    _check_solver(solver)
+    method = inference_method(solver)
     _check_optimiser(optimiser)
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     y, _, sharding = follow_batch(x, y)
-    return _pc_step(model, opt_state, x, y, optimiser, with_traced_numbers(solver), bool(allow_diverged), sharding)
+    return _pc_step(model, opt_state, x, y, optimiser, method, bool(allow_diverged), sharding)
 
 
-@eqx.filter_jit
+@precise_jit
 def _bp_step(model, opt_state, x, y, optimiser):
     check_opt_state(model, optimiser, opt_state)  # at trace time only: shapes are static
     x, y = validated(model, x, y)
-    loss, grads = loss_gradients(model, x, y)
-    model, opt_state, grad_norm, accept = _guarded_update(model, opt_state, grads, optimiser, True)
-    return model, opt_state, BPStepMetrics(loss, grad_norm, accept)
+    model, opt_state, _, metrics = bp_update(model, opt_state, x, y, optimiser)
+    return model, opt_state, metrics
 
 
 def bp_step(
@@ -172,44 +106,40 @@ def bp_step(
     return _bp_step(model, opt_state, x, y, optimiser)
 
 
-class ComparisonMetrics(eqx.Module):
-    """Per-step metrics of a PC model trained beside its BP twin, at θ_t before update t.
-
-    - `pc`: [`PCStepMetrics`][pcscale.PCStepMetrics] of the PC model.
-    - `bp_loss`: the BP twin's loss 𝓛(θ_t^BP); `bp_updated`: False when its gradient was
-      not finite and the update was skipped.
-    - `lockstep`: alignment of ∇F(θ_t^PC) with ∇𝓛(θ_t^PC) (same weights).
-    - `trajectory`: alignment of ∇F(θ_t^PC) with ∇𝓛(θ_t^BP) (separate trajectories).
-    - `energy_loss_ratio`: F(z*; θ_t^PC)/𝓛(θ_t^PC).
-    """
-
-    pc: PCStepMetrics
-    bp_loss: Float[Array, ""]
-    bp_updated: Bool[Array, ""]
-    lockstep: GradientAlignment
-    trajectory: GradientAlignment
-    energy_loss_ratio: Float[Array, ""]
-
-
-@eqx.filter_jit
-def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, solver, allow_diverged, sharding):
+@precise_jit
+def _comparison_step(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, method, reference, allow_diverged,
+                     sharding):
     x, y = validated(pc_model, x, y)
-    comparison, pc_grads, _ = equilibrium_comparison(pc_model, x, y, solver, sharding)
-    bp_loss, bp_grads = loss_gradients(bp_model, x, y)
-    trajectory = compare_gradients(pc_grads, bp_grads)
-    pc_model, pc_state, grad_norm, accept = _guarded_update(
-        pc_model, pc_state, pc_grads, optimiser, _not_diverged(comparison.inference.result, allow_diverged)
-    )
-    bp_model, bp_state, _, bp_accept = _guarded_update(bp_model, bp_state, bp_grads, optimiser, True)
-    metrics = ComparisonMetrics(
-        pc=PCStepMetrics(comparison.energy, comparison.loss, grad_norm, comparison.inference, accept),
-        bp_loss=bp_loss,
-        bp_updated=bp_accept,
-        lockstep=comparison.alignment,
-        trajectory=trajectory,
-        energy_loss_ratio=comparison.energy_loss_ratio,
-    )
-    return pc_model, bp_model, pc_state, bp_state, metrics
+    return comparison_update(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, method, reference,
+                             allow_diverged, sharding)
+
+
+@precise_jit
+def _final_losses(pc_model, bp_model, x, y):
+    x, y = validated(pc_model, x, y)
+    return pc_model.loss(x, y), bp_model.loss(x, y)
+
+
+class _History:
+    """Host buffers for every leaf of the step metrics, preallocated for all steps from
+    the metrics' own shapes and dtypes: memory is fixed after the first step."""
+
+    def __init__(self, shapes: ComparisonMetrics, steps: int):
+        leaves, self.structure = jax.tree.flatten(shapes)
+        self.leaves = [np.zeros((steps,) + tuple(leaf.shape), leaf.dtype) for leaf in leaves]
+        self.wall_time = np.zeros(steps)
+        self.ran = 0
+
+    def fill(self, t: int, metrics: ComparisonMetrics, seconds: float) -> ComparisonMetrics:
+        values = jax.tree.leaves(jax.device_get(metrics))
+        for buffer, value in zip(self.leaves, values):
+            buffer[t] = value
+        self.wall_time[t], self.ran = seconds, t + 1
+        return jax.tree.unflatten(self.structure, values)
+
+    def stacked(self) -> tuple[ComparisonMetrics, Array]:
+        leaves = [jnp.asarray(buffer[: self.ran]) for buffer in self.leaves]
+        return jax.tree.unflatten(self.structure, leaves), jnp.asarray(self.wall_time[: self.ran])
 
 
 class TrainingRun(eqx.Module):
@@ -223,13 +153,15 @@ class TrainingRun(eqx.Module):
     reason (a non-finite or diverging loss, a refused update: the policy of
     docs/training.md); training stopped there, so `history` holds the steps up to and
     including that step (or all of them if only the final losses failed). Check
-    `run.failed` before using the numbers."""
+    `run.failed` before using the numbers. `wall_time`: seconds per step (step 0
+    includes compilation)."""
 
     pc_model: PCModel
     bp_model: PCModel
     history: ComparisonMetrics
     final_pc_loss: Float[Array, ""]
     final_bp_loss: Float[Array, ""]
+    wall_time: Float[Array, " steps"] | None = None
     failure: TrainingFailure | None = eqx.field(default=None, static=True)
 
     @property
@@ -278,11 +210,15 @@ def train(
     data: tuple[Array, Array] | Iterable[tuple[Array, Array]],
     *,
     optimiser: optax.GradientTransformation,
-    solver: AbstractInferenceSolver,
+    solver: AbstractInferenceSolver | AbstractInferenceMethod,
     steps: int,
     allow_diverged: bool = False,
     progress: bool = True,
     mesh: Mesh | None = None,
+    reference: AbstractInferenceMethod | None = None,
+    description: str | None = None,
+    on_step: Callable[[int], None] | None = None,
+    warn_unconverged: bool = True,
 ) -> TrainingRun:
     """Train `model` by PC and a copy of it (its BP twin) by BP, side by side, from the
     same initial weights with the same optimiser, comparing gradients at every step in
@@ -295,7 +231,8 @@ def train(
     - `data`: a fixed batch `(x, y)` used at every step (the paper's protocol), or an
       iterable of `(x, y)` batches.
     - `optimiser`: from [`make_optimiser`][pcscale.make_optimiser]; used for both twins.
-    - `solver`: the inference solver.
+    - `solver`: the inference solver, or an inference method such as
+      [`pcscale.theory.ClosedForm`][pcscale.theory.ClosedForm] (exact, linear networks).
     - `steps`: number of training steps T ≥ 1.
     - `allow_diverged`: see [`pc_step`][pcscale.pc_step].
     - `progress`: show a progress bar.
@@ -303,12 +240,24 @@ def train(
       every batch is split over its devices (the batch size must be divisible by their
       number) and the weights and optimiser states are replicated; the result equals
       the one-device run up to the order of floating-point sums.
+    - `reference`: an exact method (e.g. `pcscale.theory.ClosedForm()` for a linear
+      network) to check every PC step against: `history.reference` then holds its
+      energy and the cosine of the PC gradient with its gradient.
+    - `description`: label of the progress bar and of the warnings (e.g. a cell's name);
+      a labelled bar is cleared when training ends.
+    - `on_step`: called with t after every step (e.g. to sample memory).
+    - `warn_unconverged`: warn when some solves missed their tolerance.
+
+    Every step's metrics are copied into host buffers preallocated for all `steps`
+    (shapes from the step's metrics type), with the step's wall time.
 
     **Returns:** a [`TrainingRun`][pcscale.TrainingRun].
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive int, got {steps!r}; e.g. steps=100.")
-    _check_solver(solver)
+    method = inference_method(solver)
+    if reference is not None:
+        reference = inference_method(reference, "reference")
     _check_optimiser(optimiser)
     from ._progress import progress_bar
 
@@ -316,76 +265,77 @@ def train(
         mesh = check_mesh(mesh)
         model = replicate(model, mesh)
     pc_model, bp_model = model, model
-    traced_solver = with_traced_numbers(solver)
-    params = eqx.filter(model, eqx.is_array)
-    pc_state = bp_state = optimiser.init(params)
-    history = []
-    failure, initial, fixed = None, None, _is_batch(data)
-    bar = progress_bar(total=steps, disable=not progress, desc="PC vs BP", unit="step")
+    pc_state = bp_state = optimiser.init(eqx.filter(model, eqx.is_array))
+    fixed, label = _is_batch(data), description or "PC vs BP"
+    bar = progress_bar(total=steps, disable=not progress, desc=label, unit="step", leave=description is None)
+    history, failure, initial = None, None, None
     for step, (x, y) in enumerate(_batches(data, steps, mesh)):
-        if step == 0:  # before the first solve, once: is the tolerance certifiable?
-            warn_if_uncertifiable(model, x, y, solver, stacklevel=3)
-        pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(
-            pc_model, bp_model, pc_state, bp_state, x, y, optimiser, traced_solver, bool(allow_diverged),
-            batch_sharding(x),
-        )
-        history.append(metrics)
+        arguments = (pc_model, bp_model, pc_state, bp_state, x, y, optimiser, method, reference,
+                     bool(allow_diverged), batch_sharding(x))
+        if step == 0:  # once, before the first solve: checks and warnings of the methods
+            for chosen in (method, reference):
+                if chosen is not None:
+                    chosen.prepare(model, x, y, stacklevel=4)
+        start = time.perf_counter()
+        pc_model, bp_model, pc_state, bp_state, metrics = _comparison_step(*arguments)
+        if history is None:  # shapes and dtypes from the first step's metrics
+            history = _History(jax.eval_shape(lambda m: m, metrics), steps)
+        metrics = history.fill(step, jax.block_until_ready(metrics), time.perf_counter() - start)
         failure, initial = _check_step(step, metrics, initial, fixed)
-        if failure is not None:
-            bar.update(1)
-            break
-        if progress and (step % 10 == 0 or step == steps - 1):
-            bar.set_postfix(
-                loss=f"{float(metrics.pc.loss):.4g}",
-                cos=f"{float(metrics.lockstep.cosine):.4f}",
-                infer=int(metrics.pc.inference.steps),
-            )
+        if progress:
+            bar.set_postfix(loss=f"{float(metrics.pc.loss):.4g}", cos=f"{float(metrics.lockstep.cosine):.4f}",
+                            infer=int(metrics.pc.inference.steps))
         bar.update(1)
+        if on_step is not None:
+            on_step(step)
+        if failure is not None:  # with a fixed batch every later step starts from the same state
+            break
     bar.close()
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *history)
-    ran = len(history)
-    unconverged = int(jnp.sum(stacked.pc.inference.result != RESULTS.converged))
-    if unconverged:
-        warnings.warn(
-            f"inference did not meet its tolerance in {unconverged} of {ran} PC steps, so "
-            "those weight gradients were not taken at a certified equilibrium; see "
-            "history.pc.inference.relative_residual and .result, TrainingRun.converged_fraction, "
-            "or use a faster solver (pcscale.auto_solver).",
-            stacklevel=2,
-        )
-    refused, skipped = int(jnp.sum(~stacked.pc.updated)), int(jnp.sum(~stacked.bp_updated))
-    if (refused or skipped) and not fixed:  # with a fixed batch, a refusal is the failure below
-        warnings.warn(
-            f"{refused} of {ran} PC updates were refused (diverged inference, or a non-finite gradient or "
-            f"new weights) and {skipped} BP updates skipped; see history.pc.updated, "
-            "history.pc.inference.result and history.bp_updated.",
-            stacklevel=2,
-        )
+    stacked, wall_time = history.stacked()
+    prefix = f"{description}: " if description else ""
+    if warn_unconverged:
+        _warn_unconverged(stacked, fixed, prefix)
     # (x, y) is the last batch used: the final losses are measured on it.
-    final_pc, final_bp = pc_model.loss(x, y), bp_model.loss(x, y)
+    final_pc, final_bp = _final_losses(pc_model, bp_model, x, y)
     if failure is None:
         failure = final_failure(steps, pc_loss=float(final_pc), bp_loss=float(final_bp),
                                 initial_pc_loss=initial[0], initial_bp_loss=initial[1])
     if failure is not None:
+        ran = history.ran
         stopped = f"; training stopped there (history holds {ran} of {steps} steps)" if ran < steps else ""
-        warnings.warn(f"training {failure}{stopped}. Fix: {ADVICE}. See TrainingRun.failure and history.",
+        warnings.warn(f"{prefix}training {failure}{stopped}. Fix: {ADVICE}. See TrainingRun.failure and history.",
                       stacklevel=2)
-    return TrainingRun(
-        pc_model=pc_model,
-        bp_model=bp_model,
-        history=stacked,
-        final_pc_loss=final_pc,
-        final_bp_loss=final_bp,
-        failure=failure,
-    )
+    return TrainingRun(pc_model=pc_model, bp_model=bp_model, history=stacked, final_pc_loss=final_pc,
+                       final_bp_loss=final_bp, wall_time=wall_time, failure=failure)
+
+
+def _warn_unconverged(history: ComparisonMetrics, fixed: bool, prefix: str) -> None:
+    ran = len(history.bp_loss)
+    unconverged = int(jnp.sum(history.pc.inference.result != RESULTS.converged))
+    if unconverged:
+        warnings.warn(
+            f"{prefix}inference did not meet its tolerance in {unconverged} of {ran} PC steps, so "
+            "those weight gradients were not taken at a certified equilibrium; see "
+            "history.pc.inference.relative_residual and .result, TrainingRun.converged_fraction, "
+            "or use a faster solver (pcscale.auto_solver).",
+            stacklevel=3,
+        )
+    refused, skipped = int(jnp.sum(~history.pc.updated)), int(jnp.sum(~history.bp_updated))
+    if (refused or skipped) and not fixed:  # with a fixed batch, a refusal is a training failure
+        warnings.warn(
+            f"{prefix}{refused} of {ran} PC updates were refused (diverged inference, or a non-finite gradient or "
+            f"new weights) and {skipped} BP updates skipped; see history.pc.updated, "
+            "history.pc.inference.result and history.bp_updated.",
+            stacklevel=3,
+        )
 
 
 def _check_step(step: int, metrics: ComparisonMetrics, initial, fixed_batch: bool):
     """The step's failure under the shared policy (pcscale._health), and the losses at
-    t = 0 it compares with."""
-    values = jax.device_get({"pc_loss": metrics.pc.loss, "bp_loss": metrics.bp_loss, "pc_energy": metrics.pc.energy,
-                             "pc_updated": metrics.pc.updated, "bp_updated": metrics.bp_updated,
-                             "result": metrics.pc.inference.result._value})
+    t = 0 it compares with; `metrics` are host values."""
+    values = {"pc_loss": metrics.pc.loss, "bp_loss": metrics.bp_loss, "pc_energy": metrics.pc.energy,
+              "pc_updated": metrics.pc.updated, "bp_updated": metrics.bp_updated,
+              "result": metrics.pc.inference.result._value}
     initial = (float(values["pc_loss"]), float(values["bp_loss"])) if initial is None else initial
     failure = step_failure(step, values, initial_pc_loss=initial[0], initial_bp_loss=initial[1],
                            fixed_batch=fixed_batch)

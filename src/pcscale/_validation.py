@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,12 @@ import numpy as np
 from jaxtyping import Array
 
 _DTYPE_KINDS = {"U": "strings", "S": "byte strings", "O": "Python objects", "V": "raw bytes"}
+
+
+def is_finite_real(value) -> bool:
+    """A finite real number given as a Python or NumPy scalar (not a bool, not an
+    array): the one test behind every numeric setting's validation."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _non_numeric_dtype(value):

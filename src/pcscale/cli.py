@@ -62,6 +62,7 @@ config or data error, a file-system error, or a results folder in use by another
 
 def _parser() -> argparse.ArgumentParser:
     import pcscale
+    from pcscale.experiments import Parallel
 
     parser = argparse.ArgumentParser(prog="pcscale", description="Predictive coding networks at scale.",
                                      epilog=EXIT_CODES)
@@ -81,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_positive_int, help="training steps (default 10)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
-        "--solver", default="auto", choices=("auto", "gd", "cg", "newton", "nesterov", "lbfgs", "ode"),
+        "--solver", default="auto", choices=tuple(pcscale.SOLVERS),
         help="inference solver (default auto: conjugate gradients for linear networks, Newton–Krylov otherwise)",
     )
     demo.add_argument(
@@ -112,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     scale = run.add_argument_group("devices and hosts (docs/scaling.md)")
     scale.add_argument("--devices", type=_devices, default=1, metavar="N|all",
                        help="how many devices to use: a number, or all (default 1)")
-    scale.add_argument("--parallel", choices=("cells", "batch"), default="cells",
+    scale.add_argument("--parallel", choices=[mode.value for mode in Parallel], default=Parallel.CELLS.value,
                        help="cells: one cell per device, concurrently (default); batch: every cell data parallel "
                             "over all devices (the batch must be divisible by their number)")
     scale.add_argument("--distributed", action="store_true",
@@ -133,8 +134,8 @@ def _parser() -> argparse.ArgumentParser:
                                epilog=EXIT_CODES)
     show.add_argument("run_dir")
 
-    config = commands.add_parser("show-config", help="print an experiment's config keys and a preset's values",
-                                 parents=[debug])
+    config = commands.add_parser("show-config", help="print an experiment's config keys: each one's value in a "
+                                 "preset, type, default, valid names and meaning", parents=[debug])
     config.add_argument("experiment")
     config.add_argument("--preset", default="quick")
     return parser
@@ -149,17 +150,9 @@ def _experiment_command(args, parser) -> int:
             print(f"{name:<{width}}  {experiment.description}")
         return 0
     if args.command == "show-config":
-        import dataclasses
+        from .experiments._registry import describe
 
-        from .experiments._config import describe_type, field_types
-
-        experiment = experiments.get(args.experiment)
-        config = experiment.preset(args.preset)
-        types = field_types(type(config))
-        print(f"{experiment.name} --preset {args.preset} (override with --set KEY=VALUE):")
-        for field in dataclasses.fields(config):
-            value = _format(getattr(config, field.name)) or '""'
-            print(f"  {field.name} = {value}    ({describe_type(types[field.name])})")
+        print(describe(args.experiment, args.preset))
         return 0
     if args.command == "show":
         run = experiments.load_run(args.run_dir)
@@ -170,6 +163,14 @@ def _experiment_command(args, parser) -> int:
     _join_hosts(args, parser)
     import jax
 
+    from .experiments._registry import resolve_config
+    from .experiments._runner import needs_float64
+
+    # The command line owns its process: 64-bit mode is turned on here, at start-up and
+    # before any array exists, for the whole run, summary and figures (a library call
+    # scopes it to the run instead).
+    if needs_float64(resolve_config(args.experiment, args.preset, overrides=args.overrides, float64=args.x64)):
+        jax.config.update("jax_enable_x64", True)
     first = jax.process_index() == 0  # one process of a multi-host run prints and plots
     run = experiments.run(
         args.experiment, args.preset, args.out, overrides=args.overrides, float64=args.x64, force=args.force,
@@ -189,11 +190,6 @@ def _experiment_command(args, parser) -> int:
               "status 1.", file=sys.stderr)
         return 1
     return 0
-
-
-def _format(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() if isinstance(
-        value, bool) else str(value)
 
 
 # What to do about a file-system error, by its errno.

@@ -1,10 +1,10 @@
-"""The interface every inference solver implements."""
+"""The interface every inference solver implements, and the settings all of them share."""
 
 from __future__ import annotations
 
 import abc
 import functools
-import math
+import inspect
 import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Int
 
 from .._custom_types import Activities
-from ._preconditioner import AbstractPreconditioner
+from .._model import PCModel
+from .._validation import is_finite_real
 
 # value_and_grad of the summed per-sample energy Σ_i F_i with respect to the activities.
 EnergyAndGrad = Callable[[Activities], tuple[Array, Activities]]
@@ -29,47 +30,23 @@ def to_float(value):
     return value
 
 
-def is_finite_float(value) -> bool:
-    """A finite Python float (the solvers' converters turn real numbers into floats)."""
-    return isinstance(value, float) and math.isfinite(value)
+def to_optional_float(value):
+    return value if value is None else to_float(value)
 
 
-def check_tolerances(solver) -> None:
-    """Shared validation of the stopping fields every solver carries."""
-    for name in ("rtol", "atol"):
-        value = getattr(solver, name)
-        if not (is_finite_float(value) and value >= 0):
-            raise ValueError(
-                f"`{name}` must be a non-negative finite float, got {value!r}; e.g. {name}=1e-5, "
-                "or 0 to run the full step budget."
-            )
-    steps = solver.max_steps
-    if not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 0):
-        raise ValueError(
-            f"`max_steps` must be a non-negative int, got {steps!r}; e.g. max_steps=1000."
-        )
-    factor = solver.divergence_factor
-    if not (is_finite_float(factor) and factor > 1):
-        raise ValueError(
-            f"`divergence_factor` must be a finite float > 1, got {factor!r}; the default is 1e4."
-        )
+def check_positive(solver, name: str, example: str) -> None:
+    """`solver.<name>` must be a positive finite number (converted to float)."""
+    value = getattr(solver, name)
+    if not (is_finite_real(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive finite float, got {value!r}; e.g. {example}.")
 
 
 def check_step_size(solver, hint: str = "μPC networks are stable for β ≲ 0.3–0.45.") -> None:
     """Shared validation of a per-sample step size β."""
-    if not (is_finite_float(solver.step_size) and solver.step_size > 0):
+    if not (is_finite_real(solver.step_size) and solver.step_size > 0):
         raise ValueError(
             f"`step_size` must be a positive finite float (β per sample), got "
             f"{solver.step_size!r}; e.g. step_size=0.1. {hint}"
-        )
-
-
-def check_preconditioner(solver) -> None:
-    """Shared validation of the Krylov solvers' optional preconditioner."""
-    if solver.preconditioner is not None and not isinstance(solver.preconditioner, AbstractPreconditioner):
-        raise TypeError(
-            f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
-            f"{type(solver.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
         )
 
 
@@ -109,8 +86,15 @@ def cost(gradients=0, hvps=0) -> Cost:
     return Cost(jnp.asarray(gradients, jnp.int32), jnp.asarray(hvps, jnp.int32))
 
 
-def _optional_float(value):
-    return value if value is None else to_float(value)
+# The stopping fields, declared here once. A solver class changes a default with a class
+# keyword, e.g. `class NewtonKrylov(AbstractInferenceSolver, max_steps=100)`, which
+# re-declares the field with the same converter and a new default.
+_STOPPING_TYPES = {"rtol": float, "atol": float, "max_steps": int, "divergence_factor": float}
+
+
+def _stopping_field(name: str, default):
+    converter = {"converter": to_float} if _STOPPING_TYPES[name] is float else {}
+    return eqx.field(default=default, kw_only=True, **converter)
 
 
 class AbstractInferenceSolver(eqx.Module):
@@ -134,9 +118,19 @@ class AbstractInferenceSolver(eqx.Module):
       a saturating network), however far. This test is made at the end only, because
       momentum methods may rise transiently on the way down.
 
-    Every solver carries the stopping fields `rtol`, `atol`, `max_steps` and
-    `divergence_factor`. Setting `rtol = atol = 0` runs the full budget (the reference
-    implementation's fixed-budget behaviour), still reporting the residual reached.
+    Every solver carries the keyword-only stopping fields, declared here once:
+
+    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
+      rtol = 1e-6 (1e-5 for the first-order `GradientDescent` and `OptaxSolver`),
+      atol = 0. Setting `rtol = atol = 0` runs the full budget (the reference
+      implementation's fixed-budget behaviour), still reporting the residual reached.
+    - `max_steps`: the step budget, in the solver's own steps. Default 10 000 (each
+      solver documents its own).
+    - `divergence_factor`: report divergence as soon as the energy exceeds this
+      multiple of its initial value. Default 1e4.
+
+    A subclass changes the default of `rtol` or `max_steps` with a class keyword, e.g.
+    `class MySolver(pcscale.AbstractInferenceSolver, max_steps=100)`.
 
     Every solver also takes three keyword-only fields that the loop enforces alike:
 
@@ -156,6 +150,12 @@ class AbstractInferenceSolver(eqx.Module):
       standard error every 10 s while one solve runs. Default False; the command line
       turns it on. It costs nothing measurable (the host is told, never asked).
 
+    A solver implements `init(model, fn, z, energy, grad, tolerance)` and
+    `step(model, fn, z, energy, grad, state)`: `model` is the
+    [`PCModel`][pcscale.PCModel] being solved (for preconditioners built from its
+    structure) and `fn` maps activities to Σ_i F_i and its gradient (with `fn.value`
+    the energy alone).
+
     A solver whose `step` returns an energy and gradient obtained by a recurrence
     rather than by evaluating the energy (conjugate gradients) sets the class variable
     `exact_values = False`; the loop then re-evaluates the gradient before accepting a
@@ -163,11 +163,12 @@ class AbstractInferenceSolver(eqx.Module):
     tolerance.
     """
 
-    # Concrete solvers declare rtol, atol, max_steps and divergence_factor as fields
-    # (not AbstractVars, so that solvers may put required fields first). The fields
-    # below are keyword-only, so they follow every solver's own positional fields.
+    rtol: float = _stopping_field("rtol", 1e-6)
+    atol: float = _stopping_field("atol", 0.0)
+    max_steps: int = _stopping_field("max_steps", 10_000)
+    divergence_factor: float = _stopping_field("divergence_factor", 1e4)
     stall_window: int | None = eqx.field(default=None, kw_only=True)
-    max_time: float | None = eqx.field(default=None, kw_only=True, converter=_optional_float)
+    max_time: float | None = eqx.field(default=None, kw_only=True, converter=to_optional_float)
     progress: bool = eqx.field(default=False, kw_only=True, static=True)
 
     exact_values: ClassVar[bool] = True
@@ -182,7 +183,33 @@ class AbstractInferenceSolver(eqx.Module):
     # divergence; False for general optax transformations (Adam, momentum).
     descends: ClassVar[bool] = True
 
+    def __init_subclass__(cls, *, rtol: float | None = None, max_steps: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The class's own annotations, which the dataclass machinery reads when the class
+        # is built, with the re-declared fields added.
+        annotations = dict(inspect.get_annotations(cls))
+        for name, default in (("rtol", rtol), ("max_steps", max_steps)):
+            if default is not None:
+                annotations[name] = _STOPPING_TYPES[name]
+                setattr(cls, name, _stopping_field(name, default))
+        cls.__annotations__ = annotations
+
     def __check_init__(self):
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if not (is_finite_real(value) and value >= 0):
+                raise ValueError(
+                    f"`{name}` must be a non-negative finite float, got {value!r}; e.g. {name}=1e-5, "
+                    "or 0 to run the full step budget."
+                )
+        steps = self.max_steps
+        if not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 0):
+            raise ValueError(f"`max_steps` must be a non-negative int, got {steps!r}; e.g. max_steps=1000.")
+        factor = self.divergence_factor
+        if not (is_finite_real(factor) and factor > 1):
+            raise ValueError(
+                f"`divergence_factor` must be a finite float > 1, got {factor!r}; the default is 1e4."
+            )
         window = self.stall_window
         if window is not None and not (
             isinstance(window, numbers.Integral) and not isinstance(window, bool) and window >= 0
@@ -192,7 +219,7 @@ class AbstractInferenceSolver(eqx.Module):
                 f"{window!r}; e.g. stall_window=100, or 0 to turn stall detection off."
             )
         limit = self.max_time
-        if limit is not None and not (isinstance(limit, float) and limit > 0 and limit < float("inf")):
+        if limit is not None and not (is_finite_real(limit) and limit > 0):
             raise ValueError(
                 f"`max_time` must be None (no limit) or a positive, finite number of seconds, got "
                 f"{limit!r}; e.g. max_time=60.0."
@@ -206,14 +233,17 @@ class AbstractInferenceSolver(eqx.Module):
         return type(self).default_stall_window if self.stall_window is None else self.stall_window
 
     @abc.abstractmethod
-    def init(self, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities, tolerance: Array) -> Any:
+    def init(
+        self, model: PCModel, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities,
+        tolerance: Array,
+    ) -> Any:
         """Solver state, from the starting activities, their summed energy and gradient,
         and the absolute residual the loop will stop at (second-order solvers use it to
         size inner solves)."""
 
     @abc.abstractmethod
     def step(
-        self, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities, state: Any
+        self, model: PCModel, fn: EnergyAndGrad, z: Activities, energy: Array, grad: Activities, state: Any
     ) -> tuple[Activities, Array, Activities, Any, Cost]:
         """One update. Returns the new activities, their summed energy and gradient (so
         the loop never re-evaluates), the new state and the [`Cost`][pcscale.Cost] of

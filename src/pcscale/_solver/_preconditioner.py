@@ -1,13 +1,15 @@
-"""Preconditioners for the Krylov inference solvers."""
+"""Preconditioners for the Krylov inference solvers, and the base those solvers share."""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
 
 from .._custom_types import Activities
 from .._model import PCModel
+from ._base import AbstractInferenceSolver
 
 
 class AbstractPreconditioner(eqx.Module):
@@ -32,6 +34,10 @@ class DepthPreconditioner(AbstractPreconditioner):
     (docs/background.md §4.6), while the branches, scaled by L^−α, perturb it. Applying T⁻¹ is
     a tridiagonal (Thomas) solve along depth, per neuron: O(L·N·B), negligible next to a
     Hessian-vector product. For a network without skips T = I and this changes nothing.
+
+    T's entries are known from the model's structure before tracing, so the solve is
+    unrolled with scalar coefficients and skips every zero coupling; it works on layers
+    of any shapes (only coupled layers, which a skip makes alike, are combined).
     """
 
     def apply(self, model, r):
@@ -55,3 +61,28 @@ class DepthPreconditioner(AbstractPreconditioner):
             upper = c_prime[index]
             solution[index] = d_prime[index] - upper * solution[index + 1] if upper != 0.0 else d_prime[index]
         return tuple(solution)
+
+
+def _identity(r: Activities) -> Activities:
+    return r
+
+
+class AbstractKrylovSolver(AbstractInferenceSolver):
+    """A solver whose iterations are Krylov (conjugate-gradient) steps on the activity
+    Hessian, and so can be preconditioned: the keyword-only `preconditioner` is None
+    (default) or an [`AbstractPreconditioner`][pcscale.AbstractPreconditioner]."""
+
+    preconditioner: AbstractPreconditioner | None = eqx.field(default=None, kw_only=True)
+
+    def __check_init__(self):
+        if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
+            raise TypeError(
+                f"`preconditioner` must be None or a pcscale.AbstractPreconditioner, got "
+                f"{type(self.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
+            )
+
+    def preconditioning(self, model: PCModel) -> Callable[[Activities], Activities]:
+        """r ↦ M⁻¹·r for `model` (the identity without a preconditioner)."""
+        if self.preconditioner is None:
+            return _identity
+        return lambda r: self.preconditioner.apply(model, r)

@@ -8,19 +8,12 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 from jaxtyping import Array, Bool
 
 from .._custom_types import Activities
-from .._tree import tree_axpy, tree_dot, tree_scale, tree_where
-from ._preconditioner import AbstractPreconditioner
-from ._base import (
-    AbstractInferenceSolver,
-    check_preconditioner,
-    check_tolerances,
-    cost,
-    is_finite_float,
-    to_float,
-)
+from ._base import check_positive, cost, to_float
+from ._preconditioner import AbstractKrylovSolver
 
 
 class _CGState(eqx.Module):
@@ -31,7 +24,7 @@ class _CGState(eqx.Module):
     restart: Bool[Array, ""]
 
 
-class ConjugateGradient(AbstractInferenceSolver):
+class ConjugateGradient(AbstractKrylovSolver):
     r"""Conjugate gradients on the energy, one Hessian-vector product per step.
 
     For a linear network (identity activation, no biases, MSE output) the energy is
@@ -53,7 +46,7 @@ class ConjugateGradient(AbstractInferenceSolver):
     not globalised by a line search: prefer [`NewtonKrylov`][pcscale.NewtonKrylov] for
     strongly nonlinear energies.
 
-    **Arguments:**
+    **Arguments** (all keyword-only):
 
     - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
       rtol = 1e-6.
@@ -68,64 +61,48 @@ class ConjugateGradient(AbstractInferenceSolver):
       directions from M⁻¹∇F).
     """
 
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 10_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
-    fallback_step_size: float = eqx.field(default=0.1, converter=to_float)
-    preconditioner: AbstractPreconditioner | None = None
+    fallback_step_size: float = eqx.field(default=0.1, converter=to_float, kw_only=True)
 
     exact_values: ClassVar[bool] = False
     step_cost: ClassVar[int] = 3  # one Hessian-vector product
 
     def __check_init__(self):
-        check_tolerances(self)
-        if not (is_finite_float(self.fallback_step_size) and self.fallback_step_size > 0):
-            raise ValueError(
-                f"`fallback_step_size` must be a positive finite float, got "
-                f"{self.fallback_step_size!r}; e.g. fallback_step_size=0.1, stable for μPC networks."
-            )
-        check_preconditioner(self)
+        check_positive(self, "fallback_step_size", "fallback_step_size=0.1, stable for μPC networks")
 
-    def init(self, fn, z, energy, grad, tolerance):
-        zeros = jax.tree.map(jnp.zeros_like, grad)
-        return _CGState(zeros, grad, self._precondition(fn, grad), grad, jnp.array(True))
+    def init(self, model, fn, z, energy, grad, tolerance):
+        preconditioned = self.preconditioning(model)(grad)
+        return _CGState(otu.tree_zeros_like(grad), grad, preconditioned, grad, jnp.array(True))
 
-    def _precondition(self, fn, grad):
-        if self.preconditioner is None:
-            return grad
-        return self.preconditioner.apply(fn.model, grad)
-
-    def step(self, fn, z, energy, grad, state):
+    def step(self, model, fn, z, energy, grad, state):
         # The loop replaces a predicted gradient by the true one when it checks a claim of
         # convergence that failed: the Krylov history is then stale, so restart.
         replaced = jnp.any(jnp.array([jnp.any(u != v) for u, v in zip(jax.tree.leaves(grad), jax.tree.leaves(state.returned_grad))]))
         restart = state.restart | replaced
-        preconditioned = self._precondition(fn, grad)
-        previous_sq = tree_dot(state.previous_preconditioned, state.previous_grad)
+        preconditioned = self.preconditioning(model)(grad)
+        previous_sq = otu.tree_vdot(state.previous_preconditioned, state.previous_grad)
         # Polak–Ribière+ (preconditioned): equals linear (P)CG on a quadratic.
-        beta = tree_dot(preconditioned, jax.tree.map(jnp.subtract, grad, state.previous_grad))
+        beta = otu.tree_vdot(preconditioned, otu.tree_sub(grad, state.previous_grad))
         beta = jnp.where(restart | (previous_sq <= 0), 0.0, jnp.maximum(beta, 0.0) / jnp.where(previous_sq > 0, previous_sq, 1.0))
-        steepest = tree_scale(-1.0, preconditioned)
-        direction = tree_axpy(beta, state.direction, steepest)
-        descent = tree_dot(grad, direction) < 0
-        direction = tree_where(descent, direction, steepest)
+        steepest = otu.tree_scale(-1.0, preconditioned)
+        direction = otu.tree_add_scale(steepest, beta, state.direction)
+        descent = otu.tree_vdot(grad, direction) < 0
+        direction = otu.tree_where(descent, direction, steepest)
 
         (true_energy, true_grad), (_, product) = jax.jvp(fn, (z,), (direction,))
-        curvature = tree_dot(direction, product)
-        slope = tree_dot(true_grad, direction)
+        curvature = otu.tree_vdot(direction, product)
+        slope = otu.tree_vdot(true_grad, direction)
         positive = (curvature > 0) & jnp.isfinite(curvature)
         alpha = -slope / jnp.where(positive, curvature, 1.0)
 
         def conjugate():
-            new_z = tree_axpy(alpha, direction, z)
-            new_grad = tree_axpy(alpha, product, true_grad)
+            new_z = otu.tree_add_scale(z, alpha, direction)
+            new_grad = otu.tree_add_scale(true_grad, alpha, product)
             new_energy = true_energy + alpha * slope + 0.5 * alpha**2 * curvature
             state_ = _CGState(direction, grad, preconditioned, new_grad, jnp.array(False))
             return new_z, new_energy, new_grad, state_, jnp.array(0, jnp.int32)
 
         def gradient_step():
-            new_z = tree_axpy(-self.fallback_step_size, true_grad, z)
+            new_z = otu.tree_add_scale(z, -self.fallback_step_size, true_grad)
             new_energy, new_grad = fn(new_z)
             state_ = _CGState(direction, grad, preconditioned, new_grad, jnp.array(True))
             return new_z, new_energy, new_grad, state_, jnp.array(1, jnp.int32)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import jax
 import equinox as eqx
+import optax.tree_utils as otu
 
-from ._base import AbstractInferenceSolver, check_step_size, check_tolerances, cost, to_float
+from ._base import AbstractInferenceSolver, check_step_size, cost, to_float
 
 
-class GradientDescent(AbstractInferenceSolver):
+class GradientDescent(AbstractInferenceSolver, rtol=1e-5):
     """Gradient descent with a per-sample step β:
 
     z_{i,l} ← z_{i,l} − β·∂F_i/∂z_{i,l},
@@ -29,23 +29,19 @@ class GradientDescent(AbstractInferenceSolver):
       multiple of its initial value. Default 1e4. A solve that ends unconverged above
       its initial energy and residual is reported diverged too, whatever this factor
       ([`AbstractInferenceSolver`][pcscale.AbstractInferenceSolver]).
+
+    The stopping fields are keyword-only, as for every solver.
     """
 
     step_size: float = eqx.field(default=0.1, converter=to_float)
-    rtol: float = eqx.field(default=1e-5, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 10_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
         check_step_size(self)
-        check_tolerances(self)
 
-    def init(self, fn, z, energy, grad, tolerance):
+    def init(self, model, fn, z, energy, grad, tolerance):
         return None
 
-    def step(self, fn, z, energy, grad, state):
-        beta = self.step_size
-        z = jax.tree.map(lambda z_l, g_l: z_l - beta * g_l, z, grad)
+    def step(self, model, fn, z, energy, grad, state):
+        z = otu.tree_add_scale(z, -self.step_size, grad)
         energy, grad = fn(z)
         return z, energy, grad, state, cost(gradients=1)

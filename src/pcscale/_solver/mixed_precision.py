@@ -6,13 +6,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._precision import floor_from_activities
-from .._tree import tree_cast
-from ._base import AbstractInferenceSolver, check_tolerances, to_float
+from .._precision import cast_floating, floor_from_activities
+from ._base import AbstractInferenceSolver
+from ._preconditioner import AbstractKrylovSolver
 from .newton_krylov import NewtonKrylov
 
 
-class MixedPrecision(AbstractInferenceSolver):
+class MixedPrecision(AbstractInferenceSolver, max_steps=50):
     r"""Float32 iterations, float64 residual checks and a float64 polish, so that a
     float32 model can be certified to tolerances below float32's rounding floor.
 
@@ -43,21 +43,17 @@ class MixedPrecision(AbstractInferenceSolver):
     - `polish`: the float64 phase; default `NewtonKrylov` with `max_steps` Newton steps
       and the first phase's preconditioner. Its own tolerances are replaced by this
       solver's.
-    - `rtol`, `atol`: the certified tolerance, relative to the initial residual.
-      Default rtol = 1e-6.
-    - `max_steps`: the polish's step budget. Default 50.
-    - `divergence_factor`: as for [`GradientDescent`][pcscale.GradientDescent].
+    - `rtol`, `atol` (keyword-only): the certified tolerance, relative to the initial
+      residual. Default rtol = 1e-6.
+    - `max_steps` (keyword-only): the polish's step budget. Default 50.
+    - `divergence_factor` (keyword-only): as for
+      [`GradientDescent`][pcscale.GradientDescent].
     """
 
     solver: AbstractInferenceSolver = eqx.field(default_factory=lambda: NewtonKrylov(rtol=1e-4))
     polish: AbstractInferenceSolver | None = None
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 50
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
-        check_tolerances(self)
         for name in ("solver", "polish"):
             value = getattr(self, name)
             if value is None and name == "polish":
@@ -68,10 +64,10 @@ class MixedPrecision(AbstractInferenceSolver):
                     f"{type(value).__name__}; e.g. MixedPrecision(solver=pcscale.NewtonKrylov(rtol=1e-4))."
                 )
 
-    def init(self, fn, z, energy, grad, tolerance):  # pragma: no cover - dispatched by infer
+    def init(self, model, fn, z, energy, grad, tolerance):  # pragma: no cover - dispatched by infer
         raise NotImplementedError("MixedPrecision runs two inference loops; infer dispatches it.")
 
-    def step(self, fn, z, energy, grad, state):  # pragma: no cover - dispatched by infer
+    def step(self, model, fn, z, energy, grad, state):  # pragma: no cover - dispatched by infer
         raise NotImplementedError("MixedPrecision runs two inference loops; infer dispatches it.")
 
     def polisher(self) -> AbstractInferenceSolver:
@@ -79,7 +75,8 @@ class MixedPrecision(AbstractInferenceSolver):
         if self.polish is not None:
             polish = self.polish
         else:
-            preconditioner = getattr(self.solver, "preconditioner", None)
+            first = self.solver
+            preconditioner = first.preconditioner if isinstance(first, AbstractKrylovSolver) else None
             polish = NewtonKrylov(preconditioner=preconditioner, progress=self.progress)
             # Set after construction: inside jit the budget is a traced number.
             polish = eqx.tree_at(lambda s: s.max_steps, polish, self.max_steps)
@@ -110,21 +107,15 @@ def solve_mixed(model, x, y, solver: MixedPrecision, z0, sharding, solve):
     wide = jnp.float64
     polish = _with_tolerance(solver.polisher(), jnp.zeros((), wide), target)
     polish = eqx.tree_at(lambda s: s.divergence_factor, polish, solver.divergence_factor)
-    second = solve(tree_cast(model, wide), tree_cast(x, wide), tree_cast(y, wide), polish,
-                   tree_cast(first.activities, wide), sharding)
+    second = solve(cast_floating(model, wide), cast_floating(x, wide), cast_floating(y, wide), polish,
+                   cast_floating(first.activities, wide), sharding)
     final = second.stats
-    result = RESULTS.where(stats.result == RESULTS.diverged, RESULTS.diverged, final.result)
-    initial = stats.initial_residual.astype(wide)
-    merged = InferenceStats(
-        energy=final.energy,
-        initial_energy=stats.initial_energy.astype(wide),
-        residual=final.residual,
-        initial_residual=initial,
-        relative_residual=jnp.where(initial > 0, final.residual / jnp.where(initial > 0, initial, 1.0), 0.0),
-        steps=stats.steps + final.steps,
-        grad_evals=stats.grad_evals + final.grad_evals,
-        hvp_evals=stats.hvp_evals + final.hvp_evals,
-        result=result,
+    # Both phases' costs add up; the result is the polish's unless the first phase diverged.
+    merged = InferenceStats.assemble(
+        energy=final.energy, initial_energy=stats.initial_energy.astype(wide), residual=final.residual,
+        initial_residual=stats.initial_residual.astype(wide), steps=stats.steps + final.steps,
+        grad_evals=stats.grad_evals + final.grad_evals, hvp_evals=stats.hvp_evals + final.hvp_evals,
+        result=RESULTS.where(stats.result == RESULTS.diverged, RESULTS.diverged, final.result),
     )
     return InferenceSolution(activities=second.activities, stats=merged)
 

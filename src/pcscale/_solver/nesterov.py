@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 from jaxtyping import Array, Float
 
 from .._custom_types import Activities
-from .._tree import tree_axpy, tree_dot
-from ._base import AbstractInferenceSolver, check_step_size, check_tolerances, cost, to_float
+from ._base import AbstractInferenceSolver, check_step_size, cost, to_float, to_optional_float
 
 
 class _NesterovState(eqx.Module):
@@ -17,7 +16,7 @@ class _NesterovState(eqx.Module):
     counter: Float[Array, ""]  # steps since the last restart
 
 
-class Nesterov(AbstractInferenceSolver):
+class Nesterov(AbstractInferenceSolver, max_steps=100_000):
     r"""Nesterov's accelerated gradient method with gradient-based adaptive restart
     (O'Donoghue & Candès, 2015). With y the point where the gradient is taken:
 
@@ -41,17 +40,14 @@ class Nesterov(AbstractInferenceSolver):
       stable for β < 2/λ_max). Default 0.2.
     - `momentum`: a constant μ in [0, 1), or None (default) for the k/(k + 3) schedule.
     - `restart`: adaptive restart on (default True).
-    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
-      [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 by default.
+    - `rtol`, `atol`, `max_steps`, `divergence_factor` (keyword-only): as for
+      [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 and
+      max_steps = 100 000 by default.
     """
 
     step_size: float = eqx.field(default=0.2, converter=to_float)
-    momentum: float | None = eqx.field(default=None, converter=lambda v: v if v is None else to_float(v))
+    momentum: float | None = eqx.field(default=None, converter=to_optional_float)
     restart: bool = True
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 100_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
         check_step_size(self)
@@ -62,17 +58,16 @@ class Nesterov(AbstractInferenceSolver):
             )
         if not isinstance(self.restart, bool):
             raise TypeError(f"`restart` must be a bool, got {self.restart!r}; e.g. restart=True.")
-        check_tolerances(self)
 
-    def init(self, fn, z, energy, grad, tolerance):
+    def init(self, model, fn, z, energy, grad, tolerance):
         return _NesterovState(previous=z, counter=jnp.zeros((), energy.dtype))
 
-    def step(self, fn, z, energy, grad, state):
-        x_new = tree_axpy(-self.step_size, grad, z)
-        difference = jax.tree.map(jnp.subtract, x_new, state.previous)
-        reset = (tree_dot(grad, difference) > 0) if self.restart else jnp.array(False)
+    def step(self, model, fn, z, energy, grad, state):
+        x_new = otu.tree_add_scale(z, -self.step_size, grad)
+        difference = otu.tree_sub(x_new, state.previous)
+        reset = (otu.tree_vdot(grad, difference) > 0) if self.restart else jnp.array(False)
         k = jnp.where(reset, 0.0, state.counter)
         mu = k / (k + 3.0) if self.momentum is None else jnp.where(reset, 0.0, self.momentum)
-        y_new = tree_axpy(mu, difference, x_new)
+        y_new = otu.tree_add_scale(x_new, mu, difference)
         new_energy, new_grad = fn(y_new)
         return y_new, new_energy, new_grad, _NesterovState(x_new, k + 1.0), cost(gradients=1)

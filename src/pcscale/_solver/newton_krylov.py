@@ -8,11 +8,12 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 from jaxtyping import Array, Bool, Float
 
-from .._tree import tree_axpy, tree_dot, tree_norm, tree_scale, tree_where
-from ._preconditioner import AbstractPreconditioner
-from ._base import AbstractInferenceSolver, check_preconditioner, check_tolerances, cost, to_float
+from ._base import cost, to_float
+from ._krylov import conjugate_gradient
+from ._preconditioner import AbstractKrylovSolver
 
 
 class _NewtonState(eqx.Module):
@@ -29,46 +30,7 @@ _INNER_WINDOW = 50
 _INNER_MARGIN = 1e-2
 
 
-def _steihaug(hvp, grad, tolerance, max_steps, precondition):
-    """Approximately solve H·d = −g by preconditioned CG from d = 0, stopping at
-    ‖H·d + g‖ ≤ tolerance, at `max_steps`, when the residual stops falling (see
-    _INNER_WINDOW), or at the first direction of non-positive curvature (Steihaug). If
-    that happens at once, d = −M⁻¹g. Returns d and the number of products used."""
-    r = tree_scale(-1.0, grad)
-    y = precondition(r)
-    zeros = jax.tree.map(jnp.zeros_like, grad)
-    ry = tree_dot(r, y)
-
-    def cond(carry):
-        _, r, _, _, step, stop = carry
-        return ~stop & (step < max_steps) & (tree_norm(r) > tolerance)
-
-    def body(carry):
-        (d, r, p, ry, step, _), (best, last) = carry[:6], carry[6]
-        product = hvp(p)
-        curvature = tree_dot(p, product)
-        negative = ~(curvature > 0) | ~jnp.isfinite(curvature)
-        alpha = ry / jnp.where(negative, 1.0, curvature)
-        new_d = tree_axpy(alpha, p, d)
-        new_r = tree_axpy(-alpha, product, r)
-        new_y = precondition(new_r)
-        new_ry = tree_dot(new_r, new_y)
-        new_p = tree_axpy(new_ry / jnp.where(ry > 0, ry, 1.0), p, new_y)
-        keep = lambda old, new: tree_where(negative, old, new)  # noqa: E731
-        norm = tree_norm(new_r)
-        better = norm < (1 - _INNER_MARGIN) * best
-        best, last = jnp.where(better, norm, best), jnp.where(better, step + 1, last)
-        stop = negative | (step + 1 - last >= _INNER_WINDOW)
-        return keep(d, new_d), keep(r, new_r), keep(p, new_p), jnp.where(negative, ry, new_ry), step + 1, stop, (best, last)
-
-    start = jnp.array(0, jnp.int32)
-    carry = (zeros, r, y, ry, start, jnp.array(False), (tree_norm(r), start))
-    d, _, _, _, steps, _, _ = jax.lax.while_loop(lambda c: cond(c[:6]), body, carry)
-    empty = tree_dot(d, d) == 0
-    return tree_where(empty, y, d), steps
-
-
-class NewtonKrylov(AbstractInferenceSolver):
+class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
     r"""Truncated (inexact) Newton with conjugate-gradient inner solves.
 
     Each step linearises the activity gradient at the current point (`jax.linearize`,
@@ -94,7 +56,7 @@ class NewtonKrylov(AbstractInferenceSolver):
     16), which is the better choice there. `jax.linearize` recomputes the gradient at z,
     so each step counts one gradient besides its line-search trials.
 
-    **Arguments:**
+    **Arguments** (all keyword-only):
 
     - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
       rtol = 1e-6.
@@ -116,15 +78,10 @@ class NewtonKrylov(AbstractInferenceSolver):
       [`DepthPreconditioner()`][pcscale.DepthPreconditioner] for residual networks.
     """
 
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 100
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
-    max_inner_steps: int = 1_000
-    forcing: float = eqx.field(default=0.1, converter=to_float)
-    armijo: float = eqx.field(default=1e-4, converter=to_float)
-    max_backtracks: int = 30
-    preconditioner: AbstractPreconditioner | None = None
+    max_inner_steps: int = eqx.field(default=1_000, kw_only=True)
+    forcing: float = eqx.field(default=0.1, converter=to_float, kw_only=True)
+    armijo: float = eqx.field(default=1e-4, converter=to_float, kw_only=True)
+    max_backtracks: int = eqx.field(default=30, kw_only=True)
 
     # Newton steps are expensive and converge fast: three steps that neither cut the
     # residual by 10% nor lower the energy beyond rounding mean it can go no further.
@@ -133,33 +90,31 @@ class NewtonKrylov(AbstractInferenceSolver):
     step_cost: ClassVar[int] = 100  # an inner Krylov solve: tens to hundreds of products
 
     def __check_init__(self):
-        check_tolerances(self)
         for name in ("max_inner_steps", "max_backtracks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}; e.g. {name}=100.")
         if not (isinstance(self.forcing, float) and 0 < self.forcing < 1):
             raise ValueError(f"`forcing` must be a float in (0, 1), got {self.forcing!r}; e.g. 0.1.")
-        check_preconditioner(self)
         if not (isinstance(self.armijo, float) and 0 < self.armijo < 0.5):
             raise ValueError(f"`armijo` must be a float in (0, 0.5), got {self.armijo!r}; e.g. 1e-4.")
 
-    def init(self, fn, z, energy, grad, tolerance):
-        return _NewtonState(tolerance=tolerance, initial_residual=tree_norm(grad), stalled=jnp.array(False))
+    def init(self, model, fn, z, energy, grad, tolerance):
+        return _NewtonState(tolerance, otu.tree_norm(grad), jnp.array(False))
 
-    def step(self, fn, z, energy, grad, state):
-        gradient = lambda u: fn(u)[1]  # noqa: E731
-        _, hvp = jax.linearize(gradient, z)
-        norm = tree_norm(grad)
+    def step(self, model, fn, z, energy, grad, state):
+        _, hvp = jax.linearize(lambda u: fn(u)[1], z)
+        norm = otu.tree_norm(grad)
         ratio = norm / jnp.where(state.initial_residual > 0, state.initial_residual, 1.0)
         eta = jnp.minimum(self.forcing, jnp.sqrt(ratio))
         inner_tolerance = jnp.maximum(eta * norm, 0.1 * state.tolerance)
-        if self.preconditioner is None:
-            precondition = lambda r: r  # noqa: E731
-        else:
-            precondition = lambda r: self.preconditioner.apply(fn.model, r)  # noqa: E731
-        direction, products = _steihaug(hvp, grad, inner_tolerance, self.max_inner_steps, precondition)
-        slope = tree_dot(grad, direction)
+        inner = conjugate_gradient(
+            hvp, otu.tree_scale(-1.0, grad), tolerance=inner_tolerance, max_steps=self.max_inner_steps,
+            precondition=self.preconditioning(model), negative_curvature_exit=True,
+            stall_window=_INNER_WINDOW, stall_margin=_INNER_MARGIN,
+        )
+        direction = inner.solution
+        slope = otu.tree_vdot(grad, direction)
         rounding = 64 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
 
         def cond(carry):
@@ -168,9 +123,9 @@ class NewtonKrylov(AbstractInferenceSolver):
 
         def body(carry):
             t, _, _, _, _, tries = carry
-            trial = tree_axpy(t, direction, z)
+            trial = otu.tree_add_scale(z, t, direction)
             trial_energy, trial_grad = fn(trial)
-            trial_norm = tree_norm(trial_grad)
+            trial_norm = otu.tree_norm(trial_grad)
             finite = jnp.isfinite(trial_energy) & jnp.isfinite(trial_norm)
             armijo = trial_energy <= energy + self.armijo * t * slope
             # Once the decrease Armijo asks for is below the energy's rounding error, the
@@ -184,11 +139,11 @@ class NewtonKrylov(AbstractInferenceSolver):
         one = jnp.ones((), energy.dtype)
         carry = (one, z, energy, grad, jnp.array(False), jnp.array(0, jnp.int32))
         _, trial, trial_energy, trial_grad, accepted, tries = jax.lax.while_loop(cond, body, carry)
-        new_z = tree_where(accepted, trial, z)
+        new_z = otu.tree_where(accepted, trial, z)
         new_energy = jnp.where(accepted, trial_energy, energy)
-        new_grad = tree_where(accepted, trial_grad, grad)
+        new_grad = otu.tree_where(accepted, trial_grad, grad)
         state = _NewtonState(state.tolerance, state.initial_residual, ~accepted)
-        return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=products)
+        return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=inner.steps)
 
     def stalled(self, state):
         return state.stalled

@@ -8,10 +8,11 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 from jaxtyping import Array, Bool, Float, PyTree
 
-from .._tree import tree_where
-from ._base import AbstractInferenceSolver, check_tolerances, cost, is_finite_float, to_float
+from .._validation import is_finite_real
+from ._base import AbstractInferenceSolver, check_positive, cost, to_float, to_optional_float
 
 
 class _FlowState(eqx.Module):
@@ -30,7 +31,7 @@ def _stages(solver) -> int:
     return len(tableau.c) + 1 - (1 if tableau.fsal else 0)
 
 
-class ODEFlow(AbstractInferenceSolver):
+class ODEFlow(AbstractInferenceSolver, max_steps=100_000):
     r"""Integrate the gradient flow dz/dt = −∇_z Σ_i F_i (the continuous-time limit of
     gradient descent, as in the PC literature) with a Diffrax explicit Runge–Kutta
     solver and an adaptive step-size controller, and stop on the vector field: at the
@@ -58,18 +59,15 @@ class ODEFlow(AbstractInferenceSolver):
       (λ_max ≲ 10 for PC networks). On deep networks the step is limited by stability,
       not by these tolerances, so tightening them costs little.
     - `dt0`: the first step size in flow time. Default 0.1.
-    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
-      [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 by default.
+    - `rtol`, `atol`, `max_steps`, `divergence_factor` (keyword-only): as for
+      [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 and
+      max_steps = 100 000 by default.
     """
 
     solver: diffrax.AbstractRungeKutta = eqx.field(default_factory=diffrax.Tsit5, static=True)
     step_rtol: float = eqx.field(default=0.0, converter=to_float)
-    step_atol: float | None = eqx.field(default=None, converter=lambda v: v if v is None else to_float(v))
+    step_atol: float | None = eqx.field(default=None, converter=to_optional_float)
     dt0: float = eqx.field(default=0.1, converter=to_float)
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 100_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     step_cost: ClassVar[int] = 6  # the Runge–Kutta stages
 
@@ -84,26 +82,24 @@ class ODEFlow(AbstractInferenceSolver):
                 f"{type(self.solver).__name__} has no embedded error estimate, so its step "
                 "cannot be adapted; use diffrax.Tsit5(), diffrax.Bosh3() or diffrax.Heun()."
             )
-        if not (is_finite_float(self.dt0) and self.dt0 > 0):
-            raise ValueError(f"`dt0` must be a positive finite float, got {self.dt0!r}; e.g. dt0=0.1.")
-        if not (is_finite_float(self.step_rtol) and self.step_rtol >= 0):
+        check_positive(self, "dt0", "dt0=0.1")
+        if not (is_finite_real(self.step_rtol) and self.step_rtol >= 0):
             raise ValueError(
                 f"`step_rtol` must be a non-negative finite float, got {self.step_rtol!r}; e.g. "
                 "step_rtol=0.0."
             )
-        if self.step_atol is not None and not (is_finite_float(self.step_atol) and self.step_atol > 0):
+        if self.step_atol is not None and not (is_finite_real(self.step_atol) and self.step_atol > 0):
             raise ValueError(
                 f"`step_atol` must be None (derived from the tolerance) or a positive finite float, "
                 f"got {self.step_atol!r}; e.g. step_atol=1e-8."
             )
-        check_tolerances(self)
 
     def _parts(self, fn, step_atol):
         term = diffrax.ODETerm(lambda t, z, args: jax.tree.map(jnp.negative, fn(z)[1]))
         controller = diffrax.PIDController(rtol=self.step_rtol, atol=step_atol)
         return term, controller
 
-    def init(self, fn, z, energy, grad, tolerance):
+    def init(self, model, fn, z, energy, grad, tolerance):
         if self.step_atol is None:
             size = sum(leaf.size for leaf in jax.tree.leaves(z))
             floor = 10 * jnp.finfo(energy.dtype).eps
@@ -120,7 +116,7 @@ class ODEFlow(AbstractInferenceSolver):
         t1 = jnp.asarray(t1, energy.dtype)
         return _FlowState(t0, t1, jnp.array(False), solver_state, controller_state, step_atol, jnp.array(True))
 
-    def step(self, fn, z, energy, grad, state):
+    def step(self, model, fn, z, energy, grad, state):
         term, controller = self._parts(fn, state.step_atol)
         candidate, error, _, solver_state, _ = self.solver.step(
             term, state.t0, state.t1, z, None, state.solver_state, state.made_jump
@@ -129,8 +125,8 @@ class ODEFlow(AbstractInferenceSolver):
             state.t0, state.t1, z, candidate, None, error, self.solver.error_order(term), state.controller_state
         )
         new_energy, new_grad = jax.lax.cond(keep, lambda: fn(candidate), lambda: (energy, grad))
-        new_z = tree_where(keep, candidate, z)
-        solver_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), solver_state, state.solver_state)
+        new_z = otu.tree_where(keep, candidate, z)
+        solver_state = otu.tree_where(keep, solver_state, state.solver_state)
         new_state = _FlowState(
             jnp.asarray(t0, energy.dtype),
             jnp.asarray(t1, energy.dtype),

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import equinox as eqx
 import optax
 
-from ._base import AbstractInferenceSolver, cost, check_tolerances, to_float
+from ._base import AbstractInferenceSolver, cost
 
 
-class OptaxSolver(AbstractInferenceSolver):
+class OptaxSolver(AbstractInferenceSolver, rtol=1e-5):
     """Inference with an optax gradient transformation applied to the per-sample
     activity gradients ∇_{z_i} F_i (the gradient of Σ_i F_i), so that learning rates
     are per sample exactly as for [`GradientDescent`][pcscale.GradientDescent]:
@@ -20,7 +19,7 @@ class OptaxSolver(AbstractInferenceSolver):
 
     - `optimiser`: an `optax.GradientTransformation`, e.g. `optax.sgd(0.1, momentum=0.9)`
       or `optax.adam(0.05)`.
-    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
+    - `rtol`, `atol`, `max_steps`, `divergence_factor` (keyword-only): as for
       [`GradientDescent`][pcscale.GradientDescent].
 
     The optimiser's own hyperparameters live in optax closures, so each new optimiser
@@ -29,10 +28,6 @@ class OptaxSolver(AbstractInferenceSolver):
     """
 
     optimiser: optax.GradientTransformation
-    rtol: float = eqx.field(default=1e-5, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 10_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     # An arbitrary transformation (Adam, momentum) need not lower the energy step by
     # step: ending above the start is not taken as divergence (only `divergence_factor`).
@@ -44,12 +39,11 @@ class OptaxSolver(AbstractInferenceSolver):
                 f"`optimiser` must be an optax.GradientTransformation, got "
                 f"{type(self.optimiser).__name__}; e.g. optax.sgd(0.1, momentum=0.9)."
             )
-        check_tolerances(self)
 
-    def init(self, fn, z, energy, grad, tolerance):
+    def init(self, model, fn, z, energy, grad, tolerance):
         return self.optimiser.init(z)
 
-    def step(self, fn, z, energy, grad, state):
+    def step(self, model, fn, z, energy, grad, state):
         updates, state = self.optimiser.update(grad, state, z)
         z = optax.apply_updates(z, updates)
         energy, grad = fn(z)

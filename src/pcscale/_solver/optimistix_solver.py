@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
-from ._base import AbstractInferenceSolver, check_tolerances, cost, to_float
+from .._validation import is_finite_real
+from ._base import AbstractInferenceSolver, check_positive, cost
 
 _TAGS = frozenset()
 
@@ -35,13 +36,9 @@ class RoundingArmijo(optx.AbstractSearch):
     def __check_init__(self):
         for name, low, high in (("decrease_factor", 0.0, 1.0), ("slope", 0.0, 0.5)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and low < value < high):
+            if not (is_finite_real(value) and low < value < high):
                 raise ValueError(f"`{name}` must be in ({low:g}, {high:g}), got {value!r}; e.g. {name}=0.1.")
-        step = self.step_init
-        if isinstance(step, bool) or not (isinstance(step, (int, float)) and 0 < step < float("inf")):
-            raise ValueError(
-                f"`step_init` must be a positive finite float, got {step!r}; e.g. step_init=1.0."
-            )
+        check_positive(self, "step_init", "step_init=1.0")
 
     def init(self, y, f_info_struct):
         return _BacktrackingState(step_size=jnp.array(self.step_init))
@@ -103,21 +100,16 @@ class OptimistixSolver(AbstractInferenceSolver):
 
     - `minimiser`: an `optimistix.AbstractMinimiser` whose state has `f_info` with `f`
       and `grad` (all of Optimistix's gradient-based minimisers).
-    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
+    - `rtol`, `atol`, `max_steps`, `divergence_factor` (keyword-only): as for
       [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 by default.
     """
 
     minimiser: optx.AbstractMinimiser = eqx.field(static=True)
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 10_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
         check_minimiser(self.minimiser)
-        check_tolerances(self)
 
-    def init(self, fn, z, energy, grad, tolerance):
+    def init(self, model, fn, z, energy, grad, tolerance):
         state = minimiser_init(self.minimiser, fn, z, energy)
         if not hasattr(state, "f_info"):
             raise TypeError(
@@ -127,7 +119,7 @@ class OptimistixSolver(AbstractInferenceSolver):
             )
         return state
 
-    def step(self, fn, z, energy, grad, state):
+    def step(self, model, fn, z, energy, grad, state):
         return minimiser_step(self.minimiser, fn, z, energy, grad, state)
 
 
@@ -141,21 +133,16 @@ class LBFGS(AbstractInferenceSolver):
     **Arguments:**
 
     - `history_length`: curvature pairs kept. Default 10.
-    - `rtol`, `atol`, `max_steps`, `divergence_factor`: as for
+    - `rtol`, `atol`, `max_steps`, `divergence_factor` (keyword-only): as for
       [`GradientDescent`][pcscale.GradientDescent], with rtol = 1e-6 by default.
     """
 
     history_length: int = eqx.field(default=10, static=True)
-    rtol: float = eqx.field(default=1e-6, converter=to_float)
-    atol: float = eqx.field(default=0.0, converter=to_float)
-    max_steps: int = 10_000
-    divergence_factor: float = eqx.field(default=1e4, converter=to_float)
 
     def __check_init__(self):
         value = self.history_length
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`history_length` must be a positive int, got {value!r}; e.g. 10.")
-        check_tolerances(self)
 
     @property
     def _minimiser(self):
@@ -163,7 +150,7 @@ class LBFGS(AbstractInferenceSolver):
         minimiser = optx.LBFGS(rtol=0.0, atol=0.0, history_length=self.history_length)
         return eqx.tree_at(lambda m: m.search, minimiser, RoundingArmijo())
 
-    def init(self, fn, z, energy, grad, tolerance):
+    def init(self, model, fn, z, energy, grad, tolerance):
         if jax.config.jax_enable_x64 and energy.dtype != jnp.float64:
             raise TypeError(
                 f"LBFGS cannot run on {energy.dtype} activities while jax_enable_x64 is on: "
@@ -172,6 +159,6 @@ class LBFGS(AbstractInferenceSolver):
             )
         return minimiser_init(self._minimiser, fn, z, energy)
 
-    def step(self, fn, z, energy, grad, state):
+    def step(self, model, fn, z, energy, grad, state):
         return minimiser_step(self._minimiser, fn, z, energy, grad, state)
 

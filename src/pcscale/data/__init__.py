@@ -16,6 +16,10 @@ from ._load import (
     load_or_default as load_or_default,
     text_batch as text_batch,
 )
-from ._root import ENVIRONMENT_VARIABLE as ENVIRONMENT_VARIABLE, data_root as data_root, default_cache as default_cache
+from ._root import (
+    ENVIRONMENT_VARIABLE as ENVIRONMENT_VARIABLE,
+    data_root as data_root,
+    default_cache as default_cache,
+)
 from ._text import TextCorpus as TextCorpus, decode as decode, encode as encode, read_text as read_text
 from ._toy import toy as toy

@@ -5,16 +5,27 @@ shell: `pcscale run width-depth-linear --preset quick`."""
 
 from __future__ import annotations
 
-from ._lockstep import ClosedForm as ClosedForm, Trace as Trace, train_lockstep as train_lockstep
+from ._coord_files import (
+    coord_check_from_record as coord_check_from_record,
+    coord_check_record as coord_check_record,
+    load_coord_check as load_coord_check,
+    save_coord_check as save_coord_check,
+)
 from ._folder import ConfigMismatch as ConfigMismatch, FolderInUse as FolderInUse
+from ._lockstep import ClosedForm as ClosedForm, train_lockstep as train_lockstep
+from ._registry import (
+    EXPERIMENTS as EXPERIMENTS,
+    get as get,
+    load_run as load_run,
+    run as run,
+    summary as summary,
+)
 from ._results import Cell as Cell, CellResult as CellResult
 from ._runner import (
     CellContext as CellContext,
-    Parallel as Parallel,
     Experiment as Experiment,
+    Parallel as Parallel,
     RunResults as RunResults,
     run_experiment as run_experiment,
 )
-from ._registry import (
-    EXPERIMENTS as EXPERIMENTS, get as get, load_run as load_run, run as run, summary as summary,
-)
+from ._trace import Trace as Trace

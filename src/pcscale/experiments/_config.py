@@ -1,5 +1,6 @@
-"""Typed experiment configs: checks shared by every config, `key=value` overrides parsed
-by each field's declared type, and conversion to and from JSON."""
+"""Typed experiment configs: fields declared with their default, one-line meaning and
+valid names (`field`), checks shared by every config, `key=value` overrides parsed by
+each field's declared type, and conversion to and from JSON."""
 
 from __future__ import annotations
 
@@ -51,9 +52,48 @@ def describe_type(kind) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "text"}.get(kind, str(kind))
 
 
-def field_types(config_type: type) -> dict[str, Any]:
+def field(default, meaning: str, *, choices: Sequence[str] = ()):
+    """A config field: its `default`, its one-line `meaning` (what `pcscale show-config`
+    prints) and, for a name, the `choices` it must be one of (checked by `check_config`).
+
+    A subclass that only changes a default (`batch: int = 32`) keeps the meaning and
+    choices declared by its base; one that declares the field again with `field` replaces
+    them."""
+    if not isinstance(meaning, str) or not meaning.strip():
+        raise ValueError(f"`meaning` must be a non-empty sentence, got {meaning!r}.")
+    return dataclasses.field(default=default, metadata={"meaning": meaning, "choices": tuple(choices)})
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """What a config declares about one field: its `name`, `kind` (the declared type),
+    `default`, one-line `meaning` ("" when none is declared) and valid `choices` (empty:
+    any value of the type)."""
+
+    name: str
+    kind: Any
+    default: Any
+    meaning: str
+    choices: tuple[str, ...]
+
+
+def config_fields(config_type: type) -> dict[str, FieldInfo]:
+    """Every field of `config_type`, in declaration order, with its declaration: the
+    meaning and choices come from the most derived class that declared the field with
+    `field`."""
     hints = typing.get_type_hints(config_type)
-    return {field.name: hints[field.name] for field in dataclasses.fields(config_type)}
+    infos = {}
+    for found in dataclasses.fields(config_type):
+        declared = next((base.__dataclass_fields__[found.name].metadata for base in config_type.__mro__
+                         if found.name in getattr(base, "__dataclass_fields__", {})
+                         and "meaning" in base.__dataclass_fields__[found.name].metadata), {})
+        infos[found.name] = FieldInfo(found.name, hints[found.name], found.default, declared.get("meaning", ""),
+                                      declared.get("choices", ()))
+    return infos
+
+
+def field_types(config_type: type) -> dict[str, Any]:
+    return {name: info.kind for name, info in config_fields(config_type).items()}
 
 
 def parse_value(config_type: type, key: str, text: str):
@@ -113,11 +153,11 @@ def from_dict(config_type: type, values: dict[str, Any]):
 
 
 def check_config(config) -> None:
-    """Type checks shared by every config: each field holds its declared type (ints are
-    not bools, tuples are non-empty), so that a config built in Python is as strict as
-    one parsed from the command line."""
-    for name, kind in field_types(type(config)).items():
-        value = getattr(config, name)
+    """Checks shared by every config: each field holds its declared type (ints are not
+    bools, tuples are non-empty) and, where the field declares choices, one of them; so
+    that a config built in Python is as strict as one parsed from the command line."""
+    for name, info in config_fields(type(config)).items():
+        value, kind = getattr(config, name), info.kind
         if typing.get_origin(kind) is tuple:
             element = typing.get_args(kind)[0]
             if not isinstance(value, tuple) or not value:
@@ -126,6 +166,8 @@ def check_config(config) -> None:
                 _check_scalar(element, item, name)
         else:
             _check_scalar(kind, value, name)
+        if info.choices:
+            check_choice(config, name, info.choices)
 
 
 def _check_scalar(kind, value, name: str) -> None:
@@ -151,3 +193,20 @@ def check_choice(config, name: str, choices: Sequence[str]) -> None:
     for v in values:
         if v not in choices:
             raise ValueError(f"`{name}` must be one of {', '.join(choices)}, got {v!r}.")
+
+
+def describe_config(config, *, title: str) -> str:
+    """Every field of `config`: its value as `--set` writes it, type, the config class's
+    default, valid names, and one-line meaning (what `pcscale show-config` prints under
+    `title`)."""
+    from ._identity import format_value
+
+    lines = [title]
+    for name, info in config_fields(type(config)).items():
+        value = getattr(config, name)
+        notes = [describe_type(info.kind), f"default {format_value(info.default)}"]
+        if info.choices:
+            notes.append(f"one of {', '.join(info.choices)}")
+        lines.append(f"  {name} = {format_value(value)}    ({'; '.join(notes)})")
+        lines.append(f"      {info.meaning}")
+    return "\n".join(lines)

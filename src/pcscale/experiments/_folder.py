@@ -15,7 +15,16 @@ from pathlib import Path
 
 from ._config import to_dict
 from ._identity import differences, digest
-from ._results import CELL_FORMAT, RUN_FORMAT, CellResult, cell_from_json, device, read_json, versions, write_json
+from ._results import (
+    CELL_FORMAT,
+    RUN_FORMAT,
+    CellResult,
+    cell_from_json,
+    device,
+    read_json,
+    versions,
+    write_json,
+)
 
 LOCK_FILE = ".pcscale-lock"
 

@@ -1,22 +1,66 @@
 """The one place where the strings of configs and the command line ("mupc", "gd",
-"mnist"…) become library objects and data."""
+"mnist"…) become library objects and data: one dictionary per kind of name, which the
+configs' choices, their checks and the command line's help are read from."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
 import pcscale as pc
 from pcscale import data as pcdata
-from pcscale.data._load import load_with_fallback_note
+from pcscale.data._load import IMAGE_SETS, TEXT_SETS, load_with_fallback_note
+from pcscale.nn._activation import ACTIVATIONS as _ALL_ACTIVATIONS
 
-PARAMETERISATIONS = ("mupc", "completep", "mup", "depthmup", "ntp", "sp")
-SOLVERS = ("gd", "cg", "newton", "nesterov", "lbfgs", "ode", "auto", "mixed")
+
+@dataclasses.dataclass(frozen=True)
+class ParameterisationName:
+    """What a parameterisation's config name stands for: `build(gamma0, alpha, rule)`
+    makes it (`alpha`: the depth exponent, None for the class's own; `rule`: the
+    `InitStdRule`), `shown` is how summaries write it, and `mu_family` whether it
+    belongs to the μP family (its PC–BP gap shrinks with width, and μP's per-role Adam
+    rates apply)."""
+
+    build: Callable[[float, float | None, pc.InitStdRule], pc.AbstractParameterisation]
+    shown: str
+    mu_family: bool
+
+
+def _standard(kind) -> Callable[[float, float | None, pc.InitStdRule], pc.AbstractParameterisation]:
+    """The builder of a parameterisation that takes γ0 and the init rule only."""
+    return lambda gamma0, alpha, rule: kind(gamma0=gamma0, init_std_rule=rule)
+
+
+def _depth_mup(gamma0: float, alpha: float | None, rule: pc.InitStdRule) -> pc.AbstractParameterisation:
+    return pc.DepthMuP(alpha=0.5 if alpha is None else alpha, gamma0=gamma0, init_std_rule=rule)
+
+
+def _sp(gamma0: float, alpha: float | None, rule: pc.InitStdRule) -> pc.AbstractParameterisation:
+    return pc.SP(gamma0=gamma0, alpha=alpha, init_std_rule=rule)
+
+
+PARAMETERISATIONS: dict[str, ParameterisationName] = {
+    "mupc": ParameterisationName(_standard(pc.MuPC), "μPC", True),
+    "completep": ParameterisationName(_standard(pc.CompleteP), "CompleteP", True),
+    "mup": ParameterisationName(_standard(pc.MuP), "μP", True),
+    "depthmup": ParameterisationName(_depth_mup, "Depth-μP", True),
+    "ntp": ParameterisationName(lambda gamma0, alpha, rule: pc.NTP(gamma0=gamma0), "NTP", False),
+    "sp": ParameterisationName(_sp, "SP", False),
+}
+# The μP family's names: the parameterisations whose PC–BP gap shrinks with width.
+MU_FAMILY = tuple(name for name, found in PARAMETERISATIONS.items() if found.mu_family)
+# The activations the experiments' `activation` fields accept, name → function.
+ACTIVATIONS: dict[str, Callable] = {name: _ALL_ACTIVATIONS[name] for name in ("tanh", "relu", "linear", "gelu")}
+# Dataset names → what is read (pcscale.data.load takes the name).
+IMAGE_DATASETS: dict[str, str] = {name: spec.description for name, spec in IMAGE_SETS.items()}
+TEXT_DATASETS: dict[str, str] = {name: spec.description for name, spec in TEXT_SETS.items()}
+# Solver names → summaries, from the one registry (pcscale.SOLVERS; built by pcscale.make_solver).
+SOLVERS: dict[str, str] = {name: entry.summary for name, entry in pc.SOLVERS.items()}
 # Solver names whose float32 solves may certify in float64 (JAX's 64-bit mode on).
 CERTIFY_IN_FLOAT64 = ("auto", "mixed")
-IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet", "digits")
-TEXT_DATASETS = ("tinyshakespeare", "shakespeare-excerpt")
 
 
 def parameterisation(name: str, *, gamma0: float = 1.0, alpha: float | None = None,
@@ -24,58 +68,28 @@ def parameterisation(name: str, *, gamma0: float = 1.0, alpha: float | None = No
     """The parameterisation a config name stands for. `alpha` sets the depth exponent
     of "depthmup" and "sp" (None: SP without a depth factor); `reference_init_std`
     selects `InitStdRule.REFERENCE` (the paper's Fig. 4c transformer init)."""
+    if name not in PARAMETERISATIONS:
+        raise ValueError(f"unknown parameterisation {name!r}; choose one of {', '.join(PARAMETERISATIONS)}.")
     rule = pc.InitStdRule.REFERENCE if reference_init_std else pc.InitStdRule.STANDARD
-    if name == "mupc":
-        return pc.MuPC(gamma0=gamma0, init_std_rule=rule)
-    if name == "completep":
-        return pc.CompleteP(gamma0=gamma0, init_std_rule=rule)
-    if name == "mup":
-        return pc.MuP(gamma0=gamma0, init_std_rule=rule)
-    if name == "depthmup":
-        return pc.DepthMuP(alpha=0.5 if alpha is None else alpha, gamma0=gamma0, init_std_rule=rule)
-    if name == "ntp":
-        return pc.NTP(gamma0=gamma0)
-    if name == "sp":
-        return pc.SP(gamma0=gamma0, alpha=alpha, init_std_rule=rule)
-    raise ValueError(f"unknown parameterisation {name!r}; choose one of {', '.join(PARAMETERISATIONS)}.")
+    return PARAMETERISATIONS[name].build(gamma0, alpha, rule)
 
 
 def solver(name: str, model, *, step_size: float, rtol: float, max_steps: int, x=None, y=None,
            progress: bool = False):
-    """The inference solver a config name stands for: "gd" is gradient descent with
-    β = `step_size` per sample; "nesterov" uses β/2 (momentum needs β ≲ 1/λ_max);
-    "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]'s choice for the batch
-    (`x`, `y`), which certifies float32 models in float64 when `rtol` is below their
-    rounding floor; "mixed" is [`pcscale.MixedPrecision`][pcscale.MixedPrecision] around
-    Newton–Krylov. Every solver stops at `rtol` or after `max_steps` of its own steps
-    (GD or momentum steps, CG or L-BFGS iterations, Newton steps, ODE steps; for the
-    mixed-precision solvers, the float64 polish's Newton steps); rtol = 0 runs the
-    whole budget, the reference's fixed-iteration protocol. `step_size` is used by "gd"
-    and "nesterov" only: the other solvers choose their steps themselves. `progress`
-    prints a line every 10 s during long solves."""
-    import dataclasses
-
-    if name == "auto":
-        choice = pc.auto_solver(model, x, y, rtol=rtol)
-    elif name == "mixed":
-        residual = any(layer.skip for layer in model.layers[1:-1])
-        first = pc.NewtonKrylov(rtol=1e-4, preconditioner=pc.DepthPreconditioner() if residual else None)
-        choice = pc.MixedPrecision(solver=first, rtol=rtol)
-    elif name == "gd":
-        choice = pc.GradientDescent(step_size=step_size, rtol=rtol)
-    elif name == "cg":
-        choice = pc.ConjugateGradient(rtol=rtol)
-    elif name == "newton":
-        choice = pc.NewtonKrylov(rtol=rtol)
-    elif name == "nesterov":
-        choice = pc.Nesterov(step_size=step_size / 2, rtol=rtol)
-    elif name == "lbfgs":
-        choice = pc.LBFGS(rtol=rtol)
-    elif name == "ode":
-        choice = pc.ODEFlow(rtol=rtol)
-    else:
-        raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
-    return dataclasses.replace(choice, max_steps=max_steps, progress=bool(progress))
+    """The inference solver a config name stands for, from the registry
+    ([`pcscale.make_solver`][pcscale.make_solver]): "gd" is gradient descent with
+    β = `step_size` per sample; "nesterov" and "momentum" use β/2 (momentum needs
+    β ≲ 1/λ_max); "auto" is [`pcscale.auto_solver`][pcscale.auto_solver]'s choice for
+    the batch (`x`, `y`), which certifies float32 models in float64 when `rtol` is below
+    their rounding floor; "mixed" is [`pcscale.MixedPrecision`][pcscale.MixedPrecision]
+    around Newton–Krylov. Every solver stops at `rtol` or after `max_steps` of its own
+    steps (GD or momentum steps, CG or (L-)BFGS iterations, Newton steps, ODE steps; for
+    the mixed-precision solvers, the float64 polish's Newton steps); rtol = 0 runs the
+    whole budget, the reference's fixed-iteration protocol. `step_size` is used by the
+    first-order methods only: the other solvers choose their steps themselves.
+    `progress` prints a line every 10 s during long solves."""
+    return pc.make_solver(name, model, rtol=rtol, step_size=step_size, max_steps=max_steps, x=x, y=y,
+                          progress=progress)
 
 
 def dtype(float64: bool):

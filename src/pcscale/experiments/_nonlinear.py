@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import _names
+from ._claims import rises_with_width
 from ._config import check_choice, check_positive
 from ._results import CellResult
 from ._table import inference_note, number, table
-from ._claims import rises_with_width
 from ._verdict import Verdict, report
+
 
 def check_inference(config) -> None:
     check_choice(config, "solver", _names.SOLVERS)

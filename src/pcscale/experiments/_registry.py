@@ -1,4 +1,6 @@
-"""The registry of experiments: names to `Experiment`s, and the two entry points."""
+"""The one registry of experiments: names to `Experiment`s, each declaring its config,
+presets, cells, summary and figures; and the entry points that resolve, run and read
+them."""
 
 from __future__ import annotations
 
@@ -8,19 +10,37 @@ from pathlib import Path
 import jax
 
 from . import (
-    coord_check, gamma0_sweep, inference_convergence, residual_mlp, resnet_cnn, saddle, toy, toy_sp, transformer,
+    coord_check,
+    gamma0_sweep,
+    inference_convergence,
+    residual_mlp,
+    resnet_cnn,
+    saddle,
+    toy,
+    toy_sp,
+    transformer,
     width_depth_linear,
 )
-from ._config import apply_overrides
+from ._config import apply_overrides, describe_config
 from ._runner import Experiment, Parallel, RunResults, load_run as _load_run, run_experiment
 
-EXPERIMENTS: dict[str, Experiment] = {
-    module.EXPERIMENT.name: module.EXPERIMENT
-    for module in (
+
+def _registry(experiments: Sequence[Experiment]) -> dict[str, Experiment]:
+    """Name → experiment, refusing two experiments of one name."""
+    registry: dict[str, Experiment] = {}
+    for experiment in experiments:
+        if experiment.name in registry:
+            raise ValueError(f"two experiments are named {experiment.name!r}; give each a name of its own.")
+        registry[experiment.name] = experiment
+    return registry
+
+
+EXPERIMENTS: dict[str, Experiment] = _registry([
+    module.EXPERIMENT for module in (
         width_depth_linear, toy, toy_sp, gamma0_sweep, saddle, inference_convergence, residual_mlp,
         resnet_cnn, transformer, coord_check,
     )
-}
+])
 
 
 def get(name: str) -> Experiment:
@@ -51,16 +71,32 @@ def run(
     - `preset`: "quick" (minutes on a laptop CPU) or "paper" (the paper's sizes).
     - `out_dir`: the run folder.
     - `overrides`: e.g. `("widths=8,64", "steps=5")`, parsed by each field's type.
-    - `float64`: force float64 on (True) or off (False); default: the preset's.
+    - `float64`: force float64 on (True) or off (False); default: the preset's. The
+      process-wide 64-bit flag of JAX is left as it is (see `run_experiment`).
     - `force`, `progress`, `devices`, `parallel`: as for `run_experiment`.
     """
+    experiment, config = get(name), resolve_config(name, preset, overrides=overrides, float64=float64)
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{name}-{preset}"
+    return run_experiment(experiment, config, out_dir, force=force, progress=progress, devices=devices,
+                          parallel=parallel, preset=preset)
+
+
+def resolve_config(name: str, preset: str = "quick", *, overrides: Sequence[str] = (),
+                   float64: bool | None = None):
+    """The config `run` runs: experiment `name`'s `preset` with the `key=value`
+    `overrides` applied, then `float64` (None: the preset's)."""
     experiment = get(name)
     config = apply_overrides(experiment.preset(preset), overrides, experiment=name)
     if float64 is not None:
         config = apply_overrides(config, [f"float64={float64}"], experiment=name)
-    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{name}-{preset}"
-    return run_experiment(experiment, config, out_dir, force=force, progress=progress, devices=devices,
-                          parallel=parallel, preset=preset)
+    return config
+
+
+def describe(name: str, preset: str = "quick") -> str:
+    """Every field of experiment `name`'s config: its value in `preset`, type, default,
+    valid names and one-line meaning (what `pcscale show-config` prints)."""
+    config = get(name).preset(preset)
+    return describe_config(config, title=f"{name} --preset {preset} (change a key with --set KEY=VALUE):")
 
 
 def load_run(out_dir: str | Path) -> RunResults:

@@ -16,7 +16,7 @@ import numpy as np
 from .._files import atomic_path
 from .._health import TrainingFailure
 from .._solution import RESULTS
-from ._lockstep import PER_LAYER, SCALARS, Trace, trace_failure
+from ._trace import Trace, trace_from_json, trace_to_json
 
 CELL_FORMAT = "pcscale-cell/1"
 RUN_FORMAT = "pcscale-run/1"
@@ -73,11 +73,6 @@ def _clean(value):
     return value
 
 
-def _float_array(values) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] if isinstance(row, list) else
-                     (np.nan if row is None else row) for row in values], dtype=float)
-
-
 def write_json(path: Path, content: dict[str, Any]) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(_clean(content), indent=1, allow_nan=False) + "\n")
@@ -99,7 +94,7 @@ def cell_to_json(result: CellResult, *, experiment: str, config_digest: str,
         trace = result.trace
         content["steps"] = trace.steps
         content["result_names"] = RESULT_NAMES
-        content["metrics"] = {name: getattr(trace, name) for name in SCALARS + PER_LAYER}
+        content["metrics"] = trace_to_json(trace)
         content["final"] = {"pc_loss": trace.final_pc_loss, "bp_loss": trace.final_bp_loss}
         content["status"] = "failed" if trace.failed else "ok"
         content["failure"] = None if trace.failure is None else trace.failure.to_json()
@@ -109,21 +104,12 @@ def cell_to_json(result: CellResult, *, experiment: str, config_digest: str,
 def cell_from_json(content: dict[str, Any]) -> CellResult:
     trace = None
     if "metrics" in content:
-        metrics = content["metrics"]
-        arrays = {}
-        for name in SCALARS + PER_LAYER:
-            if name in ("inference_steps", "result"):
-                arrays[name] = np.asarray(metrics[name], dtype=np.int64)
-            elif name in ("converged", "pc_updated", "bp_updated"):
-                arrays[name] = np.asarray(metrics[name], dtype=bool)
-            else:
-                arrays[name] = _float_array(metrics[name])
         final = content["final"]
         final_pc, final_bp = _none_to_nan(final["pc_loss"]), _none_to_nan(final["bp_loss"])
         # Files written before failures were recorded (no "status") are judged now.
-        failure = (TrainingFailure.from_json(content["failure"]) if "status" in content
-                   else trace_failure(arrays, final_pc, final_bp))
-        trace = Trace(**arrays, final_pc_loss=final_pc, final_bp_loss=final_bp, failure=failure)
+        recorded = "status" in content
+        failure = TrainingFailure.from_json(content["failure"]) if recorded else None
+        trace = trace_from_json(content["metrics"], final_pc, final_bp, recorded=recorded, failure=failure)
     return CellResult(
         cell=Cell(content["cell"], content["settings"]), trace=trace, info=content["info"],
         wall_time=float(content["wall_time"]),

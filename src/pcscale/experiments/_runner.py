@@ -6,11 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +16,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .._sharding import make_data_mesh, nearest_sizes, resolve_devices
-
+from . import _names
+from ._concurrent import run_concurrently
 from ._config import from_dict
 from ._folder import CELLS, RUN_FILE, ConfigMismatch, FolderLock, finished, prepare, read_run_file
 from ._names import resolve_data
-from . import _names
 from ._results import Cell, CellResult, cell_to_json, write_json
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -41,6 +39,12 @@ class Experiment:
       used, source, fingerprint; None for generated data), read once per run before the
       cells and part of every cell's identity; the default reads the config's `dataset`,
       `data_root` and `fallback` fields.
+    - `figures`: the functions that draw the run's figures, each named "module:function"
+      (e.g. "pcscale.plots._training:plot_training") and called as `function(run,
+      out_dir)` for a [`RunResults`][pcscale.experiments.RunResults], returning the paths
+      it wrote. They are named, not imported, so that the experiments never import the
+      plotting code (which needs the `plot` extra); `pcscale.plots.plot_run` imports
+      them when it draws.
     """
 
     name: str
@@ -51,6 +55,21 @@ class Experiment:
     run_cell: Callable[[Any, Cell, "CellContext"], CellResult]
     summarise: Callable[[Any, list[CellResult]], str]
     resolve_data: Callable[[Any], dict[str, Any] | None] = resolve_data
+    figures: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.figures, tuple):
+            raise TypeError(f"`figures` of experiment {self.name!r} must be a tuple of \"module:function\" names, "
+                            f"got {self.figures!r}; e.g. (\"pcscale.plots._training:plot_training\",).")
+        for figure in self.figures:
+            module, sep, function = figure.partition(":") if isinstance(figure, str) else ("", "", "")
+            if not (sep and module.strip() and function.strip()) or ":" in function:
+                raise ValueError(f"`figures` of experiment {self.name!r} names {figure!r}, which is not "
+                                 "\"module:function\"; e.g. \"pcscale.plots._training:plot_training\".")
+        for name, config in self.presets.items():
+            if not isinstance(config, self.config_type):
+                raise TypeError(f"preset {name!r} of experiment {self.name!r} must be a "
+                                f"{self.config_type.__name__}, got {type(config).__name__}.")
 
     def preset(self, name: str):
         if name not in self.presets:
@@ -150,6 +169,11 @@ def run_experiment(
     With several hosts (after `jax.distributed.initialize`), use `Parallel.BATCH`: every
     process runs every cell together and process 0 alone writes the files.
 
+    A config that needs JAX's 64-bit mode (`float64`, or `solver` "auto" or "mixed",
+    which certify in float64) runs in it: where the process has not turned it on, for
+    the run's own threads only (`jax.enable_x64`), so that the process-wide setting is
+    as it was when the call returns.
+
     **Returns:** [`RunResults`][pcscale.experiments.RunResults].
     """
     if not isinstance(config, experiment.config_type):
@@ -167,29 +191,44 @@ def run_experiment(
             f"over every host's devices: pass devices=None and parallel=Parallel.BATCH (--devices all "
             f"--parallel batch); got devices={devices!r}, parallel={parallel}."
         )
-    # float64 models, and float32 ones certified in float64 (pcscale.MixedPrecision, which
-    # the "auto" solver picks for tolerances below the float32 floor), need 64-bit mode.
-    if getattr(config, "float64", False) or getattr(config, "solver", None) in _names.CERTIFY_IN_FLOAT64:
-        jax.config.update("jax_enable_x64", True)  # before any array of the run exists
     out_dir = Path(out_dir)
     writer = jax.process_index() == 0
     cells = _unique(experiment.cells(config))
     claim = contextlib.ExitStack()
-    try:
-        # Once per run, before any cell: a missing dataset fails here, before the folder
-        # is touched, and the data are part of every cell's identity.
-        data = experiment.resolve_data(config)
-        if writer:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            claim.enter_context(FolderLock(out_dir))  # held until the run returns or fails
-        key = prepare(out_dir, experiment.name, config, data, preset=preset, force=force, write=writer)
-    except BaseException:
-        claim.close()
-        _broadcast([False])  # the other processes stop too instead of waiting for process 0
-        raise
-    with claim:
-        return _run_cells(experiment, config, out_dir, cells, data, key, writer=writer, progress=progress,
-                          chosen=chosen, devices=devices, parallel=parallel)
+    with precision_scope(config):
+        try:
+            # Once per run, before any cell: a missing dataset fails here, before the folder
+            # is touched, and the data are part of every cell's identity.
+            data = experiment.resolve_data(config)
+            if writer:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                claim.enter_context(FolderLock(out_dir))  # held until the run returns or fails
+            key = prepare(out_dir, experiment.name, config, data, preset=preset, force=force, write=writer)
+        except BaseException:
+            claim.close()
+            _broadcast([False])  # the other processes stop too instead of waiting for process 0
+            raise
+        with claim:
+            return _run_cells(experiment, config, out_dir, cells, data, key, writer=writer, progress=progress,
+                              chosen=chosen, devices=devices, parallel=parallel)
+
+
+def needs_float64(config) -> bool:
+    """Whether a run of `config` needs JAX's 64-bit mode: float64 models, and float32 ones
+    certified in float64 (`pcscale.MixedPrecision`, which the "auto" solver picks for
+    tolerances below the float32 rounding floor)."""
+    return bool(getattr(config, "float64", False)) or getattr(config, "solver", None) in _names.CERTIFY_IN_FLOAT64
+
+
+def precision_scope(config) -> contextlib.AbstractContextManager:
+    """JAX's 64-bit mode for the calling thread while a run of `config` computes, where
+    the config needs it (`needs_float64`) and the process has not turned it on. It is
+    `jax.enable_x64(True)`, which is thread-local and restores the previous mode on
+    exit: a library call never changes the process-wide flag (the command line turns it
+    on at start-up instead). Each worker thread of a run enters it too."""
+    if needs_float64(config) and not jax.config.jax_enable_x64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 def _run_cells(experiment, config, out_dir: Path, cells: list[Cell], data, key: str, *, writer: bool,
@@ -216,7 +255,8 @@ def _run_cells(experiment, config, out_dir: Path, cells: list[Cell], data, key: 
                        desc=experiment.name, unit="cell", line_per_update=True)
     try:
         if len(chosen) > 1 and parallel is Parallel.CELLS:
-            done.update(_run_concurrently(todo, chosen, compute, bar))
+            done.update(run_concurrently(todo, chosen, lambda cell: compute(cell, CellContext(progress=False)), bar,
+                                         lambda: precision_scope(config)))
         else:
             context = CellContext(progress, make_data_mesh(chosen) if len(chosen) > 1 else None)
             # One device named by the caller becomes the default; devices=1 keeps the
@@ -264,53 +304,6 @@ def _agree(todo: list[Cell], cells: list[Cell]) -> list[Cell]:
     names = {cell.name for cell in todo}
     flags = _broadcast([cell.name in names for cell in cells])
     return [cell for cell, flag in zip(cells, flags) if flag]
-
-
-def _run_concurrently(todo: list[Cell], devices: list, compute, bar) -> dict[str, CellResult]:
-    """One worker thread per device, each taking the next unfinished cell and running it
-    with that device as JAX's default. A failing cell stops the others from starting new
-    cells; the cells already running finish and are saved, then the error is raised."""
-    pending = list(reversed(todo))
-    lock, stop = threading.Lock(), threading.Event()
-    results: dict[str, CellResult] = {}
-    running: set[str] = set()
-
-    def worker(device):
-        with jax.default_device(device):
-            while not stop.is_set():
-                with lock:
-                    if not pending:
-                        return
-                    cell = pending.pop()
-                    running.add(cell.name)
-                try:
-                    results[cell.name] = compute(cell, CellContext(progress=False))
-                except BaseException:
-                    stop.set()
-                    raise
-                finally:
-                    with lock:
-                        running.discard(cell.name)
-                with lock:
-                    bar.update(1)
-
-    with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="pcscale-cell") as pool:
-        futures = [pool.submit(worker, device) for device in devices[: max(1, len(todo))]]
-        try:
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        except KeyboardInterrupt:
-            stop.set()  # running cells finish and are saved; no new cell starts
-            with lock:
-                names = ", ".join(sorted(running))
-            print(f"\ninterrupted: no new cell starts; waiting for the cells in flight ({names}) to finish and be "
-                  "saved (kill the process to abandon them).", file=sys.stderr, flush=True)
-            raise
-        for future in finished:
-            if future.exception() is not None:
-                stop.set()
-                wait(futures)
-                raise future.exception()
-    return results
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:

@@ -12,53 +12,37 @@ import numpy as np
 import pcscale as pc
 
 from . import _names, _nonlinear
-from ._config import check_choice, check_config, check_positive
+from ._claims import width_stable
+from ._config import check_config, check_positive, field
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
+from ._shared import ActivationFields, DataFields, InferenceFields, TrainingFields
 from ._table import number, table
-from ._claims import width_stable
 from ._verdict import Verdict, negate, report
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordCheckConfig:
-    """Settings of `coord-check`.
+class CoordCheckConfig(TrainingFields, InferenceFields, ActivationFields, DataFields):
+    """Settings of `coord-check` (`pcscale show-config coord-check` lists each with its
+    meaning). Adam's η is scaled per weight by the parameterisation's per-role rule
+    (`AdamRule.PER_ROLE` for the μP family); SP leaves it unscaled, which is what makes
+    its updates grow with width."""
 
-    - `dataset`, `data_root`, `fallback`, `batch`: the fixed batch, as for `residual-mlp`.
-    - `widths`: N. `hidden_layers`: H. `activation`.
-    - `parameterisations`: one cell each (e.g. "mupc" passes, "sp" fails the check).
-    - `learning_rate`: Adam's η, scaled per weight by the parameterisation's per-role
-      rule (`AdamRule.PER_ROLE` for the μP family); SP leaves it unscaled, which is what
-      makes its updates grow with width.
-    - `solver`, `step_size`, `rtol`, `max_inference_steps`: inference as in `residual-mlp`.
-    - `steps`: PC training steps recorded. `seeds`: number of initialisations averaged.
-      `seed`: the data and model seed. `float64`.
-    """
-
-    dataset: str = "mnist"
-    data_root: str = ""
-    fallback: bool = True
     batch: int = 32
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    hidden_layers: int = 3
-    activation: str = "tanh"
-    parameterisations: tuple[str, ...] = ("mupc", "sp")
     learning_rate: float = 1e-2
-    solver: str = "auto"
-    step_size: float = 0.3
-    rtol: float = 1e-6
-    max_inference_steps: int = 100
-    steps: int = 3
-    seeds: int = 1
-    seed: int = 0
+    steps: int = field(3, "the PC training steps recorded")
     float64: bool = True
+    widths: tuple[int, ...] = field((32, 64, 128, 256), "N: the widths compared")
+    hidden_layers: int = field(3, "H: hidden layers (L = H + 1 weight layers)")
+    parameterisations: tuple[str, ...] = field(("mupc", "sp"), "the parameterisations checked, one cell each (mupc "
+                                                               "passes, sp fails)",
+                                               choices=tuple(_names.PARAMETERISATIONS))
+    seeds: int = field(1, "the number of initialisations averaged")
+    seed: int = field(0, "the seed of the batch and of the initialisations")
 
     def __post_init__(self):
         check_config(self)
         check_positive(self, "batch", "widths", "hidden_layers", "learning_rate", "steps", "seeds")
-        check_choice(self, "dataset", _names.IMAGE_DATASETS)
-        check_choice(self, "parameterisations", _names.PARAMETERISATIONS)
-        check_choice(self, "activation", ("tanh", "relu", "linear", "gelu"))
         _nonlinear.check_inference(self)
 
 
@@ -76,7 +60,7 @@ def run_cell(config: CoordCheckConfig, cell: Cell, context: CellContext) -> Cell
                                          data_root=config.data_root, fallback=config.fallback)
     dtype = _names.dtype(config.float64)
     parameterisation = _names.parameterisation(cell.settings["parameterisation"])
-    if cell.settings["parameterisation"] in ("mupc", "completep", "mup", "depthmup"):
+    if cell.settings["parameterisation"] in _names.MU_FAMILY:
         # μP's per-role Adam rates (η/fan_in on hidden weights, η on the readout): the
         # width-stable rule a coordinate check is meant to confirm.
         parameterisation = dataclasses.replace(parameterisation, adam_rule=pc.AdamRule.PER_ROLE)
@@ -94,7 +78,7 @@ def run_cell(config: CoordCheckConfig, cell: Cell, context: CellContext) -> Cell
         solver=solver, steps=config.steps, seeds=config.seeds, progress=context.progress,
         key=jax.random.PRNGKey(config.seed),
     )
-    record = pc.theory.coord_check_record(result)
+    record = pc.experiments.coord_check_record(result)
     info = {**data_info, "coord_check": record,
             "activation_spread": _spreads(result, "activation"), "update_spread": _spreads(result, "update")}
     return CellResult(cell, None, info, 0.0)
@@ -123,9 +107,6 @@ def summarise(config: CoordCheckConfig, results: list[CellResult]) -> str:
     ])
 
 
-MU_FAMILY = ("mupc", "completep", "mup", "depthmup")
-
-
 def claim(name: str, result: CellResult | None) -> Verdict:
     """The μP family's activations and updates are width-stable; SP's (and NTP's)
     updates are not (Adam's rate is not scaled with width). `result`: the
@@ -137,7 +118,7 @@ def claim(name: str, result: CellResult | None) -> Verdict:
         values = np.asarray([np.nan if v is None else v for v in info.get(key, [])], dtype=float)
         return float(values.max()) if values.size else float("nan")
 
-    if name in MU_FAMILY:
+    if name in _names.MU_FAMILY:
         spreads = {"activation": largest("activation_spread"), "update": largest("update_spread")}
         return width_stable(spreads, claim=f"{name}: activation and update scales are width-stable")
     stable = width_stable({"update": largest("update_spread")}, claim="")
@@ -152,4 +133,5 @@ EXPERIMENT = Experiment(
     cells=cells,
     run_cell=run_cell,
     summarise=summarise,
+    figures=("pcscale.plots._run:plot_coord_check_run",),
 )

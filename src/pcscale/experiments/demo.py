@@ -11,9 +11,8 @@ import numpy as np
 
 import pcscale as pc
 
-
-from ._names import SOLVERS, solver as make_solver
 from ._claims import rises_with_width
+from ._names import SOLVERS, solver as make_solver
 from ._verdict import report
 
 

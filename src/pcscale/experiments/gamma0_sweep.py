@@ -3,8 +3,8 @@ the output scale γ0 at fixed width, with a DMFT curve per γ0 (docs/background.
 
 from __future__ import annotations
 
-from ._results import CellResult
 from ._claims import coincide, scales_like_inverse_gamma0_squared
+from ._results import CellResult
 from ._verdict import Support, Verdict
 from .toy import Groups, ToyConfig, experiment
 

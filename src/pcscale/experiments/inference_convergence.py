@@ -11,12 +11,13 @@ import numpy as np
 import pcscale as pc
 
 from . import _names
-from ._config import check_choice, check_config, check_positive
+from ._claims import apart, grows_with_depth, off_closed_form, reaches_closed_form
+from ._config import check_config, check_positive, field
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
+from ._shared import DepthFields, SolveFields, TrainingFields
 from ._table import number, table
-from ._claims import apart, grows_with_depth, off_closed_form, reaches_closed_form
 from ._verdict import Support, Verdict, report
 from .toy import ToyConfig, toy_data
 
@@ -24,41 +25,33 @@ MODES = ("closed-form", "reference", "tolerance", "cg")
 
 
 @dataclasses.dataclass(frozen=True)
-class InferenceConvergenceConfig:
-    """Settings of `inference-convergence` (toy data, linear MLPs, GD training).
+class InferenceConvergenceConfig(TrainingFields, SolveFields, DepthFields):
+    """Settings of `inference-convergence` (toy data, linear MLPs, GD training;
+    `pcscale show-config inference-convergence` lists each with its meaning). Each mode
+    is a separate training run: "closed-form" (exact, docs/background.md §4.2);
+    "reference" (GD with β = `reference_step_size` per sample for exactly
+    `reference_steps_per_layer`·H steps, as [R] ran it); "tolerance" (GD with
+    β = `step_size` to a relative residual `rtol`, at most `max_inference_steps`); "cg"
+    (conjugate gradients, same stopping rule)."""
 
-    - `width`: N. `hidden_layers`: H values. `parameterisations`: e.g. ("sp", "mupc").
-      `skips`: residual networks (default False, as the paper).
-    - `modes`: which inference to run, each a separate training run:
-      "closed-form" (exact, §4.2); "reference" (GD with β = `reference_step_size` per
-      sample for exactly `reference_steps_per_layer`·H steps, as [R] ran it);
-      "tolerance" (GD with β = `step_size` to a relative residual `rtol`, at most
-      `max_inference_steps`); "cg" (conjugate gradients, same stopping rule).
-    - `learning_rate`: GD's η (each preset's SGD rule scales it). `steps`: T. `seed`.
-    - `float64`: compute in float64.
-    """
-
-    width: int = 128
-    hidden_layers: tuple[int, ...] = (1, 3)
-    parameterisations: tuple[str, ...] = ("sp", "mupc")
-    skips: bool = False
-    modes: tuple[str, ...] = MODES
-    reference_step_size: float = 0.05
-    reference_steps_per_layer: int = 100
-    step_size: float = 0.3
-    rtol: float = 1e-8
-    max_inference_steps: int = 10_000
-    learning_rate: float = 0.025
-    steps: int = 20
-    seed: int = 0
+    step_size: float = field(0.3, "β per sample of the tolerance mode's gradient descent")
+    rtol: float = field(1e-8, "the tolerance and cg modes stop at this relative residual")
+    max_inference_steps: int = field(10_000, "the budget of the tolerance and cg modes, in their own steps")
+    learning_rate: float = field(0.025, "η: GD's rate, which each parameterisation's SGD rule scales")
     float64: bool = True
+    width: int = field(128, "N: the width of every network")
+    parameterisations: tuple[str, ...] = field(("sp", "mupc"), "the parameterisations compared, one cell each",
+                                               choices=("sp", "mupc", "mup", "ntp"))
+    skips: bool = field(False, "residual networks (false: plain MLPs, as the paper)")
+    modes: tuple[str, ...] = field(MODES, "the inference of each training run, one cell each", choices=MODES)
+    reference_step_size: float = field(0.05, "β per sample of the reference mode's gradient descent")
+    reference_steps_per_layer: int = field(100, "the reference mode's fixed budget per hidden layer")
+    seed: int = field(0, "the seed of the toy data and the initialisation")
 
     def __post_init__(self):
         check_config(self)
         check_positive(self, "width", "hidden_layers", "reference_step_size", "reference_steps_per_layer",
                        "step_size", "max_inference_steps", "learning_rate", "steps")
-        check_choice(self, "parameterisations", ("sp", "mupc", "mup", "ntp"))
-        check_choice(self, "modes", MODES)
 
 
 QUICK = InferenceConvergenceConfig()
@@ -127,8 +120,7 @@ def summarise(config: InferenceConvergenceConfig, results: list[CellResult]) -> 
     ])
 
 
-MU_FAMILY = ("mupc", "mup")  # the configs' names whose gap s − 1 shrinks with width
-SHOWN = {"mupc": "μPC", "mup": "μP", "sp": "SP", "ntp": "NTP"}
+SHOWN = {name: found.shown for name, found in _names.PARAMETERISATIONS.items()}  # "mupc" → "μPC"
 
 
 def claims(config: InferenceConvergenceConfig, results: list[CellResult]) -> list[Verdict]:
@@ -142,14 +134,14 @@ def claims(config: InferenceConvergenceConfig, results: list[CellResult]) -> lis
     def reference(name):
         return {h: tr.closed_form_error for (p, h, mode), tr in traces.items() if p == name and mode == "reference"}
 
-    mu = [p for p in config.parameterisations if p in MU_FAMILY]
+    mu = [p for p in config.parameterisations if p in _names.MU_FAMILY]
     verdicts = []
     for name in mu:
         converged = {f"H = {h}, {mode}": tr.closed_form_error[tr.converged] for (p, h, mode), tr in traces.items()
                      if p == name and mode != "closed-form"}
         verdicts.append(reaches_closed_form(
             converged, claim=f"{SHOWN[name]}: numerical inference that met its tolerance reaches F*"))
-    for name in (p for p in config.parameterisations if p not in MU_FAMILY):
+    for name in (p for p in config.parameterisations if p not in _names.MU_FAMILY):
         verdicts.append(off_closed_form(
             reference(name), claim=f"{SHOWN[name]}: within the reference budget the numerical energy stays "
                                    "measurably off F*",
@@ -179,4 +171,5 @@ EXPERIMENT = Experiment(
     cells=cells,
     run_cell=run_cell,
     summarise=summarise,
+    figures=("pcscale.plots._inference:plot_inference_convergence",),
 )

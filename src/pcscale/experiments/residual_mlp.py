@@ -10,58 +10,31 @@ import jax
 import pcscale as pc
 
 from . import _names, _nonlinear
-from ._config import check_choice, check_config, check_positive
+from ._config import check_config, check_positive, field
 from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
+from ._shared import ImageTrainingFields
 
 
 @dataclasses.dataclass(frozen=True)
-class ResidualMLPConfig:
-    """Settings of `residual-mlp`.
+class ResidualMLPConfig(ImageTrainingFields):
+    """Settings of `residual-mlp` (`pcscale show-config residual-mlp` lists each with its
+    meaning). Adam's η follows the reference rule η/√(N·L) under μPC. The default
+    solver, "auto", is Newton–Krylov with the depth preconditioner, which certifies
+    every step; in float32 it is wrapped in `pcscale.MixedPrecision` when `rtol` lies
+    below the float32 rounding floor, about 2e-4 at N = 256, L = 32
+    (docs/inference.md). `solver=gd` with `rtol=0` and `max_inference_steps=3100`
+    (100·H) is the reference's fixed budget, the paper's fidelity option; the residual
+    is reported either way and unconverged steps are flagged."""
 
-    - `dataset`, `data_root`, `fallback`: as for `width-depth-linear`.
-    - `batch`: B. `widths`: N. `hidden_layers`: H (L = H + 1). `seeds`.
-    - `activation`: "tanh" (the paper) or "relu", "linear"…; `parameterisation`, `gamma0`.
-    - `learning_rate`: Adam's η (the reference rule η/√(N·L) under μPC).
-    - `solver`: the inference solver: "auto" (default: Newton–Krylov with the depth
-      preconditioner, which certifies every step; in float32 it is wrapped in
-      `pcscale.MixedPrecision` when `rtol` lies below the float32 rounding floor, about
-      2e-4 at N = 256, L = 32, docs/inference.md), or "gd" (the paper's gradient
-      descent), "cg", "newton", "nesterov", "lbfgs", "ode", "mixed"; `step_size`: β per
-      sample (gd, nesterov); `rtol`: stop at this relative residual;
-      `max_inference_steps`: the budget, in the solver's own steps (Newton steps for
-      "auto"). `rtol = 0` runs exactly `max_inference_steps` steps (the reference's
-      fixed budget: `solver=gd`, `max_inference_steps=3100` = 100·H is the paper's
-      fidelity option); the residual is reported either way and unconverged steps are
-      flagged.
-    - `steps`: T. `float64`: compute in float64.
-    """
-
-    dataset: str = "mnist"
-    data_root: str = ""
-    fallback: bool = True
     batch: int = 32
-    widths: tuple[int, ...] = (8, 32, 128)
-    hidden_layers: int = 7
-    seeds: tuple[int, ...] = (0,)
-    activation: str = "tanh"
-    parameterisation: str = "mupc"
-    gamma0: float = 1.0
-    learning_rate: float = 1e-3
-    solver: str = "auto"
-    step_size: float = 0.3
-    rtol: float = 1e-6
-    max_inference_steps: int = 100
     steps: int = 10
-    float64: bool = False
+    hidden_layers: int = field(7, "H: hidden layers (L = H + 1 weight layers)")
 
     def __post_init__(self):
         check_config(self)
         check_positive(self, "batch", "widths", "hidden_layers", "gamma0", "learning_rate", "steps")
-        check_choice(self, "dataset", _names.IMAGE_DATASETS)
-        check_choice(self, "parameterisation", _names.PARAMETERISATIONS)
-        check_choice(self, "activation", ("tanh", "relu", "linear", "gelu"))
         _nonlinear.check_inference(self)
 
 
@@ -117,4 +90,5 @@ EXPERIMENT = Experiment(
     cells=cells,
     run_cell=run_cell,
     summarise=summarise,
+    figures=("pcscale.plots._training:plot_training",),
 )

@@ -11,64 +11,42 @@ import numpy as np
 import pcscale as pc
 
 from . import _names, _nonlinear
-from ._config import check_choice, check_config, check_positive
+from ._config import check_config, check_positive, field
 from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
+from ._shared import ImageTrainingFields
 
 
 @dataclasses.dataclass(frozen=True)
-class ResNetCNNConfig:
-    """Settings of `resnet-cnn`.
+class ResNetCNNConfig(ImageTrainingFields):
+    """Settings of `resnet-cnn` (`pcscale show-config resnet-cnn` lists each with its
+    meaning). The paper reads B of the first 1000 ImageNet training images at 224×224;
+    quick reads MNIST zero-padded to 32×32, or the 8×8 digits offline (sides that are
+    not multiples of 8 are padded). "mupc" uses the paper's per-group Adam rates
+    (docs/background.md §3.3).
 
-    - `dataset`, `data_root`, `fallback`: the image dataset ("imagenet" for the paper:
-      B of the first 1000 training images at 224×224; quick: MNIST zero-padded to
-      32×32, or the 8×8 digits offline). Sides that are not multiples of 8 are padded.
-    - `batch`: B. `widths`: channels C (the paper labels them N = 9C). `n_res`: residual
-      blocks (3: one per stage). `seeds`.
-    - `activation`, `parameterisation` ("mupc": the paper's per-group Adam rates of
-      §3.3), `gamma0`, `learning_rate`: Adam's η.
-    - `solver`, `step_size` (β per sample), `rtol`, `max_inference_steps`: inference as in
-      `residual-mlp`. Quick: "auto" (Newton–Krylov with the depth preconditioner) to
-      rtol = 1e-6, at most 100 Newton steps, which certifies every step. That tolerance
-      lies below the float32 rounding floor of this network (the readout's 1/fan-in
-      multiplier makes the starting residual small: `pcscale.residual_floor` puts the
-      floor at about 2e-4 of it at C = 2 and 2e-3 at C = 8 on 32×32 inputs), so "auto"
-      certifies in float64 through `pcscale.MixedPrecision`. The paper preset keeps the
-      reference protocol, GD with β = 0.3 for at most 200 steps, which does not reach
-      rtol = 1e-4 (on the quick batch the relative residual is still about 4e-2 after
-      100 steps): it is the fidelity option, and its residuals are reported.
-    - `iteration_sweep`: numbers of GD inference steps (β = `step_size`) after which the
-      cosine at θ_0 is also measured: the paper's extra plot, made with GD whatever
-      `solver` trains the cells.
-    - `steps`: T. `float64`: compute in float64.
-    """
+    Both presets infer with "auto" (Newton–Krylov with the depth preconditioner) to
+    rtol = 1e-6, at most 100 Newton steps, which certifies every step of the quick run
+    (the paper's size is not measured yet). That tolerance lies below the float32 rounding floor of this network (the readout's 1/fan-in
+    multiplier makes the starting residual small: `pcscale.residual_floor` puts the
+    floor at about 2e-4 of it at C = 2 and 2e-3 at C = 8 on 32×32 inputs), so "auto"
+    certifies in float64 through `pcscale.MixedPrecision`. The reference protocol, GD
+    with β = 0.3 for at most 200 steps, does not reach rtol = 1e-4 (on the quick batch
+    the relative residual is still about 4e-2 after 100 steps): it is the fidelity
+    option, and its residuals are reported."""
 
-    dataset: str = "mnist"
-    data_root: str = ""
-    fallback: bool = True
-    batch: int = 16
-    widths: tuple[int, ...] = (2, 8)
-    n_res: int = 3
-    seeds: tuple[int, ...] = (0,)
-    activation: str = "tanh"
-    parameterisation: str = "mupc"
-    gamma0: float = 1.0
-    learning_rate: float = 1e-3
-    solver: str = "auto"
-    step_size: float = 0.3
-    rtol: float = 1e-6
-    max_inference_steps: int = 100
-    iteration_sweep: tuple[int, ...] = (10, 30, 100)
     steps: int = 5
-    float64: bool = False
+    widths: tuple[int, ...] = field((2, 8), "C: the channel widths swept, one cell each (the paper labels them "
+                                            "N = 9C)")
+    n_res: int = field(3, "residual blocks (3: one per stage)")
+    iteration_sweep: tuple[int, ...] = field((10, 30, 100), "numbers of GD inference steps (β = step_size) "
+                                                            "after which the cosine at θ_0 is also measured, "
+                                                            "whatever solver trains the cells")
 
     def __post_init__(self):
         check_config(self)
         check_positive(self, "batch", "widths", "n_res", "gamma0", "learning_rate", "steps", "iteration_sweep")
-        check_choice(self, "dataset", _names.IMAGE_DATASETS)
-        check_choice(self, "parameterisation", _names.PARAMETERISATIONS)
-        check_choice(self, "activation", ("tanh", "relu", "linear", "gelu"))
         _nonlinear.check_inference(self)
 
 
@@ -92,7 +70,7 @@ def tracked_layers(model) -> tuple[list[int], list[str]]:
 
 
 def _parameterisation(config: ResNetCNNConfig):
-    if config.parameterisation in ("mupc", "completep", "depthmup", "mup"):
+    if config.parameterisation in _names.MU_FAMILY:
         base = _names.parameterisation(config.parameterisation, gamma0=config.gamma0)
         return dataclasses.replace(base, adam_rule=pc.AdamRule.RESNET_REFERENCE)
     return _names.parameterisation(config.parameterisation, gamma0=config.gamma0)
@@ -146,4 +124,5 @@ EXPERIMENT = Experiment(
     cells=cells,
     run_cell=run_cell,
     summarise=summarise,
+    figures=("pcscale.plots._training:plot_training",),
 )

@@ -3,8 +3,8 @@ narrow deep linear networks, where PC departs from BP (docs/background.md §5.5)
 
 from __future__ import annotations
 
-from ._results import CellResult
 from ._claims import apart
+from ._results import CellResult
 from ._verdict import Verdict
 from .toy import Groups, ToyConfig, experiment
 

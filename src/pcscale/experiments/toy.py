@@ -12,58 +12,53 @@ import numpy as np
 import pcscale as pc
 
 from . import _names
-from ._config import check_choice, check_config, check_positive
+from ._claims import apart, below, coincide, falls_like_inverse_width, stays_off, theory_shrinks
+from ._config import check_config, check_positive, field
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
+from ._shared import DepthFields, SizeFields, TrainingFields
 from ._table import number, table
-from ._claims import apart, below, coincide, falls_like_inverse_width, stays_off, theory_shrinks
 from ._verdict import COINCIDE_TOLERANCE, Verdict, report
 
 
 @dataclasses.dataclass(frozen=True)
-class ToyConfig:
-    """Settings of the toy-task experiments (`toy`, `toy-sp`, `gamma0-sweep`, `saddle`).
-
-    - `widths`: N. `hidden_layers`: H (L = H + 1). `gamma0s`: γ0 values. `skips`: which
-      architectures to run (True: residual, α = 1/2 under μPC; False: plain MLP).
-    - `parameterisation`: "mupc" (the paper) or "sp" (`toy-sp`).
-    - `learning_rate`: GD's η; the parameterisation's SGD rule scales it (η·γ0²·N under
-      μPC, η under SP).
-    - `steps`: T. `seeds`: model seeds; `data_seed`: the toy data's seed, or −1 for each
-      cell's own seed (docs/background.md §5.0: key = PRNGKey(seed), then (data_key, model_key) =
-      split(key)). With a fixed `data_seed`, the seeds are initialisations of one task,
-      whose mean is what the DMFT describes (§4.8 averages 3). `input_dim`, `samples`: D
-      and P of the toy task (40 and 20).
-    - `dmft`: also solve the infinite-width DMFT curve (no-skip μP networks only).
-      `dmft_iterations`: −1 (default) for the exact causal solve, or n ≥ 0 Jacobi sweeps as
-      in the reference code (10 there; they overflow at strong feature learning, see
-      docs/dmft.md). `dmft_exact_steps`: read the DMFT errors exactly as discrete GD steps
-      move them instead of by docs/background.md §4.8's first-order recursion (needs −1).
-    - `float64`: compute in float64.
-    """
+class ToyConfig(TrainingFields, DepthFields, SizeFields):
+    """Settings of the toy-task experiments (`toy`, `toy-sp`, `gamma0-sweep`, `saddle`;
+    `pcscale show-config toy` lists each with its meaning). With a fixed `data_seed`,
+    the seeds are initialisations of one task, whose mean is what the DMFT describes
+    (docs/background.md §4.8 averages 3); `data_seed = -1` gives each seed its own data
+    (docs/background.md §5.0: key = PRNGKey(seed), then (data_key, model_key) =
+    split(key)). `dmft_iterations = -1` solves the DMFT exactly (causally); n ≥ 0 runs n
+    Jacobi sweeps as in the reference code (10 there; they overflow at strong feature
+    learning, see docs/dmft.md)."""
 
     widths: tuple[int, ...] = (8, 32, 128, 512)
+    seeds: tuple[int, ...] = field((0,), "the model seeds swept, one cell each (the data come from data_seed)")
     hidden_layers: tuple[int, ...] = (4,)
-    gamma0s: tuple[float, ...] = (1.0,)
-    skips: tuple[bool, ...] = (True, False)
-    parameterisation: str = "mupc"
-    learning_rate: float = 0.025
+    learning_rate: float = field(0.025, "η: GD's rate, which the parameterisation's SGD rule scales (η·γ0²·N "
+                                        "under μPC, η under SP)")
     steps: int = 50
-    seeds: tuple[int, ...] = (0,)
-    data_seed: int = -1
-    input_dim: int = 40
-    samples: int = 20
-    dmft: bool = True
-    dmft_iterations: int = -1
-    dmft_exact_steps: bool = False
     float64: bool = True
+    gamma0s: tuple[float, ...] = field((1.0,), "the γ0 values swept, one cell each")
+    skips: tuple[bool, ...] = field((True, False), "the architectures run: true is residual (α = 1/2 under μPC), "
+                                                   "false a plain MLP")
+    parameterisation: str = field("mupc", "mupc (the paper) or sp (toy-sp); how the network scales with width",
+                                  choices=("mupc", "mup", "sp", "ntp"))
+    data_seed: int = field(-1, "the toy data's seed, or -1 for each cell's own seed")
+    input_dim: int = field(40, "D: the toy task's input dimension")
+    samples: int = field(20, "P: the toy task's number of samples")
+    dmft: bool = field(True, "also solve the infinite-width DMFT curve (no-skip μP networks only)")
+    dmft_iterations: int = field(-1, "-1 for the exact causal DMFT solve, or n ≥ 0 Jacobi sweeps (the "
+                                     "reference code's 10)")
+    dmft_exact_steps: bool = field(False, "read the DMFT errors exactly as discrete GD steps move them instead "
+                                          "of by docs/background.md §4.8's first-order recursion (needs "
+                                          "dmft_iterations = -1)")
 
     def __post_init__(self):
         check_config(self)
         check_positive(self, "widths", "hidden_layers", "gamma0s", "learning_rate", "steps", "input_dim",
                        "samples")
-        check_choice(self, "parameterisation", ("mupc", "mup", "sp", "ntp"))
         if self.data_seed < -1:
             raise ValueError(f"`data_seed` must be −1 (each cell's seed) or a seed ≥ 0, got {self.data_seed}.")
         if self.dmft_iterations < -1:
@@ -284,11 +279,13 @@ def width_claims(config: ToyConfig, results: list[CellResult]) -> list[Verdict]:
 def experiment(name: str, description: str, quick: ToyConfig, paper: ToyConfig, *,
                claims=width_claims, section: str = "§5.2") -> Experiment:
     """An experiment of the toy family; `claims(config, results)` gives its verdicts,
-    `section` where docs/background.md states them."""
+    `section` where docs/background.md states them. Every one draws the toy family's
+    figures."""
     return Experiment(
         name=name, description=description, config_type=ToyConfig, presets={"quick": quick, "paper": paper},
         cells=cells, run_cell=run_cell,
         summarise=lambda config, results: summarise(config, results, title=name, claims=claims, section=section),
+        figures=("pcscale.plots._toy:plot_toy_family",),
     )
 
 

@@ -11,73 +11,54 @@ import jax
 import pcscale as pc
 
 from . import _names, _nonlinear
-from ._config import check_choice, check_config, check_positive
+from ._config import check_config, check_positive, field
 from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
+from ._shared import DataFields, InferenceFields, ParameterisationFields, SizeFields, TrainingFields
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-    """Settings of `transformer`.
+class TransformerConfig(TrainingFields, InferenceFields, ParameterisationFields, SizeFields, DataFields):
+    """Settings of `transformer` (`pcscale show-config transformer` lists each with its
+    meaning). The batch is B consecutive windows of `seq_len` characters
+    (docs/background.md §6.2); the paper's figure is seed 2.
 
-    - `dataset`: "tinyshakespeare" (read from the data root), "shakespeare-excerpt"
-      (bundled) or a path to any plain-text file; `data_root`, `fallback` as elsewhere
-      (quick falls back to the bundled text).
-    - `batch`: B sequences of `seq_len` characters (consecutive windows, §6.2).
-    - `widths`: d_model. `n_blocks`: n_b. `n_heads`. `layer_norm`. `seeds` (the paper's
-      figure is seed 2).
-    - `parameterisation`: "completep" (μPC with α = 1, the paper) or "sp", …; `gamma0`;
-      `reference_init_std`: the paper's Fig. 4c init (σ0 under μPC, σ0/√d under SP).
-    - `learning_rate`, `b1`, `b2`, `eps`, `weight_decay`: Adam, with the per-group rates
-      and ε of §3.4. Quick uses η = 0.03 for T = 20 steps; the paper's η = 1e-3 (the
-      paper preset) barely moves the loss in a short run: with base width 1 the LM head's
-      multiplier is 1/d and σ0 = 0.02, so the logits start at about 1e-4 and Adam's first
-      steps, which move each raw weight by at most its rate, lower the per-token loss by
-      only about 3e-5 per step at η = 1e-3 (a few 1e-4 below ln V after five steps).
-      The loss curves are nearly the same at every width, as μP's per-group rates
-      intend.
-    - `solver`, `step_size` (β per sequence), `rtol`, `max_inference_steps`: inference as
-      in `residual-mlp`. Quick: "auto" (Newton–Krylov with the depth preconditioner, in
-      float32, certified in float64 by `pcscale.MixedPrecision` below the float32 floor)
-      to rtol = 1e-6, at most 100 Newton steps, so that every step is certified also once
-      training has grown the weights (in the quick run GD with β = 0.45 misses rtol = 1e-4
-      within 200 steps from about t = 13, and turns unstable in the last steps).
-      The paper preset keeps the reference protocol, GD with β = 0.45 for at most 800
-      steps (the fidelity option; its residuals are reported).
-    - `steps`: T. `float64`: compute in float64.
-    """
+    Quick uses η = 0.03 for T = 20 steps; the paper's η = 1e-3 (the paper preset)
+    barely moves the loss in a short run: with base width 1 the LM head's multiplier is
+    1/d and σ0 = 0.02, so the logits start at about 1e-4 and Adam's first steps, which
+    move each raw weight by at most its rate, lower the per-token loss by only about
+    3e-5 per step at η = 1e-3 (a few 1e-4 below ln V after five steps). The loss curves
+    are nearly the same at every width, as μP's per-group rates intend.
 
-    dataset: str = "tinyshakespeare"
-    data_root: str = ""
-    fallback: bool = True
-    batch: int = 16
-    seq_len: int = 16
-    widths: tuple[int, ...] = (8, 32, 64)
-    n_blocks: int = 2
-    n_heads: int = 2
-    layer_norm: bool = False
-    seeds: tuple[int, ...] = (0,)
+    Quick infers with "auto" (Newton–Krylov with the depth preconditioner, in float32,
+    certified in float64 by `pcscale.MixedPrecision` below the float32 floor) to
+    rtol = 1e-6, at most 100 Newton steps, so that every step is certified also once
+    training has grown the weights (in the quick run GD with β = 0.45 misses rtol = 1e-4
+    within 200 steps from about t = 13, and turns unstable in the last steps), and so
+    does the paper preset. The reference protocol, GD with β = 0.45 for at most 800
+    steps, is the fidelity option (its residuals are reported)."""
+
+    dataset: str = field("tinyshakespeare", "the text: tinyshakespeare (read from the data root), "
+                                            "shakespeare-excerpt (bundled) or a path to any plain-text file")
+    widths: tuple[int, ...] = field((8, 32, 64), "d_model: the widths swept, one cell each")
     parameterisation: str = "completep"
-    gamma0: float = 1.0
-    reference_init_std: bool = True
-    learning_rate: float = 0.03
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-12
-    weight_decay: float = 0.0
-    solver: str = "auto"
-    step_size: float = 0.45
-    rtol: float = 1e-6
-    max_inference_steps: int = 100
-    steps: int = 20
-    float64: bool = False
+    learning_rate: float = field(0.03, "η: Adam's base rate, with the per-group rates of docs/background.md §3.4")
+    step_size: float = field(0.45, "β per sequence of gradient-descent inference (nesterov uses β/2)")
+    seq_len: int = field(16, "T_seq: the characters of each sequence")
+    n_blocks: int = field(2, "n_b: transformer blocks")
+    n_heads: int = field(2, "attention heads per block (each width a multiple of it)")
+    layer_norm: bool = field(False, "a LayerNorm in each block (the paper has none)")
+    reference_init_std: bool = field(True, "the paper's Fig. 4c initialisation (σ0 under μPC, σ0/√d under SP)")
+    b1: float = field(0.9, "Adam's β1")
+    b2: float = field(0.95, "Adam's β2")
+    eps: float = field(1e-12, "Adam's ε (docs/background.md §3.4)")
+    weight_decay: float = field(0.0, "Adam's weight decay")
 
     def __post_init__(self):
         check_config(self)
         check_positive(self, "batch", "seq_len", "widths", "n_blocks", "n_heads", "gamma0", "learning_rate",
                        "steps")
-        check_choice(self, "parameterisation", _names.PARAMETERISATIONS)
         _nonlinear.check_inference(self)
         bad = [d for d in self.widths if d % self.n_heads]
         if bad:
@@ -146,4 +127,5 @@ EXPERIMENT = Experiment(
     cells=cells,
     run_cell=run_cell,
     summarise=summarise,
+    figures=("pcscale.plots._training:plot_training",),
 )

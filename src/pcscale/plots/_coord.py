@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory._coord import CoordCheck, load_coord_check
+from ..experiments import load_coord_check
+from ..theory import CoordCheck
 from ._style import STYLE, layer_colours, pyplot, save
 
 
@@ -16,7 +17,7 @@ def coord_check(result, *, path=None, size_label: str = "width"):
     **Arguments:**
 
     - `result`: a [`CoordCheck`][pcscale.theory.CoordCheck], or the path of a file
-      written by `pcscale.theory.save_coord_check`.
+      written by `pcscale.experiments.save_coord_check`.
     - `path`: where to save the figure (PNG unless the suffix says otherwise); None
       only returns it.
     - `size_label`: the x-axis label. Default "width".

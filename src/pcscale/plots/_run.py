@@ -1,23 +1,23 @@
-"""`plot_run`: a results folder in, that experiment's figures out."""
+"""`plot_run`: a results folder in, that experiment's figures out. Which functions draw
+an experiment's figures is declared by the experiment itself (`Experiment.figures`, in
+the experiments registry); this module imports them by name when it draws."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from ._coord import coord_check
-from ._inference import plot_inference_convergence
-from ._linear import plot_width_depth_linear
 from ._panels import finish, styled
-from ._toy import plot_toy_family
-from ._training import plot_training
 
 
-def _plot_coord_check(run, out_dir: Path) -> list[Path]:
+def plot_coord_check_run(run, out_dir: Path) -> list[Path]:
     """`coord-check-<parameterisation>.png`, one per cell, by `coord_check`."""
+    from ..experiments import coord_check_from_record
     from ..experiments.coord_check import claim
-    from ..theory import coord_check_from_record
 
     c = run.config
     paths = []
@@ -36,18 +36,30 @@ def _plot_coord_check(run, out_dir: Path) -> list[Path]:
     return paths
 
 
-FIGURES = {
-    "width-depth-linear": plot_width_depth_linear,
-    "toy": plot_toy_family,
-    "toy-sp": plot_toy_family,
-    "gamma0-sweep": plot_toy_family,
-    "saddle": plot_toy_family,
-    "inference-convergence": plot_inference_convergence,
-    "residual-mlp": plot_training,
-    "resnet-cnn": plot_training,
-    "transformer": plot_training,
-    "coord-check": _plot_coord_check,
-}
+def resolve_figure(name: str) -> Callable:
+    """The drawing function an experiment names as "module:function" (`Experiment.figures`)."""
+    module_name, _, function_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        if module_name.startswith("pcscale.") and error.name == module_name:
+            raise ValueError(f"the figure {name!r} names the module {module_name!r}, which does not exist; fix "
+                             "the experiment's `figures`.") from None
+        raise  # a missing dependency of the plotting code (e.g. matplotlib): the plot extra
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise TypeError(f"the figure {name!r} names {function_name!r}, which module {module_name!r} does not "
+                        "define as a function; fix the experiment's `figures`.")
+    return function
+
+
+def figures() -> dict[str, tuple[Callable, ...]]:
+    """Every experiment that draws figures → its drawing functions, read from the
+    experiments registry."""
+    from ..experiments import EXPERIMENTS
+
+    return {name: tuple(resolve_figure(figure) for figure in experiment.figures)
+            for name, experiment in EXPERIMENTS.items() if experiment.figures}
 
 
 def plot_run(run_dir, *, out_dir=None) -> list[Path]:
@@ -66,7 +78,7 @@ def plot_run(run_dir, *, out_dir=None) -> list[Path]:
 
     **Returns:** the paths of the files written, in drawing order.
     """
-    from ..experiments import RunResults, load_run
+    from ..experiments import EXPERIMENTS, RunResults, load_run
 
     if isinstance(run_dir, RunResults):
         run = run_dir
@@ -75,9 +87,12 @@ def plot_run(run_dir, *, out_dir=None) -> list[Path]:
     else:
         raise TypeError(f"`run_dir` must be a results folder (str or path) or a RunResults, got "
                         f"{type(run_dir).__name__}.")
-    if run.experiment not in FIGURES:
+    experiment = EXPERIMENTS.get(run.experiment)
+    if experiment is None or not experiment.figures:
+        drawn = [name for name, found in EXPERIMENTS.items() if found.figures]
         raise ValueError(f"no figures are defined for experiment {run.experiment!r} (in {run.out_dir}); "
-                         f"plot_run draws {', '.join(FIGURES)}. Give the folder of one of those runs.")
+                         f"plot_run draws {', '.join(drawn)}. Give the folder of one of those runs.")
+    drawers = [resolve_figure(figure) for figure in experiment.figures]
     out_dir = Path(out_dir) if out_dir is not None else Path(run.out_dir) / "figures"
     if run.missing:
         shown = ", ".join(run.missing[:5]) + (" …" if len(run.missing) > 5 else "")
@@ -85,4 +100,4 @@ def plot_run(run_dir, *, out_dir=None) -> list[Path]:
                       f"{len(run.results)} that are.", stacklevel=2)
     if not run.results:
         return []
-    return FIGURES[run.experiment](run, out_dir)
+    return [path for draw in drawers for path in draw(run, out_dir)]

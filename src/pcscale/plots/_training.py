@@ -10,7 +10,15 @@ import numpy as np
 
 from ._data import group, mean_metric, nan_mean, spread_indices, time_axis, trained
 from ._panels import (
-    COSINE, SINGLE_PANEL, curves, finish, no_data, panel_grid, spans_decades, styled, value_ticks,
+    COSINE,
+    SINGLE_PANEL,
+    curves,
+    finish,
+    no_data,
+    panel_grid,
+    spans_decades,
+    styled,
+    value_ticks,
 )
 from ._style import layer_colours
 

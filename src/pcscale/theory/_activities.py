@@ -4,24 +4,26 @@ three independent methods."""
 from __future__ import annotations
 
 import abc
-import numbers
+import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
+import lineax as lx
+import optax.tree_utils as otu
+import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
 from .._custom_types import BatchX, BatchY
-from .._infer import tree_norm
-from .._krylov import conjugate_gradient
-from .._model import FULL_PRECISION, PCModel
+from .._linear import activity_shapes, transpose_of
+from .._model import PCModel
+from .._precise import precise_jit
 from .._solution import RESULTS, InferenceSolution, InferenceStats
-from .._validation import validated
+from .._validation import is_finite_real, validated
 from ._closed_form import rescaling_of, residuals, solve_rescaled
 from ._hessian import DENSE_LIMIT, batch_hvp, summed_gradient
-from ._structure import activity_shapes, prepare, transpose_of
+from ._structure import prepare
 
 
 def _all_finite(tree) -> Array:
@@ -51,54 +53,73 @@ class Propagation(AbstractLinearSolve):
         scaling = rescaling_of(model, tuple(x.shape[1:]))
         u = solve_rescaled(scaling, residuals(model, x, y)).reshape((batch,) + tuple(out.shape))
         errors = []
-        with jax.default_matmul_precision(FULL_PRECISION):
-            for index in range(model.depth - 1, 0, -1):
-                u = jax.vmap(transpose_of(model.layers[index], hidden[index - 1], index))(u)
-                errors.append(u)
-            errors.reverse()
-            activities, z = [], x
-            for layer, error in zip(model.layers[:-1], errors):
-                z = jax.vmap(layer)(z) + error
-                activities.append(z)
+        for index in range(model.depth - 1, 0, -1):
+            u = jax.vmap(transpose_of(model.layers[index], hidden[index - 1], index))(u)
+            errors.append(u)
+        errors.reverse()
+        activities, z = [], x
+        for layer, error in zip(model.layers[:-1], errors):
+            z = jax.vmap(layer)(z) + error
+            activities.append(z)
         zero = jnp.zeros((), jnp.int32)
         return tuple(activities), zero, zero, _all_finite(activities)
 
 
-class DenseSolve(AbstractLinearSolve):
-    """Exact, by a Cholesky factorisation of the dense per-sample Hessian H_z (the same
-    for every sample, so it is factored once and solved for all B right-hand sides).
-    O((N·H)³): small networks only (at most 10 000 activity coordinates per sample)."""
+class DenseCholesky(AbstractLinearSolve):
+    """Exact, by a Cholesky factorisation (Lineax's `Cholesky`) of the dense per-sample
+    Hessian H_z (the same for every sample, so it is factored once and solved for all B
+    right-hand sides). O((N·H)³): small networks only (at most 10 000 activity
+    coordinates per sample). Formerly `DenseSolve`, a deprecated alias for one release."""
 
     def solve(self, model, x, y, z0):
         flat0, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], z0))
         if flat0.size > DENSE_LIMIT:
             raise ValueError(
-                f"DenseSolve would factor a {flat0.size} × {flat0.size} Hessian (limit "
-                f"{DENSE_LIMIT}); use Propagation() or ConjugateGradient()."
+                f"DenseCholesky would factor a {flat0.size} × {flat0.size} Hessian (limit "
+                f"{DENSE_LIMIT}); use Propagation() or LinearCG()."
             )
 
         def energy(vector, xi, yi):
             return model.energy_one(unravel(vector), xi, yi)
 
-        with jax.default_matmul_precision(FULL_PRECISION):
-            flats = jax.vmap(lambda z: ravel_pytree(z)[0])(z0)
-            hessian = jax.hessian(energy)(flat0, x[0], y[0])
-            gradients = jax.vmap(jax.grad(energy))(flats, x, y)
-            factor = jsl.cho_factor(hessian, lower=True)
-            flats = flats - jsl.cho_solve(factor, gradients.T).T
+        flats = jax.vmap(lambda z: ravel_pytree(z)[0])(z0)
+        matrix = jax.hessian(energy)(flat0, x[0], y[0])
+        hessian = lx.MatrixLinearOperator(matrix, lx.positive_semidefinite_tag)
+        gradients = jax.vmap(jax.grad(energy))(flats, x, y)
+        cholesky = lx.Cholesky()
+        factor = cholesky.init(hessian, {})  # once, for every sample's right-hand side
+
+        def solve(g):
+            return lx.linear_solve(hessian, g, cholesky, state=factor, throw=False).value
+
+        flats = flats - jax.vmap(solve)(gradients)
         zero = jnp.zeros((), jnp.int32)
         return jax.vmap(unravel)(flats), zero, zero, jnp.all(jnp.isfinite(flats))
 
 
-def _check_tolerance(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(f"`{name}` must be a non-negative float, got {value!r}; e.g. {name}=1e-10.")
+# Lineax's CG recomputes its residual from the operator every this many steps.
+_STABILISE_EVERY = 10
 
 
-class ConjugateGradient(AbstractLinearSolve):
-    """Matrix-free: conjugate gradients on Hessian-vector products (forward-over-reverse
-    autodiff), from the feedforward state. Needs
+def _disarmed_breakdown_test(structure, size: int) -> lx.AbstractLinearOperator:
+    """The preconditioner M⁻¹ = 2^k·I with 2^k ≥ 200·`size`. Lineax's CG declares a
+    breakdown (α = NaN) once pᵀA·p ≤ 200·eps·n·rᵀM⁻¹r: at n ≳ 10⁵ float32 coordinates
+    that rejects healthy steps of PC Hessians, whose λ_min falls like 1/L² (a float32
+    network of width 256, depth 32 and batch 16 fails at the first step). A scalar
+    preconditioner leaves the CG iterates unchanged (a power of two scales them exactly;
+    measured, the same steps and activities within 2e-14 in float64), while the test
+    becomes pᵀA·p ≲ eps·rᵀr: a true breakdown only."""
+    scale = 2.0 ** math.ceil(math.log2(200 * max(size, 1)))
+    return lx.FunctionLinearOperator(lambda r: jax.tree.map(lambda u: scale * u, r), structure,
+                                     lx.positive_semidefinite_tag)
+
+
+class LinearCG(AbstractLinearSolve):
+    """Matrix-free: conjugate gradients (Lineax's `CG`) on Hessian-vector products
+    (forward-over-reverse autodiff), from the feedforward state. Needs
     O(√κ·log(1/rtol)) products, κ the condition number of H_z (∝ L², docs/background.md §4.6).
+    Formerly `theory.ConjugateGradient`, a deprecated alias for one release (the name
+    now belongs to the inference solver [`pcscale.ConjugateGradient`][pcscale.ConjugateGradient]).
 
     **Arguments:**
 
@@ -108,6 +129,9 @@ class ConjugateGradient(AbstractLinearSolve):
       float64 and 1e-4 in float32 (where the attainable relative residual floors near
       N·1e-7 under μP readouts); `atol` 0.
     - `max_steps`: iteration budget; default 10 000.
+
+    The products reported are the iterations, Lineax's recomputation of the residual
+    every 10 steps, its initial residual and the final check.
     """
 
     rtol: float | None = None
@@ -115,27 +139,39 @@ class ConjugateGradient(AbstractLinearSolve):
     max_steps: int = 10_000
 
     def __check_init__(self):
-        if self.rtol is not None:
-            _check_tolerance(self.rtol, "rtol")
-        _check_tolerance(self.atol, "atol")
+        for name, value in (("rtol", self.rtol), ("atol", self.atol)):
+            if value is not None and not (is_finite_real(value) and value >= 0):
+                raise ValueError(
+                    f"`{name}` must be a non-negative finite float, got {value!r}; e.g. {name}=1e-10."
+                )
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"`max_steps` must be a positive int, got {self.max_steps!r}.")
+            raise ValueError(f"`max_steps` must be a positive int, got {self.max_steps!r}; e.g. max_steps=10000.")
 
     def solve(self, model, x, y, z0):
-        with jax.default_matmul_precision(FULL_PRECISION):
-            rhs = jax.tree.map(jnp.negative, summed_gradient(model, x, y)(z0))
-        zero = jax.tree.map(jnp.zeros_like, z0)
+        rhs = jax.tree.map(jnp.negative, summed_gradient(model, x, y)(z0))
         rtol = self.rtol
         if rtol is None:
             rtol = 1e-12 if z0[0].dtype == jnp.float64 else 1e-4
-        delta, steps, products, _, converged = conjugate_gradient(
-            batch_hvp(model, x, y, z0), rhs, zero, rtol=rtol, atol=self.atol, max_steps=self.max_steps
-        )
+        # Lineax scales its tolerance element by element (atol + rtol·|b_i|), which never
+        # passes on PC right-hand sides (zero on every layer but the top one at the
+        # feedforward state): the whole tolerance goes into `atol`, on the Euclidean norm.
+        threshold = self.atol + rtol * optx.two_norm(rhs)
+        hvp = batch_hvp(model, x, y, z0)
+        structure = jax.eval_shape(lambda: rhs)
+        operator = lx.FunctionLinearOperator(hvp, structure, lx.positive_semidefinite_tag)
+        solver = lx.CG(rtol=0.0, atol=threshold, norm=optx.two_norm, stabilise_every=_STABILISE_EVERY,
+                       max_steps=self.max_steps)
+        size = sum(leaf.size for leaf in jax.tree.leaves(rhs))
+        options = {"preconditioner": _disarmed_breakdown_test(structure, size)}
+        solution = lx.linear_solve(operator, rhs, solver, options=options, throw=False)
+        delta, steps = solution.value, solution.stats["num_steps"]
+        residual = optx.two_norm(jax.tree.map(jnp.subtract, rhs, hvp(delta)))
+        products = steps + steps // _STABILISE_EVERY + 2
         z = jax.tree.map(jnp.add, z0, delta)
-        return tuple(z), steps, products, converged
+        return tuple(z), steps, products, residual <= threshold
 
 
-@eqx.filter_jit
+@precise_jit
 def _equilibrium(model, x, y, method):
     x, y = validated(model, x, y)
     if model.num_hidden == 0:
@@ -144,21 +180,14 @@ def _equilibrium(model, x, y, method):
     batch = x.shape[0]
     gradient = summed_gradient(model, x, y)
     z0 = jax.vmap(model.activities_one)(x)
-    with jax.default_matmul_precision(FULL_PRECISION):
-        energy0 = jnp.sum(jax.vmap(model.energy_one)(z0, x, y))
-        residual0 = tree_norm(gradient(z0))
+    energy0 = jnp.sum(jax.vmap(model.energy_one)(z0, x, y))
+    residual0 = otu.tree_norm(gradient(z0))
     z, steps, products, converged = method.solve(model, x, y, z0)
-    with jax.default_matmul_precision(FULL_PRECISION):
-        energy = jnp.sum(jax.vmap(model.energy_one)(z, x, y))
-        residual = tree_norm(gradient(z))
-    stats = InferenceStats(
-        energy=energy / batch,
-        initial_energy=energy0 / batch,
-        residual=residual,
-        initial_residual=residual0,
-        relative_residual=jnp.where(residual0 > 0, residual / jnp.where(residual0 > 0, residual0, 1.0), 0.0),
-        steps=steps,
-        grad_evals=jnp.asarray(2, jnp.int32),  # the residual checks at z0 and z*
+    energy = jnp.sum(jax.vmap(model.energy_one)(z, x, y))
+    residual = otu.tree_norm(gradient(z))
+    stats = InferenceStats.assemble(
+        energy=energy / batch, initial_energy=energy0 / batch, residual=residual, initial_residual=residual0,
+        steps=steps, grad_evals=jnp.asarray(2, jnp.int32),  # the residual checks at z0 and z*
         hvp_evals=jnp.asarray(products, jnp.int32),
         result=RESULTS.where(
             converged,
@@ -177,8 +206,8 @@ def equilibrium_activities(
     Per sample the energy is quadratic with Hessian H_z (block-tridiagonal, the same for
     every sample), so z* solves H_z·z* = b (docs/background.md §4.3). Three methods:
     [`Propagation`][pcscale.theory.Propagation] (default; exact through S, the cheapest),
-    [`DenseSolve`][pcscale.theory.DenseSolve] (dense Cholesky, small networks) and
-    [`ConjugateGradient`][pcscale.theory.ConjugateGradient] (matrix-free).
+    [`DenseCholesky`][pcscale.theory.DenseCholesky] (dense Cholesky, small networks) and
+    [`LinearCG`][pcscale.theory.LinearCG] (matrix-free).
 
     **Arguments:**
 
@@ -197,8 +226,8 @@ def equilibrium_activities(
         method = Propagation()
     if not isinstance(method, AbstractLinearSolve):
         raise TypeError(
-            f"`method` must be a pcscale.theory linear solve (Propagation(), DenseSolve() or "
-            f"ConjugateGradient()), got {method!r}."
+            f"`method` must be a pcscale.theory linear solve (Propagation(), DenseCholesky() or "
+            f"LinearCG()), got {method!r}."
         )
     model, x, y = prepare(model, x, y, dtype, "equilibrium_activities")
     return _equilibrium(model, x, y, method)

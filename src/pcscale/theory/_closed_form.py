@@ -14,18 +14,12 @@ from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import BatchX, BatchY
 from .._layer import identity
-from .._model import FULL_PRECISION, PCModel
+from .._linear import activity_shapes, check_model, input_shape, transpose_of
+from .._model import PCModel
+from .._precise import precise_jit
 from .._validation import validated
 from ..nn._mlp import Linear
-from ._structure import (
-    activity_shapes,
-    cast_model,
-    check_model,
-    input_shape,
-    prepare,
-    transpose_of,
-    warn_if_unresolved,
-)
+from ._structure import cast_model, prepare, warn_if_unresolved
 
 
 class Rescaling(eqx.Module):
@@ -75,16 +69,15 @@ def accumulate(model: PCModel, shape: tuple[int, ...], *, end_to_end: bool = Fal
     rows = jnp.eye(size, dtype=out.dtype).reshape((size,) + tuple(out.shape))
     gram = jnp.zeros((size, size), out.dtype)
     inputs = (jax.ShapeDtypeStruct(shape, out.dtype),) + tuple(hidden)
-    with jax.default_matmul_precision(FULL_PRECISION):
-        # layers[l] maps z_l to z_{l+1} (z_0 = x, z_L = output): transposing it turns
-        # G_{l+1} into G_l.
-        for index in range(model.depth - 1, 0, -1):
-            rows = jax.vmap(transpose_of(model.layers[index], inputs[index], index))(rows)
-            flat = rows.reshape(size, -1)
-            gram = gram + flat @ flat.T
-        if not end_to_end:
-            return gram, None
-        return gram, jax.vmap(transpose_of(model.layers[0], inputs[0], 0))(rows)
+    # layers[l] maps z_l to z_{l+1} (z_0 = x, z_L = output): transposing it turns
+    # G_{l+1} into G_l.
+    for index in range(model.depth - 1, 0, -1):
+        rows = jax.vmap(transpose_of(model.layers[index], inputs[index], index))(rows)
+        flat = rows.reshape(size, -1)
+        gram = gram + flat @ flat.T
+    if not end_to_end:
+        return gram, None
+    return gram, jax.vmap(transpose_of(model.layers[0], inputs[0], 0))(rows)
 
 
 def rescaling_from(model: PCModel, gram: Array) -> Rescaling:
@@ -98,8 +91,7 @@ def rescaling_of(model: PCModel, shape: tuple[int, ...]) -> Rescaling:
 
 def residuals(model: PCModel, x: Array, y: Array) -> Array:
     """r = y − ŷ of the feedforward pass, flattened to (B, d_y)."""
-    with jax.default_matmul_precision(FULL_PRECISION):
-        prediction = jax.vmap(model.forward_one)(x)
+    prediction = jax.vmap(model.forward_one)(x)
     return (y - prediction).reshape(x.shape[0], -1)
 
 
@@ -122,8 +114,7 @@ def _residuals(model: PCModel, x: Array, y: Array, network: Array | None) -> Arr
     if network is None:
         return residuals(model, x, y)
     batch, out_size = x.shape[0], math.prod(y.shape[1:])
-    with jax.default_matmul_precision(FULL_PRECISION):
-        prediction = x.reshape(batch, -1) @ network.reshape(out_size, -1).T
+    prediction = x.reshape(batch, -1) @ network.reshape(out_size, -1).T
     return y.reshape(batch, -1) - prediction
 
 
@@ -152,12 +143,12 @@ def linear_loss(model: PCModel, x: Array, y: Array) -> Array:
     return 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))
 
 
-@eqx.filter_jit
+@precise_jit
 def _rescaling_jit(model, shape):
     return rescaling_of(model, shape)
 
 
-@eqx.filter_jit
+@precise_jit
 def _energy_jit(model, x, y):
     x, y = validated(model, x, y)
     return closed_form_energy(model, x, y)
@@ -174,7 +165,7 @@ def closed_form_value_and_grad(model: PCModel, x: Array, y: Array):
     return value, scaling, r, grads
 
 
-@eqx.filter_jit
+@precise_jit
 def _value_and_grad_jit(model, x, y):
     x, y = validated(model, x, y)
     return closed_form_value_and_grad(model, x, y)

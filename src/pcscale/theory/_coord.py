@@ -4,25 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import json
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._infer import solve_activities
+from .._equilibrium import IterativeInference, inference_method
 from .._model import PCModel
 from .._optimiser import AbstractOptimiser, make_optimiser
+from .._precise import precise_jit
+from .._progress import progress_bar
 from .._solution import RESULTS
-from .._solver import AbstractInferenceSolver
-from .._solver._base import with_traced_numbers
-from .._train import _guarded_update
-from .._files import atomic_path
-from .._gradients import energy_gradients
+from .._solver import AbstractInferenceSolver, auto_solver
+from .._step import pc_update
 from .._validation import validated
-from ._auto import auto_solver
 
 
 class CoordCheck(eqx.Module):
@@ -85,17 +81,16 @@ def _rms(tree) -> Array:
     return jnp.stack([jnp.sqrt(jnp.mean(jnp.square(leaf))) for leaf in tree])
 
 
-@eqx.filter_jit
-def _measure_step(model, opt_state, x, y, optimiser, solver):
+@precise_jit
+def _measure_step(model, opt_state, x, y, optimiser, method):
     x, y = validated(model, x, y)
     inputs = (x,) + tuple(jax.vmap(model.activities_one)(x))
     # At the feedforward state each map's prediction f_l(z_{l−1}) is z_l itself, so only
     # the readout's output needs computing.
     output = jax.vmap(model.layers[-1])(inputs[-1])
-    solution = solve_activities(model, x, y, solver)
-    errors = model.errors(solution.activities, x)
-    _, grads = energy_gradients(model, solution.activities, x, y)
-    new, opt_state, _, _ = _guarded_update(model, opt_state, grads, optimiser, jnp.array(True))
+    # The update is applied whatever the solve's outcome; `converged` records it.
+    new, opt_state, found, _ = pc_update(model, opt_state, x, y, optimiser, method, True)
+    errors = model.errors(found.activities, x)
     own = [
         jax.vmap(after)(z_prev) - before
         for after, z_prev, before in zip(new.layers, inputs, inputs[1:] + (output,))
@@ -104,14 +99,14 @@ def _measure_step(model, opt_state, x, y, optimiser, solver):
     change = [after - before for before, after in zip(inputs[1:], new_inputs[1:])]
     scales = (
         _rms(inputs[1:]), _rms([jnp.reshape(output, -1)])[0], _rms(errors), _rms(change), _rms(own[:-1]),
-        _rms(own[-1:])[0], solution.result == RESULTS.converged,
+        _rms(own[-1:])[0], found.stats.result == RESULTS.converged,
     )
     return new, opt_state, scales
 
 
-@eqx.filter_jit
-def _measure_final(model, x):
-    x, _ = model._check(x)
+@precise_jit
+def _measure_final(model, x, y):
+    x, _ = validated(model, x, y)
     activities = jax.vmap(model.activities_one)(x)
     return _rms(activities), _rms([jnp.reshape(jax.vmap(model.forward_one)(x), -1)])[0]
 
@@ -168,7 +163,7 @@ def coord_check(
     fields = {name: [] for name in ("activation", "error", "update", "own_update", "output", "output_update")}
     converged = []
     runs = [(size, seed) for size in sizes for seed in range(seeds)]
-    bar = _progress(len(runs), progress)
+    bar = progress_bar(total=len(runs), desc="coord check", unit="model", disable=not progress)
     for size in sizes:
         per_seed = []
         hits = []
@@ -188,31 +183,32 @@ def coord_check(
             for _ in range(steps):
                 model, opt_state, scales = _measure_step(model, opt_state, x, y, transform, chosen)
                 records.append(scales)
-            final_activation, final_output = _measure_final(model, x)
+            final_activation, final_output = _measure_final(model, x, y)
             per_seed.append(_collect(records, final_activation, final_output))
             hits.extend(bool(r[-1]) for r in records)
-            bar(1)
+            bar.update(1)
         for name in fields:
             fields[name].append(jnp.mean(jnp.stack([run[name] for run in per_seed]), axis=0))
         converged.append(float(np.mean(hits)))
-    bar(None)
+    bar.close()
     return CoordCheck(
         sizes=tuple(int(s) for s in sizes), steps=steps, converged=tuple(converged),
         **{name: tuple(values) for name, values in fields.items()},
     )
 
 
-def _solver_for(model, x, solver) -> AbstractInferenceSolver:
+def _solver_for(model, x, solver) -> IterativeInference:
     if solver is None:
-        return with_traced_numbers(auto_solver(model, x))
+        solver = auto_solver(model, x)
+    elif not isinstance(solver, AbstractInferenceSolver) and callable(solver):
+        solver = solver(model)
     if isinstance(solver, AbstractInferenceSolver):
-        return with_traced_numbers(solver)
-    if callable(solver):
-        chosen = solver(model)
-        if isinstance(chosen, AbstractInferenceSolver):
-            return with_traced_numbers(chosen)
+        method = inference_method(solver)
+        assert isinstance(method, IterativeInference)
+        return method
     raise TypeError(
-        f"`solver` must be an inference solver, a function model -> solver, or None, got {solver!r}."
+        f"`solver` must be an inference solver, a function model -> solver, or None, got {solver!r} "
+        "(the check measures prediction errors, so it needs an iterative solver's activities)."
     )
 
 
@@ -226,64 +222,3 @@ def _collect(records, final_activation, final_output) -> dict[str, Array]:
         "own_update": jnp.stack(own),
         "output_update": jnp.stack(output_update),
     }
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return lambda _: None
-    from .._progress import progress_bar
-
-    bar = progress_bar(total=total, desc="coord check", unit="model")
-
-    def advance(count):
-        if count is None:
-            bar.close()
-        else:
-            bar.update(count)
-
-    return advance
-
-
-_ARRAY_FIELDS = ("activation", "error", "update", "own_update", "output", "output_update")
-
-
-def coord_check_record(result: CoordCheck) -> dict:
-    """A [`CoordCheck`][pcscale.theory.CoordCheck] as plain JSON-compatible values."""
-    if not isinstance(result, CoordCheck):
-        raise TypeError(f"`result` must be a CoordCheck, got {type(result).__name__}.")
-    record = {"sizes": list(result.sizes), "steps": result.steps, "converged": list(result.converged)}
-    for name in _ARRAY_FIELDS:
-        record[name] = [np.asarray(v, dtype=np.float64).tolist() for v in getattr(result, name)]
-    return record
-
-
-def coord_check_from_record(record: dict, source: str = "the record") -> CoordCheck:
-    """The inverse of `coord_check_record`."""
-    missing = [name for name in ("sizes", "steps", "converged") + _ARRAY_FIELDS if name not in record]
-    if missing:
-        raise ValueError(f"{source} is not a coordinate-check record: it lacks {missing}.")
-    arrays = {name: tuple(jnp.asarray(v) for v in record[name]) for name in _ARRAY_FIELDS}
-    return CoordCheck(
-        sizes=tuple(record["sizes"]), steps=int(record["steps"]), converged=tuple(record["converged"]), **arrays
-    )
-
-
-def save_coord_check(result: CoordCheck, path) -> None:
-    """Write a [`CoordCheck`][pcscale.theory.CoordCheck] to a JSON file, atomically
-    (temporary file, then rename), so that an interrupted write never leaves a partial
-    file."""
-    record = coord_check_record(result)
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(record))
-
-
-def load_coord_check(path) -> CoordCheck:
-    """Read a [`CoordCheck`][pcscale.theory.CoordCheck] written by `save_coord_check`."""
-    try:
-        with open(path) as file:
-            record = json.load(file)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no coordinate-check file at {str(path)!r}; write one with save_coord_check.") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(path)!r} is not a coordinate-check JSON file ({error}).") from None
-    return coord_check_from_record(record, f"{str(path)!r}")

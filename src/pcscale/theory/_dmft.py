@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from .._model import FULL_PRECISION
+from .._precise import precise_jit
 from .._validation import as_float_array, check_finite
 from ._dmft_equations import (
     equal_time_ntk,
@@ -100,57 +100,56 @@ def _inputs(x, y) -> tuple[Array, Array]:
     return check_finite(x, "x"), check_finite(y.astype(x.dtype), "y")
 
 
-@eqx.filter_jit
+@precise_jit
 def _solve(x, y, eta, gamma0, tolerance, iterations, depth: int, steps: int, return_kernels: bool,
            causal: bool, exact_steps: bool):
-    with jax.default_matmul_precision(FULL_PRECISION):
-        P, d = y.shape
-        T, H = steps, depth - 1
-        dtype = x.dtype
-        kx = x @ x.T / x.shape[1]
-        # The readout rows are independent N(0, 1) vectors and are the top layer's source.
-        boundaries = (
-            jnp.tile(kx, (T, T)),
-            jnp.kron(jnp.ones((T, T), dtype), jnp.eye(d, dtype=dtype)),
-            jnp.zeros((T * d, T * P), dtype),
-            jnp.tril(jnp.ones((T, T), dtype), k=-1),
-        )
-        coupling = gamma0 * eta / P
-        rate = eta / P
+    P, d = y.shape
+    T, H = steps, depth - 1
+    dtype = x.dtype
+    kx = x @ x.T / x.shape[1]
+    # The readout rows are independent N(0, 1) vectors and are the top layer's source.
+    boundaries = (
+        jnp.tile(kx, (T, T)),
+        jnp.kron(jnp.ones((T, T), dtype), jnp.eye(d, dtype=dtype)),
+        jnp.zeros((T * d, T * P), dtype),
+        jnp.tril(jnp.ones((T, T), dtype), k=-1),
+    )
+    coupling = gamma0 * eta / P
+    rate = eta / P
 
-        def curve(phis, gammas):
-            ntk = equal_time_ntk(phis, gammas, kx)
-            return ntk, first_order_errors(ntk, y, rate)
+    def curve(phis, gammas):
+        ntk = equal_time_ntk(phis, gammas, kx)
+        return ntk, first_order_errors(ntk, y, rate)
 
-        if causal:
-            phis, gammas, rs, qs, deltas = solve_causally(y, gamma0, coupling, rate, boundaries, H, exact_steps)
-            # The check: one more sweep of the fixed-point map must leave the kernels alone.
-            new_phis, new_gammas, _, _ = jacobi_sweep(phis, gammas, rs, qs, deltas, boundaries, coupling)
-            change = relative_change(phis + gammas, new_phis + new_gammas)
-            ntk = equal_time_ntk(phis, gammas, kx)
-        else:
+    if causal:
+        phis, gammas, rs, qs, deltas = solve_causally(y, gamma0, coupling, rate, boundaries, H, exact_steps)
+        # The check: one more sweep of the fixed-point map must leave the kernels alone.
+        new_phis, new_gammas, _, _ = jacobi_sweep(phis, gammas, rs, qs, deltas, boundaries, coupling)
+        change = relative_change(phis + gammas, new_phis + new_gammas)
+        ntk = equal_time_ntk(phis, gammas, kx)
+    else:
 
-            def sweep(_, state):
-                phis, gammas, rs, qs, _ = state
-                _, deltas = curve(phis, gammas)
-                new_phis, new_gammas, new_rs, new_qs = jacobi_sweep(phis, gammas, rs, qs, deltas, boundaries, coupling)
-                return new_phis, new_gammas, new_rs, new_qs, relative_change(phis + gammas, new_phis + new_gammas)
+        def sweep(_, state):
+            phis, gammas, rs, qs, _ = state
+            _, deltas = curve(phis, gammas)
+            new_phis, new_gammas, new_rs, new_qs = jacobi_sweep(phis, gammas, rs, qs, deltas, boundaries, coupling)
+            return new_phis, new_gammas, new_rs, new_qs, relative_change(phis + gammas, new_phis + new_gammas)
 
-            phi_input, gamma_output, no_response, _ = boundaries
-            initial = ([phi_input] * H, [gamma_output] * H, [no_response] * H, [no_response] * H,
-                       jnp.asarray(jnp.nan, dtype))
-            phis, gammas, _, _, change = jax.lax.fori_loop(0, iterations, sweep, initial)
-            ntk, deltas = curve(phis, gammas)
-        loss = mean_squared_loss(deltas)
-        return DMFTResult(
-            loss=loss,
-            errors=deltas,
-            ntk=ntk,
-            feature_kernels=jnp.stack(phis) if return_kernels else None,
-            gradient_kernels=jnp.stack(gammas) if return_kernels else None,
-            fixed_point_change=change,
-            converged=jnp.all(jnp.isfinite(loss)) & (change <= tolerance),
-        )
+        phi_input, gamma_output, no_response, _ = boundaries
+        initial = ([phi_input] * H, [gamma_output] * H, [no_response] * H, [no_response] * H,
+                   jnp.asarray(jnp.nan, dtype))
+        phis, gammas, _, _, change = jax.lax.fori_loop(0, iterations, sweep, initial)
+        ntk, deltas = curve(phis, gammas)
+    loss = mean_squared_loss(deltas)
+    return DMFTResult(
+        loss=loss,
+        errors=deltas,
+        ntk=ntk,
+        feature_kernels=jnp.stack(phis) if return_kernels else None,
+        gradient_kernels=jnp.stack(gammas) if return_kernels else None,
+        fixed_point_change=change,
+        converged=jnp.all(jnp.isfinite(loss)) & (change <= tolerance),
+    )
 
 
 def dmft(

@@ -15,34 +15,16 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Activities, BatchX, BatchY
 from .._infer import SummedEnergy
-from .._model import FULL_PRECISION, PCModel
-from ._lanczos import lanczos
-from ..nn._mlp import Linear
-from ._structure import activity_shapes, cast_model, check_key, check_model, input_shape, transpose_of
+from .._linear import activity_shapes, check_model, input_shape, is_linear
+from .._model import PCModel
+from .._precise import precise_jit
 from .._validation import validated
+from ._lanczos import lanczos
+from ._structure import cast_model, check_key
 
 # Dense Hessians beyond this many activity coordinates per sample (≈ 0.8 GB in float64)
 # are refused: use hessian_vector_product or hessian_spectrum instead.
 DENSE_LIMIT = 10_000
-
-
-def is_linear(model: PCModel, shape: tuple[int, ...]) -> bool:
-    """Whether the energy of `model` is quadratic in the activities with a Hessian that
-    does not depend on the data: φ = identity, no biases, MSE, and layer maps 2 … L that
-    are linear (traced by `jax.linear_transpose`) and map 0 to 0 (checked on the
-    concrete weights)."""
-    try:
-        check_model(model, "")
-        hidden, _ = activity_shapes(model, shape)
-        for index in range(1, model.depth):
-            transpose_of(model.layers[index], hidden[index - 1], index)
-            if not isinstance(model.layers[index].module, Linear):
-                zero = jnp.zeros(hidden[index - 1].shape, hidden[index - 1].dtype)
-                if float(jnp.max(jnp.abs(model.layers[index](zero)))) != 0.0:
-                    return False
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _check_has_activities(model: PCModel, function: str) -> None:
@@ -65,8 +47,7 @@ def batch_hvp(model: PCModel, x: Array, y: Array, z: Activities):
     gradient = summed_gradient(model, x, y)
 
     def hvp(v: Activities) -> Activities:
-        with jax.default_matmul_precision(FULL_PRECISION):
-            return jax.jvp(gradient, (z,), (v,))[1]
+        return jax.jvp(gradient, (z,), (v,))[1]
 
     return hvp
 
@@ -91,7 +72,7 @@ def _traced(model, x, y, z):
     return x, y, z
 
 
-@eqx.filter_jit
+@precise_jit
 def _dense_hessian(model, x, y, z):
     x, y, z = _traced(model, x, y, z)
     z_one = jax.tree.map(lambda leaf: leaf[0], z)
@@ -100,8 +81,7 @@ def _dense_hessian(model, x, y, z):
     def energy(vector):
         return model.energy_one(unravel(vector), x[0], y[0])
 
-    with jax.default_matmul_precision(FULL_PRECISION):
-        return jax.hessian(energy)(flat)
+    return jax.hessian(energy)(flat)
 
 
 def activity_hessian(
@@ -166,7 +146,7 @@ def activity_hessian(
     return _dense_hessian(model, x, y, z)
 
 
-@eqx.filter_jit
+@precise_jit
 def _hvp_jit(model, x, y, z, v):
     x, y, z = _traced(model, x, y, z)
     return batch_hvp(model, x, y, z)(v)
@@ -227,7 +207,7 @@ class HessianSpectrum(eqx.Module):
     iterations: Int[Array, ""]
 
 
-@eqx.filter_jit
+@precise_jit
 def _spectrum(model, x, y, z, iterations, key):
     x, y, z = _traced(model, x, y, z)
     flat, unravel = ravel_pytree(z)

@@ -12,11 +12,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .._energy import MSE
-from .._layer import PCLayer, identity
+from .._linear import check_model
 from .._model import PCModel
 from .._validation import as_float_array
-from ..nn._mlp import Linear
 
 # Below this relative size, S − I/λ is not resolved by float32 arithmetic: fewer than
 # three significant digits of the gap survive when it is added to the identity.
@@ -24,42 +22,18 @@ _FLOAT32_GAP_FLOOR = 1e3 * float(jnp.finfo(jnp.float32).eps)
 
 
 def enable_float64() -> None:
-    """Switch JAX to 64-bit mode, so that models built with `dtype=jnp.float64` and the
-    `dtype=jnp.float64` option of the theory functions compute in float64.
+    """Switch JAX to 64-bit mode for the whole process, so that models built with
+    `dtype=jnp.float64` and the `dtype=jnp.float64` option of the theory functions
+    compute in float64.
 
-    Call it at the start of a program, before any JAX array exists (arrays created
-    earlier stay float32). It is the same as `jax.config.update("jax_enable_x64", True)`.
+    It changes a process-wide flag, so it is yours to call, at the start of a program,
+    before any JAX array exists (arrays created earlier stay float32); no pcscale function
+    calls it for you. It is the same as `jax.config.update("jax_enable_x64", True)`. To
+    compute in float64 in one part of a program only, use JAX's scoped switch instead,
+    `with jax.enable_x64(True): …`, which holds for the calling thread until the block
+    ends (it is how `pcscale.experiments.run` runs a float64 config).
     """
     jax.config.update("jax_enable_x64", True)
-
-
-def check_model(model, function: str, *, nonlinear_ok: bool = False) -> None:
-    """Raise a clear error unless `model` is a PCModel the theory function supports."""
-    if not isinstance(model, PCModel):
-        raise TypeError(f"`model` must be a pcscale.PCModel, got {type(model).__name__}.")
-    if nonlinear_ok:
-        return
-    if not isinstance(model.output_energy, MSE):
-        raise ValueError(
-            f"{function} supports linear networks with an MSE output only, got output energy "
-            f"{type(model.output_energy).__name__}; build the model with "
-            "output_energy=pcscale.MSE() (the closed form does not exist for cross-entropy)."
-        )
-    for index, layer in enumerate(model.layers):
-        if index > 0 and layer.activation is not identity:
-            name = getattr(layer.activation, "__name__", repr(layer.activation))
-            raise ValueError(
-                f"{function} supports linear networks only, but model.layers[{index}] has "
-                f"activation {name!r}; build the model with activation='linear' (pcscale.nn "
-                "builders) or leave PCLayer's activation at its identity default (the closed "
-                "form holds for φ = identity), or use the numerical tools (infer, "
-                "hessian_spectrum) for nonlinear networks."
-            )
-        if layer.bias is not None:
-            raise ValueError(
-                f"{function} supports networks without biases only, but model.layers[{index}] "
-                "has a bias; build the model with use_bias=False (the paper's MLPs have none)."
-            )
 
 
 def cast_model(model: PCModel, x, y, dtype):
@@ -90,67 +64,6 @@ def cast_model(model: PCModel, x, y, dtype):
     x = None if x is None else x.astype(dtype)
     y = None if y is None else y.astype(dtype)
     return model, x, y
-
-
-def input_shape(model: PCModel, x) -> tuple[int, ...]:
-    """Per-sample input shape: from `x` if given, else from a `pcscale.nn.Linear` first
-    layer."""
-    if x is not None:
-        return tuple(jnp.shape(x)[1:])
-    module = model.layers[0].module
-    if isinstance(module, Linear):
-        return (module.weight.shape[1],)
-    raise ValueError(
-        f"the first layer's module is a {type(module).__name__}, whose input shape cannot be "
-        "read from its weights; pass an example batch `x` (only its shape is used)."
-    )
-
-
-def activity_shapes(model: PCModel, shape: tuple[int, ...]):
-    """Shapes (jax.ShapeDtypeStruct) of z_1 … z_H and of the output, per sample."""
-    example = jax.ShapeDtypeStruct(shape, model.dtype)
-    try:
-        hidden = jax.eval_shape(model.activities_one, example)
-        out = jax.eval_shape(model.forward_one, example)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"the model cannot take inputs of per-sample shape {shape}: {error}. Check the "
-            "input dimension the model was built with."
-        ) from error
-    return tuple(hidden), out
-
-
-def transpose_of(layer: PCLayer, shape: jax.ShapeDtypeStruct, index: int):
-    """v ↦ A_lᵀ v for the linear map of `layer` on inputs of `shape`.
-
-    `jax.linear_transpose` rejects maps with non-linear operations when traced, which is
-    how nonlinear modules are caught. It would silently drop a constant offset, so a
-    module that is not a `pcscale.nn.Linear` is also checked (on device) to map 0 to 0.
-    """
-    zero = jnp.zeros(shape.shape, shape.dtype)
-    try:
-        transpose = jax.linear_transpose(layer, zero)
-        jax.eval_shape(transpose, jax.ShapeDtypeStruct(jax.eval_shape(layer, zero).shape, shape.dtype))
-    except (NotImplementedError, AssertionError, TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"model.layers[{index}] is not a linear map of its input ({type(error).__name__}: "
-            f"{str(error)[:120]}); the linear theory supports linear layer maps only (no "
-            "activations or other nonlinear operations inside modules)."
-        ) from None
-    if not isinstance(layer.module, Linear):
-        offset = jnp.max(jnp.abs(layer(zero))) if zero.size else jnp.zeros(())
-        transpose_checked = transpose
-
-        def transpose(v):
-            v = eqx.error_if(
-                v,
-                offset > 0,
-                f"model.layers[{index}] maps 0 to a non-zero output (an affine map, e.g. a bias inside "
-                "its module); the linear theory supports linear maps without offsets.",
-            )
-            return transpose_checked(v)
-
-    return lambda v: transpose(v)[0]
 
 
 def prepare(model, x, y, dtype, function: str):

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import numbers
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._model import PCModel
 from .._precision import floor_and_start
-from .._solver import (
-    AbstractInferenceSolver,
-    ConjugateGradient,
-    DepthPreconditioner,
-    GradientDescent,
-    MixedPrecision,
-    NewtonKrylov,
-)
-from ._hessian import is_linear
-from ._structure import input_shape
+from .._validation import is_finite_real
+from ._base import AbstractInferenceSolver
+from ._preconditioner import DepthPreconditioner
+from .conjugate_gradient import ConjugateGradient
+from .gradient_descent import GradientDescent
+from .mixed_precision import MixedPrecision
+from .newton_krylov import NewtonKrylov
 
 
 def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: float = 0.0) -> AbstractInferenceSolver:
@@ -63,8 +58,10 @@ def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: flo
     if not isinstance(model, PCModel):
         raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-            raise ValueError(f"`{name}` must be a non-negative float, got {value!r}; e.g. {name}=1e-6.")
+        if not (is_finite_real(value) and value >= 0):
+            raise ValueError(f"`{name}` must be a non-negative finite float, got {value!r}; e.g. {name}=1e-6.")
+    from .._linear import input_shape, is_linear  # here: the model's layers import the solvers' package
+
     depth = model.depth
     if model.num_hidden == 0:
         return GradientDescent(rtol=rtol, atol=atol)
