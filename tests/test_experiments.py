@@ -247,7 +247,7 @@ def test_memory_is_flat_in_the_number_of_steps():
 def test_width_depth_linear_quick_shows_the_papers_trend(tmp_path, data_root):
     # The trend is read at t = 0, so two steps at the shallowest and deepest depths suffice.
     run = ex.run("width-depth-linear", "quick", tmp_path / "wdl", progress=False,
-                 overrides=("hidden_layers=1,7", "steps=2"))
+                 overrides=("widths=4,64,256", "hidden_layers=1,7", "steps=2"))
     _check_results_files(tmp_path / "wdl", run)
     config = run.config
     cosine = {(r.cell.settings["hidden_layers"], r.cell.settings["width"]): r.trace.cosine_lockstep[0]

@@ -60,3 +60,11 @@ def test_without_the_entry_point_the_default_precision_stays():
     # The checker itself: the same maths traced outside an entry point keeps the default.
     model, x, y = _problem()
     assert not _all_highest(lambda m: jnp.mean(jax.vmap(m.forward_one)(x)), model)
+
+
+def test_an_inference_method_called_on_its_own_runs_at_full_precision():
+    # Outside pcscale's entry points too (eagerly, or inside a user's jit).
+    model, x, y = _problem("linear")
+    for method in (pc.theory.ClosedForm(), pc.inference_method(pc.NewtonKrylov(rtol=1e-4, max_steps=3))):
+        assert _all_highest(lambda m: method.equilibrium(m, x, y).energy, model)
+        assert _all_highest(lambda m: method.loss_and_gradients(m, x, y)[0], model)

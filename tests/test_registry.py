@@ -150,7 +150,8 @@ _RUN = """
 """
 
 
-@pytest.mark.parametrize("devices", [1, 2])
+# One device is the two-device case without the worker threads: kept for -m slow.
+@pytest.mark.parametrize("devices", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_a_float64_run_from_python_scopes_64_bit_mode_to_the_run(tmp_path, devices):
     """With 64-bit mode off, a float64 config still computes in float64 (the same numbers
     as with the mode on for the whole process, as here), in every worker thread of a

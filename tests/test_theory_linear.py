@@ -472,3 +472,21 @@ def test_closed_form_step_warns_in_float32_below_resolution():
     state = optimiser.init(eqx.filter(model, eqx.is_array))
     with pytest.warns(UserWarning, match="closed_form_step.*below float32 resolution"):
         theory.closed_form_step(model, state, x, y, optimiser=optimiser)
+
+
+def test_closed_form_refuses_a_model_it_does_not_describe_wherever_it_is_passed():
+    # A cross-entropy output or a bias has no closed form: every entry point says so
+    # instead of returning MSE numbers.
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (4, 3))
+    y = jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2)
+    crossentropy = pc.nn.mlp(3, 8, 2, 3, parameterisation=pc.MuPC(), activation="linear", use_bias=False,
+                             output_energy=pc.CrossEntropy(), key=key)
+    biased = pc.nn.mlp(3, 8, 2, 3, parameterisation=pc.MuPC(), activation="linear", use_bias=True, key=key)
+    for model, message in ((crossentropy, "MSE output only"), (biased, "without biases only")):
+        optimiser = pc.make_optimiser(model, pc.SGD(0.1))
+        state = optimiser.init(eqx.filter(model, eqx.is_array))
+        with pytest.raises(ValueError, match=message):
+            pc.pc_step(model, state, x, y, optimiser=optimiser, solver=pc.theory.ClosedForm())
+        with pytest.raises(ValueError, match=message):
+            pc.compare_at_equilibrium(model, x, y, solver=pc.theory.ClosedForm())

@@ -15,6 +15,7 @@ from ._custom_types import Activities
 from ._gradients import energy_gradients, loss_gradients
 from ._infer import solve_activities
 from ._model import PCModel
+from ._precise import full_precision
 from ._precision import warn_if_uncertifiable
 from ._solution import InferenceStats
 from ._solver import AbstractInferenceSolver
@@ -50,6 +51,14 @@ class AbstractInferenceMethod(eqx.Module):
 
     exact: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        # Every method's maths runs at full float32 matmul precision, also when a user
+        # calls it eagerly or inside their own jit.
+        super().__init_subclass__(**kwargs)
+        for name in ("equilibrium", "loss_and_gradients"):
+            if name in cls.__dict__ and not getattr(cls.__dict__[name], "__isabstractmethod__", False):
+                setattr(cls, name, full_precision(cls.__dict__[name]))
+
     @abc.abstractmethod
     def equilibrium(
         self, model: PCModel, x: Array, y: Array, sharding: NamedSharding | None = None
@@ -57,6 +66,7 @@ class AbstractInferenceMethod(eqx.Module):
         """The [`Equilibrium`][pcscale.Equilibrium] of validated inputs (callable inside
         jit)."""
 
+    @full_precision
     def loss_and_gradients(self, model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
         """The feedforward loss 𝓛(θ) and ∇_θ𝓛 (the BP gradient), by the cheapest exact
         evaluation this method knows; by default the batched forward pass."""

@@ -218,7 +218,7 @@ def train(
     reference: AbstractInferenceMethod | None = None,
     description: str | None = None,
     on_step: Callable[[int], None] | None = None,
-    warn_unconverged: bool = True,
+    warn: bool = True,
 ) -> TrainingRun:
     """Train `model` by PC and a copy of it (its BP twin) by BP, side by side, from the
     same initial weights with the same optimiser, comparing gradients at every step in
@@ -246,7 +246,9 @@ def train(
     - `description`: label of the progress bar and of the warnings (e.g. a cell's name);
       a labelled bar is cleared when training ends.
     - `on_step`: called with t after every step (e.g. to sample memory).
-    - `warn_unconverged`: warn when some solves missed their tolerance.
+    - `warn`: warn about solves that missed their tolerance, refused updates and a
+      training failure (False for a caller that reports them itself, as the experiments
+      do in their tables; the failure is in `run.failure` either way).
 
     Every step's metrics are copied into host buffers preallocated for all `steps`
     (shapes from the step's metrics type), with the step's wall time.
@@ -293,14 +295,14 @@ def train(
     bar.close()
     stacked, wall_time = history.stacked()
     prefix = f"{description}: " if description else ""
-    if warn_unconverged:
+    if warn:
         _warn_unconverged(stacked, fixed, prefix)
     # (x, y) is the last batch used: the final losses are measured on it.
     final_pc, final_bp = _final_losses(pc_model, bp_model, x, y)
     if failure is None:
         failure = final_failure(steps, pc_loss=float(final_pc), bp_loss=float(final_bp),
                                 initial_pc_loss=initial[0], initial_bp_loss=initial[1])
-    if failure is not None:
+    if failure is not None and warn:
         ran = history.ran
         stopped = f"; training stopped there (history holds {ran} of {steps} steps)" if ran < steps else ""
         warnings.warn(f"{prefix}training {failure}{stopped}. Fix: {ADVICE}. See TrainingRun.failure and history.",

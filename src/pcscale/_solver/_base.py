@@ -59,7 +59,9 @@ def _convert(solver):
     return jax.tree.map(convert, solver)
 
 
-_converted = functools.lru_cache(maxsize=64)(_convert)
+@functools.lru_cache(maxsize=64)
+def _converted(solver, x64: bool):
+    return _convert(solver)
 
 
 def with_traced_numbers(solver):
@@ -68,7 +70,8 @@ def with_traced_numbers(solver):
     every new value. Booleans and non-numeric leaves (e.g. optax functions) are kept.
     Conversions are cached, so a training loop pays for them once."""
     try:
-        return _converted(solver)
+        # Keyed by 64-bit mode too: the same numbers convert to float64 arrays in it.
+        return _converted(solver, bool(jax.config.jax_enable_x64))
     except TypeError:  # an unhashable field: convert without caching
         return _convert(solver)
 

@@ -128,14 +128,14 @@ def scales_like_power(
 def falls_like_inverse_width(widths: Sequence[float], gaps: Mapping[str, Sequence[float]], *,
                              quantity: str = "s − 1") -> Verdict:
     """The PC–BP gap s − 1 (or `quantity`, e.g. tr(S − I)/d_y) falls like 1/N
-    (docs/background.md §4.4): [`scales_like_power`][pcscale.experiments._verdict.scales_like_power]
+    (docs/background.md §4.4): `scales_like_power`
     with p = −1."""
     return scales_like_power(widths, gaps, -1.0, claim=f"{quantity} falls like 1/N")
 
 
 def scales_like_inverse_gamma0_squared(gamma0s: Sequence[float], gaps: Mapping[str, Sequence[float]]) -> Verdict:
     """The PC–BP gap s − 1 scales like 1/γ0² (docs/background.md §4.4):
-    [`scales_like_power`][pcscale.experiments._verdict.scales_like_power] with p = −2."""
+    `scales_like_power` with p = −2."""
     return scales_like_power(gamma0s, gaps, -2.0, claim="s − 1 scales like 1/γ0²", symbol="γ0")
 
 
@@ -162,7 +162,7 @@ def stays_off(widths: Sequence[float], gaps: Mapping[str, Sequence[float]], *, f
     least `floor`.
 
     **Arguments:** `widths` and `gaps` (group label → s − 1 per width), as for
-    [`scales_like_power`][pcscale.experiments._verdict.scales_like_power]; `floor`.
+    `scales_like_power`; `floor`.
     """
     claim = "s − 1 stays O(1) at every width, so PC ≠ BP however wide"
     axis, problem = _axis(widths, claim, "N")

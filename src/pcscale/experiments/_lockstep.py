@@ -6,6 +6,7 @@ It is `pcscale.train` on one fixed batch, its history read into a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -14,6 +15,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .._equilibrium import AbstractInferenceMethod, inference_method
+from .._health import ADVICE
+from .._linear import check_model
 from .._model import PCModel
 from .._sharding import check_mesh, shard_array
 from .._solver import AbstractInferenceSolver
@@ -80,14 +83,21 @@ def train_lockstep(
     **Returns:** a [`Trace`][pcscale.experiments.Trace].
     """
     method = inference_method(inference, "inference")
-    if mesh is not None:  # placed here too, so that errors name `x` and `y`
+    if method.exact or theory:
+        check_model(model, "theory=True" if theory and not method.exact else "closed-form inference")
+    x, y = as_float_array(x, "x"), as_float_array(y, "y")  # here, so that errors name `x` and `y`
+    if mesh is not None:
         mesh = check_mesh(mesh)
-        x, y = shard_array(as_float_array(x, "x"), mesh, "x"), shard_array(as_float_array(y, "y"), mesh, "y")
+        x, y = shard_array(x, mesh, "x"), shard_array(y, mesh, "y")
     reference = ClosedForm() if theory and not method.exact else None
     run = train(model, (x, y), optimiser=optimiser, solver=method, steps=steps, progress=progress, mesh=mesh,
-                reference=reference, description=description, on_step=on_step, warn_unconverged=False)
+                reference=reference, description=description, on_step=on_step, warn=False)
     history = jax.tree.map(np.asarray, run.history)
     context = Context(scale=loss_scale, exact=method.exact, wall_time=np.asarray(run.wall_time))
     final_pc, final_bp = (float(v) * loss_scale for v in jax.device_get((run.final_pc_loss, run.final_bp_loss)))
-    return trace_of(history, steps=steps, layers=len(model.layers), context=context, final_pc_loss=final_pc,
-                    final_bp_loss=final_bp, failed=run.failed)
+    trace = trace_of(history, steps=steps, layers=len(model.layers), context=context, final_pc_loss=final_pc,
+                     final_bp_loss=final_bp, failed=run.failed)
+    if trace.failed:  # the trace's own (scaled) numbers, as its results file records them
+        warnings.warn(f"{description}: training {trace.failure}; the loop stopped there. Fix: {ADVICE}.",
+                      stacklevel=2)
+    return trace

@@ -93,7 +93,7 @@ class InferenceFields(SolveFields):
 
     solver: str = field("auto", "the inference solver by name: auto (pcscale.auto_solver's choice, which "
                                 "certifies every step), gd (the paper's gradient descent), or another "
-                                "(docs/inference.md)")
+                                "(docs/inference.md)", choices=tuple(_names.SOLVERS))
 
 
 @dataclasses.dataclass(frozen=True)

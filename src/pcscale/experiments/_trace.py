@@ -60,13 +60,8 @@ def _metric(kind: Kind, read: Callable[[Any, Context], Any], *, per_layer: bool 
     return dataclasses.field(metadata={"metric": Metric(kind, read, per_layer)})
 
 
-def _gaps(h):
-    gaps = h.pc.diagnostics if h.reference is None else h.reference.diagnostics
-    return gaps
-
-
 def _gap(h, name: str):
-    gaps = _gaps(h)
+    gaps = h.pc.diagnostics if h.reference is None else h.reference.diagnostics
     return np.full(len(h.bp_loss), np.nan) if gaps is None else getattr(gaps, name)
 
 
@@ -144,9 +139,9 @@ class Trace:
     layer_norm_ratio_trajectory: np.ndarray = _metric(
         FLOAT, lambda h, c: np.where(h.trajectory.layer_defined, h.trajectory.layer_norm_ratios, np.nan),
         per_layer=True)
-    final_pc_loss: float = 0.0
-    final_bp_loss: float = 0.0
-    failure: TrainingFailure | None = None
+    final_pc_loss: float = dataclasses.field(kw_only=True)
+    final_bp_loss: float = dataclasses.field(kw_only=True)
+    failure: TrainingFailure | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def steps(self) -> int:

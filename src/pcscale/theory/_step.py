@@ -44,6 +44,7 @@ class ClosedForm(AbstractInferenceMethod):
     exact: ClassVar[bool] = True
 
     def equilibrium(self, model, x, y, sharding=None) -> Equilibrium:
+        check_model(model, "closed-form inference")  # structural: at trace time only
         energy, scaling, r, gradients = closed_form_value_and_grad(model, x, y)
         loss = 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))
         zero, none = jnp.zeros((), energy.dtype), jnp.zeros((), jnp.int32)
@@ -58,7 +59,8 @@ class ClosedForm(AbstractInferenceMethod):
     def prepare(self, model, x, y, *, stacklevel: int) -> None:
         check_model(model, "closed-form inference")
         # docs/background.md §7, pitfall 1: say so when float32 cannot resolve ‖S‖ − 1/λ.
-        warn_if_unresolved(lambda: _rescaling_jit(model, input_shape(model, x)).spectral_gap, model, "ClosedForm")
+        warn_if_unresolved(lambda: _rescaling_jit(model, input_shape(model, x)).spectral_gap, model,
+                           "closed-form inference", stacklevel=stacklevel + 2)
 
 
 class ClosedFormStepMetrics(eqx.Module):

@@ -74,7 +74,7 @@ def prepare(model, x, y, dtype, function: str):
     return cast_model(model, x, y, dtype)
 
 
-def warn_if_unresolved(gap: Callable[[], Array], model: PCModel, function: str) -> None:
+def warn_if_unresolved(gap: Callable[[], Array], model: PCModel, function: str, stacklevel: int = 3) -> None:
     """Warn when float32 cannot resolve S − I/λ. `gap` returns ‖S‖₂ − 1/λ; it is only
     evaluated (and read back from the device) for float32 models with concrete values."""
     if model.dtype != jnp.float32:
@@ -89,7 +89,7 @@ def warn_if_unresolved(gap: Callable[[], Array], model: PCModel, function: str) 
             f"{function}: ‖S − I/λ‖·λ = {relative:.2e} is below float32 resolution "
             f"(~{_FLOAT32_GAP_FLOOR:.1e}), so F* and 𝓛 (and PC and BP gradients) cannot be told "
             "apart in float32; pass dtype=jnp.float64 (after pcscale.theory.enable_float64()).",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
