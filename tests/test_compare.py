@@ -84,6 +84,9 @@ def test_small_output_precision_gives_bp_gradients(builder, loss, one_hot):
     np.testing.assert_allclose(comparison.alignment.norm_ratio, 1e-4, rtol=1e-2)
 
 
+# A trend over a sweep of sizes, compiling a model per size: -m slow. The default run
+# still runs every experiment end to end and pins cells' numbers (tests/test_pinned.py).
+@pytest.mark.slow
 def test_linear_residual_mupc_aligns_as_width_grows():
     """Theory (docs/background.md §4.7): ∇F* = ∇𝓛·(1 + O(L/N)); at L = 4 the cosine rises with N."""
     D, C, depth = 16, 4, 4

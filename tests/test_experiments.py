@@ -244,6 +244,9 @@ def test_memory_is_flat_in_the_number_of_steps():
 # ----------------------------------------------------------------- the paper's trends
 
 
+# A trend over a sweep of sizes, compiling a model per size: -m slow. The default run
+# still runs every experiment end to end and pins cells' numbers (tests/test_pinned.py).
+@pytest.mark.slow
 def test_width_depth_linear_quick_shows_the_papers_trend(tmp_path, data_root):
     # The trend is read at t = 0, so two steps at the shallowest and deepest depths suffice.
     run = ex.run("width-depth-linear", "quick", tmp_path / "wdl", progress=False,
@@ -272,6 +275,9 @@ def _max_gap(a, b):
     return float(np.max(np.abs(a / b - 1)))
 
 
+# A trend over a sweep of sizes, compiling a model per size: -m slow. The default run
+# still runs every experiment end to end and pins cells' numbers (tests/test_pinned.py).
+@pytest.mark.slow
 def test_toy_energy_loss_and_dmft_approach_each_other_with_width(tmp_path):
     run = ex.run("toy", "quick", tmp_path / "toy", overrides=["widths=32,512", "skips=false", "steps=20"],
                  progress=False)
@@ -296,6 +302,9 @@ def test_toy_quick_agrees_with_dmft_within_two_percent_at_the_widest_width(tmp_p
     assert _max_gap(energy, dmft) < 0.02 and _max_gap(bp, dmft) < 0.02 and _max_gap(energy, bp) < 0.02
 
 
+# A trend over a sweep of sizes, compiling a model per size: -m slow. The default run
+# still runs every experiment end to end and pins cells' numbers (tests/test_pinned.py).
+@pytest.mark.slow
 def test_toy_sp_gap_does_not_shrink_with_width(tmp_path):
     run = ex.run("toy-sp", "quick", tmp_path / "sp", overrides=["widths=8,512", "steps=1"], progress=False)
     for skips, theory in ((False, (1 - 3.0**-4) / 2), (True, (4 / 3) ** 4 - 1)):

@@ -329,14 +329,15 @@ def test_a_cell_parallel_sweep_writes_the_files_of_the_serial_sweep(name, tmp_pa
                       parallel=ex.Parallel.CELLS)
     assert len(set(used.values())) > 1  # the cells really ran on several devices
     assert [r.cell.name for r in parallel.results] == [r.cell.name for r in serial.results]
-    assert len(parallel.computed) == 4
+    cells = len(serial.results)
+    assert cells >= 2 and len(parallel.computed) == cells
     one, four = _cells(tmp_path / "serial"), _cells(tmp_path / "cells")
-    assert one.keys() == four.keys() and len(one) == 4
+    assert one.keys() == four.keys() and len(one) == cells
     for cell in one:
         assert _without_timings(four[cell]) == _without_timings(one[cell]), cell
     # Resume works the same way: nothing left to compute.
     again = ex.run(name, out_dir=tmp_path / "cells", overrides=overrides, progress=False, devices=4)
-    assert again.computed == () and len(again.reused) == 4
+    assert again.computed == () and len(again.reused) == cells
 
 
 def test_a_batch_parallel_sweep_matches_the_serial_sweep_up_to_rounding(tmp_path, data_root):

@@ -131,6 +131,9 @@ def test_lanczos_converges_with_fewer_iterations_than_coordinates():
     np.testing.assert_allclose(spectrum.min_eigenvalue, eigenvalues[0], rtol=1e-6)
 
 
+# A trend over a sweep of sizes, compiling a model per size: -m slow. The default run
+# still runs every experiment end to end and pins cells' numbers (tests/test_pinned.py).
+@pytest.mark.slow
 def test_condition_number_grows_like_depth_squared():
     # docs/background.md §4.6: κ ∝ L² for μPC skip networks (discrete-Laplacian structure).
     kappas = []
