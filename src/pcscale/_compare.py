@@ -89,11 +89,10 @@ class EquilibriumComparison(eqx.Module):
     inference: InferenceStats
 
 
-@precise_jit
-def _compare_jit(model, x, y, method, sharding):
-    x, y = validated(model, x, y)
-    found = method.equilibrium(model, x, y, sharding)
-    loss, bp_grads = method.loss_and_gradients(model, x, y)
+def equilibrium_comparison(found, loss, bp_grads) -> EquilibriumComparison:
+    """PC at an equilibrium `found` (an [`Equilibrium`][pcscale.Equilibrium]) against BP
+    (`loss`, `bp_grads`) at the same weights: the one place the alignment and F/𝓛 are
+    formed (callable inside jit)."""
     return EquilibriumComparison(
         alignment=compare_gradients(found.gradients, bp_grads),
         energy=found.energy,
@@ -101,6 +100,13 @@ def _compare_jit(model, x, y, method, sharding):
         energy_loss_ratio=jnp.where(loss > 0, found.energy / jnp.where(loss > 0, loss, 1.0), jnp.nan),
         inference=found.stats,
     )
+
+
+@precise_jit
+def _compare_jit(model, x, y, method, sharding):
+    x, y = validated(model, x, y)
+    found = method.equilibrium(model, x, y, sharding)
+    return equilibrium_comparison(found, *method.loss_and_gradients(model, x, y))
 
 
 def compare_at_equilibrium(

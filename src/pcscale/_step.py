@@ -12,7 +12,7 @@ import optax.tree_utils as otu
 from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float
 
-from ._compare import GradientAlignment, compare_gradients
+from ._compare import GradientAlignment, compare_gradients, equilibrium_comparison
 from ._equilibrium import AbstractInferenceMethod, Equilibrium
 from ._gradients import loss_gradients
 from ._solution import RESULTS, InferenceStats
@@ -132,22 +132,21 @@ def comparison_update(pc_model, bp_model, pc_state, bp_state, x, y, optimiser, m
     exact evaluation the methods know (`loss_and_gradients`). Returns
     `(pc_model, bp_model, pc_state, bp_state, ComparisonMetrics)`."""
     loss_and_gradients = (method if reference is None else reference).loss_and_gradients
-    loss, loss_grads = loss_and_gradients(pc_model, x, y)
+    new_pc, pc_state, found, pc = pc_update(pc_model, pc_state, x, y, optimiser, method, allow_diverged, sharding)
+    lockstep = equilibrium_comparison(found, *loss_and_gradients(pc_model, x, y))  # at θ_t
     check = None
     if reference is not None:
         exact = reference.equilibrium(pc_model, x, y, sharding)
-    new_pc, pc_state, found, pc = pc_update(pc_model, pc_state, x, y, optimiser, method, allow_diverged, sharding)
-    if reference is not None:
         check = ReferenceCheck(exact.energy, compare_gradients(found.gradients, exact.gradients).cosine,
                                exact.diagnostics)
     bp_model, bp_state, bp_grads, bp = bp_update(bp_model, bp_state, x, y, optimiser, loss_and_gradients)
     metrics = ComparisonMetrics(
-        pc=eqx.tree_at(lambda m: m.loss, pc, loss),  # 𝓛(θ_t) as the BP side evaluates it
+        pc=eqx.tree_at(lambda m: m.loss, pc, lockstep.loss),  # 𝓛(θ_t) as the BP side evaluates it
         bp_loss=bp.loss,
         bp_updated=bp.updated,
-        lockstep=compare_gradients(found.gradients, loss_grads),
+        lockstep=lockstep.alignment,
         trajectory=compare_gradients(found.gradients, bp_grads),
-        energy_loss_ratio=jnp.where(loss > 0, found.energy / jnp.where(loss > 0, loss, 1.0), jnp.nan),
+        energy_loss_ratio=lockstep.energy_loss_ratio,
         reference=check,
     )
     return new_pc, bp_model, pc_state, bp_state, metrics

@@ -83,13 +83,13 @@ def train_lockstep(
     **Returns:** a [`Trace`][pcscale.experiments.Trace].
     """
     method = inference_method(inference, "inference")
-    if method.exact or theory:
-        check_model(model, "theory=True" if theory and not method.exact else "closed-form inference")
+    reference = ClosedForm() if theory and not method.exact else None
+    if reference is not None:  # before the reference's own check, so that the error names the option
+        check_model(model, "theory=True")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")  # here, so that errors name `x` and `y`
     if mesh is not None:
         mesh = check_mesh(mesh)
         x, y = shard_array(x, mesh, "x"), shard_array(y, mesh, "y")
-    reference = ClosedForm() if theory and not method.exact else None
     run = train(model, (x, y), optimiser=optimiser, solver=method, steps=steps, progress=progress, mesh=mesh,
                 reference=reference, description=description, on_step=on_step, warn=False)
     history = jax.tree.map(np.asarray, run.history)
