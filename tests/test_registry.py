@@ -163,6 +163,9 @@ def test_a_float64_run_from_python_scopes_64_bit_mode_to_the_run(tmp_path, devic
     np.testing.assert_allclose(np.asarray(printed["energy"]), np.asarray(expected), rtol=1e-12)
 
 
+# Two fresh interpreters (the mode is process-wide): -m slow; the scoped Python run above
+# keeps the float64-without-the-flag case in the default run.
+@pytest.mark.slow
 def test_the_command_line_turns_64_bit_mode_on_at_start_up_only_when_the_run_needs_it(tmp_path):
     script = """
         import sys

@@ -122,7 +122,9 @@ def _zoo(kind):
     return model, x, y
 
 
-@pytest.mark.parametrize("kind", [pytest.param("resnet", marks=pytest.mark.slow), "transformer"])
+# Both with -m slow: the MLP cases above check the data-parallel step in the default run.
+@pytest.mark.parametrize("kind", [pytest.param("resnet", marks=pytest.mark.slow),
+                                  pytest.param("transformer", marks=pytest.mark.slow)])
 def test_the_resnet_and_the_transformer_train_data_parallel_like_one_device(kind):
     """Images and integer tokens split over 4 devices; only x is split by hand here, and
     the step lays y out like it."""
@@ -307,7 +309,7 @@ SWEEPS = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param("width-depth-linear", marks=pytest.mark.slow), "residual-mlp"])
+@pytest.mark.parametrize("name", ["width-depth-linear", pytest.param("residual-mlp", marks=pytest.mark.slow)])
 def test_a_cell_parallel_sweep_writes_the_files_of_the_serial_sweep(name, tmp_path, data_root, monkeypatch):
     import dataclasses
     import threading

@@ -159,7 +159,7 @@ def test_pc_step_jit_and_eager_agree():
     x, y = data(jax.random.PRNGKey(6), 4, D, C)
     optimiser = pc.make_optimiser(model, pc.Adam(1e-2))
     state = optimiser.init(_params(model))
-    solver = pc.GradientDescent(step_size=0.3, rtol=0.0, max_steps=15)
+    solver = pc.GradientDescent(step_size=0.3, rtol=0.0, max_steps=4)
     jitted, _, jit_metrics = pc.pc_step(model, state, x, y, optimiser=optimiser, solver=solver)
     with jax.disable_jit():
         eager, _, eager_metrics = pc.pc_step(model, state, x, y, optimiser=optimiser, solver=solver)
