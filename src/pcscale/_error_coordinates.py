@@ -1,0 +1,147 @@
+r"""Error coordinates of a PC network, and its output Jacobian in them.
+
+Write the hidden states as z_l = f_l(z_{l−1}) + ε_l (z_0 = x clamped): the errors ε
+are free variables as good as the states, and the energy becomes
+E(ε) = ½‖ε‖² + λ·ℓ(y, ŷ(ε)). Around a state z̄ with errors ε̄, the map δ ↦ z(ε̄ + δ)
+has the Jacobian A⁻¹, A the unit lower block-bidiagonal matrix dε/dz (identity on the
+diagonal, −∂f_l/∂z_{l−1} below it), and ŷ has the Jacobian J = ∂ŷ/∂ε, with only d_y
+rows per sample. Neither needs the input x: z_1 = f_1(x) + ε_1 moves with δ_1 alone.
+
+Everything here works on one state of a batch (batch on axis 0) and runs inside jit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._custom_types import Activities
+from ._model import PCModel
+
+
+def _rollout_one(model: PCModel, z_bar: Activities, delta: Activities) -> tuple[Activities, Array]:
+    """The state z(ε̄ + δ) and the prediction ŷ of one sample, from the state z̄ (whose
+    errors ε̄ it keeps) moved by the error increment δ."""
+    states = [z_bar[0] + delta[0]]
+    for index in range(1, len(z_bar)):
+        layer = model.layers[index]
+        kept = z_bar[index] - layer(z_bar[index - 1])  # ε̄_l, from z̄ alone
+        states.append(layer(states[-1]) + kept + delta[index])
+    return tuple(states), model.layers[-1](states[-1])
+
+
+class LinearisedState(eqx.Module):
+    """The error-to-state map linearised at a batch of states z̄.
+
+    - `to_state(δ)`: A⁻¹·δ, the change of the states for error increments δ (a linear
+      forward pass).
+    - `transpose(u, w)`: A⁻ᵀ·u + Jᵀ·w for state cotangents u and output cotangents w (a
+      linear backward pass); `transpose(g, 0)` turns a state gradient into the error
+      gradient.
+    - `prediction`: ŷ at z̄, batched.
+    """
+
+    forward: jax.tree_util.Partial
+    backward: jax.tree_util.Partial
+    prediction: Array
+
+    def to_state(self, delta: Activities) -> Activities:
+        return self.forward(delta)[0]
+
+    def output(self, delta: Activities) -> Array:
+        """J·δ, the change of the prediction."""
+        return self.forward(delta)[1]
+
+    def transpose(self, u: Activities, w: Array | None = None) -> Activities:
+        if w is None:
+            w = jnp.zeros_like(self.prediction)
+        (delta,) = self.backward((tuple(u), w))
+        return delta
+
+
+def linearise(model: PCModel, z: Activities) -> LinearisedState:
+    """The [`LinearisedState`][] of `model` at the batched states `z` (one nonlinear
+    forward pass; every later product is linear)."""
+    z = tuple(z)
+
+    def rollout(delta):
+        return jax.vmap(lambda zb, d: _rollout_one(model, zb, d))(z, delta)
+
+    zeros = jax.tree.map(jnp.zeros_like, z)
+    (_, prediction), forward = jax.linearize(rollout, zeros)
+    backward = jax.linear_transpose(forward, zeros)
+    return LinearisedState(jax.tree_util.Partial(forward), jax.tree_util.Partial(backward), prediction)
+
+
+class OutputJacobian(eqx.Module):
+    r"""J = ∂ŷ/∂ε of every sample at a state, with what a Gauss–Newton step needs.
+
+    - `rows`: Jᵀ as activities with a leading output axis: `rows[l][k, i]` is
+      ∂ŷ_{i,k}/∂ε_{i,l} (k over the d_y flattened outputs, i over the batch).
+    - `gram`: K = J·Jᵀ per sample, shape (B, d_y, d_y).
+    - `curvature`: H_ℓ = ∂²ℓ/∂ŷ² per sample at ŷ, shape (B, d_y, d_y) (I for MSE,
+      diag(p) − ppᵀ for cross-entropy with one-hot targets).
+    - `prediction`: ŷ, batched.
+    """
+
+    rows: Activities
+    gram: Float[Array, "batch out out"]
+    curvature: Float[Array, "batch out out"]
+    prediction: Array
+
+    def apply(self, delta: Activities) -> Float[Array, "batch out"]:
+        """J·δ per sample, flattened outputs (from the stored rows)."""
+        return sum(jnp.einsum("kb...,b...->bk", row, d) for row, d in zip(self.rows, delta))
+
+    def apply_transpose(self, w: Float[Array, "batch out"]) -> Activities:
+        """Jᵀ·w per sample, `w` with flattened outputs."""
+        return tuple(jnp.einsum("kb...,bk->b...", row, w) for row in self.rows)
+
+
+def output_curvature(model: PCModel, prediction: Array, y: Array) -> Float[Array, "batch out out"]:
+    """H_ℓ = ∂²ℓ(y, ŷ)/∂ŷ² of every sample at the batched `prediction`, over the flattened
+    outputs (I for MSE; (Σ_k y_k)·(diag(p) − ppᵀ), p = softmax(ŷ), for cross-entropy)."""
+    out_shape = prediction.shape[1:]
+    size = math.prod(out_shape)
+
+    def hessian(prediction_one, y_one):
+        return jax.hessian(lambda p: model.output_energy(p.reshape(out_shape), y_one))(prediction_one.reshape(size))
+
+    return jax.vmap(hessian)(prediction, y)
+
+
+def jacobian_at(state: LinearisedState, z: Activities, curvature: Array) -> OutputJacobian:
+    """The [`OutputJacobian`][] from a [`LinearisedState`][] at the batched states `z` and
+    the output curvature H_ℓ there: d_y linear backward passes, run as one batched pass."""
+    prediction = state.prediction
+    out_shape = prediction.shape[1:]
+    size = math.prod(out_shape)
+    basis = jnp.eye(size, dtype=prediction.dtype).reshape((size,) + out_shape)
+    zeros = jax.tree.map(jnp.zeros_like, tuple(z))
+    rows = jax.vmap(lambda e: state.transpose(zeros, jnp.broadcast_to(e, prediction.shape)))(basis)
+    gram = sum(jnp.einsum("kb...,mb...->bkm", r, r) for r in rows)
+    return OutputJacobian(rows, gram, curvature, prediction)
+
+
+def output_jacobian(model: PCModel, z: Activities, y: Array) -> OutputJacobian:
+    """The [`OutputJacobian`][] of `model` at the batched states `z` (e.g. the feedforward
+    activities), with targets `y` (only the output energy's curvature reads them)."""
+    state = linearise(model, z)
+    return jacobian_at(state, z, output_curvature(model, state.prediction, y))
+
+
+def woodbury_solve(jacobian: OutputJacobian, precision: float, g: Activities) -> Activities:
+    r"""(I + λ·Jᵀ H_ℓ J)⁻¹·g per sample by the Woodbury identity,
+    g − λ·Jᵀ (I + λ·H_ℓ K)⁻¹ H_ℓ J·g: one d_y × d_y solve per sample (valid for a
+    singular H_ℓ such as cross-entropy's)."""
+    size = jacobian.gram.shape[-1]
+    eye = jnp.eye(size, dtype=jacobian.gram.dtype)
+    system = eye + precision * jnp.einsum("bij,bjk->bik", jacobian.curvature, jacobian.gram)
+    rhs = jnp.einsum("bij,bj->bi", jacobian.curvature, jacobian.apply(g))
+    s = jnp.linalg.solve(system, rhs[..., None])[..., 0]
+    correction = jacobian.apply_transpose(s)
+    return tuple(g_l - precision * c_l for g_l, c_l in zip(g, correction))
