@@ -8,6 +8,7 @@ import dataclasses
 import jax
 
 import pcscale as pc
+from pcscale import theory
 
 from . import _names, _nonlinear
 from ._config import check_config, check_positive, field
@@ -15,6 +16,7 @@ from ._lockstep import optimiser_for, train_lockstep
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 from ._shared import ImageTrainingFields
+from ._table import number, table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,15 +66,47 @@ def run_cell(config: ResidualMLPConfig, cell: Cell, context: CellContext) -> Cel
                            steps=config.steps, progress=context.progress, mesh=context.mesh, description=cell.name)
     layers = list(range(len(model.layers)))
     info = {**data_info, "depth": config.hidden_layers + 1, "solver": type(solver).__name__,
-            "tracked_layers": layers, "layer_labels": [f"W{i + 1}" for i in layers]}
+            "tracked_layers": layers, "layer_labels": [f"W{i + 1}" for i in layers],
+            **_one_step(model, x, y, trace)}
     return CellResult(cell, trace, info, 0.0)
+
+
+def _one_step(model, x, y, trace) -> dict:
+    """The one-step estimate F̂ of the equilibrium energy at θ_0
+    (`pcscale.theory.nonlinear_rescaling`, docs/theory.md), the certified F* the PC
+    step solved for at t = 0 (`pc_energy[0]`, certified where `converged[0]`) and their
+    relative difference |F̂ − F*|/F*. Computed after training, from the untouched θ_0,
+    so the trace is the same with or without it."""
+    estimate = theory.nonlinear_rescaling(model, x, y)
+    one_step, certified = float(estimate.energy), float(trace.pc_energy[0])
+    error = abs(one_step - certified) / abs(certified) if certified != 0 else float("nan")
+    return {"one_step_energy": one_step, "equilibrium_energy_t0": certified, "one_step_error": error,
+            "rescaling_spectral_gap_t0": float(estimate.spectral_gap)}
 
 
 def summarise(config: ResidualMLPConfig, results: list[CellResult]) -> str:
     title = (f"residual-mlp: {config.activation} residual MLPs, {config.parameterisation}, "
              f"L = {config.hidden_layers + 1}, B = {config.batch}, Adam η = {config.learning_rate:g}")
     # The per-layer column lists every layer; keep it short by showing first, middle, last.
-    return _nonlinear.summarise(title, config, [_thin(r) for r in results], label=lambda r: f"N = {r.cell.settings['width']}")
+    text = _nonlinear.summarise(title, config, [_thin(r) for r in results],
+                                label=lambda r: f"N = {r.cell.settings['width']}")
+    return text + "\n\n" + _one_step_table(results)
+
+
+def _one_step_table(results: list[CellResult]) -> str:
+    """The one-step estimate F̂ against the certified F* at t = 0, per cell ("—" for a
+    results file written before they were recorded)."""
+    rows = []
+    for r in results:
+        certified = r.trace is not None and bool(r.trace.converged[0])
+        rows.append([f"N = {r.cell.settings['width']}", str(r.cell.settings.get("seed", "")),
+                     number(r.info.get("rescaling_spectral_gap_t0")), number(r.info.get("one_step_energy")),
+                     number(r.info.get("equilibrium_energy_t0")), number(r.info.get("one_step_error")),
+                     "yes" if certified else "no"])
+    header = ["width", "seed", "‖S‖₂ − 1/λ", "F̂ (one step)", "F* (solved)", "|F̂ − F*|/F*", "F* certified"]
+    return ("One-step (Gauss–Newton) estimate of the equilibrium energy at t = 0 against the solved F* "
+            "(pcscale.theory.nonlinear_rescaling; ‖S‖₂ − 1/λ averaged over the batch):\n\n"
+            + table(header, rows))
 
 
 def _thin(result: CellResult) -> CellResult:

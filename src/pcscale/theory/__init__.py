@@ -1,6 +1,7 @@
 """Exact theory of linear PC networks (closed-form equilibrium, rescaling S, exact
-activities, predicted gaps), activity-Hessian tools for any network, and the DMFT
-solver (docs/background.md §4)."""
+activities, predicted gaps), the rescaling matrix and one-step energy estimate of any
+network, activity-Hessian tools for any network, and the DMFT solver
+(docs/background.md §4)."""
 
 from .._solver import auto_solver as auto_solver  # the core's; kept here as an alias
 from ._activities import (
@@ -25,6 +26,7 @@ from ._hessian import (
     hessian_spectrum as hessian_spectrum,
     hessian_vector_product as hessian_vector_product,
 )
+from ._nonlinear import NonlinearRescaling as NonlinearRescaling, nonlinear_rescaling as nonlinear_rescaling
 from ._step import (
     ClosedForm as ClosedForm,
     ClosedFormStepMetrics as ClosedFormStepMetrics,
