@@ -61,10 +61,14 @@ class AbstractInferenceMethod(eqx.Module):
 
     @abc.abstractmethod
     def equilibrium(
-        self, model: PCModel, x: Array, y: Array, sharding: NamedSharding | None = None
+        self, model: PCModel, x: Array, y: Array, sharding: NamedSharding | None = None, *,
+        z0: Activities | None = None,
     ) -> Equilibrium:
         """The [`Equilibrium`][pcscale.Equilibrium] of validated inputs (callable inside
-        jit)."""
+        jit). `z0`: validated starting activities (a warm start), default the feedforward
+        state; an iterative method starts there, an exact method ignores it. Either way
+        the equilibrium certifies the same tolerance (relative to the feedforward
+        residual)."""
 
     @full_precision
     def loss_and_gradients(self, model: PCModel, x: Array, y: Array) -> tuple[Array, PCModel]:
@@ -77,14 +81,16 @@ class AbstractInferenceMethod(eqx.Module):
 
 
 class IterativeInference(AbstractInferenceMethod):
-    """Inference by an iterative solver from the feedforward state, then ∇_θF at the
-    activities it returns (certified only if `stats.result` is converged)."""
+    """Inference by an iterative solver from the feedforward state (or a warm start
+    `z0`), then ∇_θF at the activities it returns (certified only if `stats.result` is
+    converged)."""
 
     solver: AbstractInferenceSolver
 
-    def equilibrium(self, model, x, y, sharding=None) -> Equilibrium:
-        solution = solve_activities(model, x, y, self.solver, sharding=sharding)
+    def equilibrium(self, model, x, y, sharding=None, *, z0=None) -> Equilibrium:
+        solution = solve_activities(model, x, y, self.solver, z0, sharding)
         energy, gradients = energy_gradients(model, solution.activities, x, y)
+        # The solve's initial energy is the feedforward one also from a warm start: λ·𝓛.
         loss = solution.initial_energy / model.output_precision
         return Equilibrium(energy, loss, gradients, solution.stats, solution.activities)
 

@@ -11,6 +11,7 @@ from jax.sharding import NamedSharding
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
+from ._error_coordinates import output_curvature
 from ._model import PCModel
 from ._monitor import progress_stride, read_clock, report_progress, solve_token, start_clock
 from ._precise import precise_jit
@@ -28,7 +29,9 @@ _RUNNING, _CONVERGED, _DIVERGED, _STALLED, _OUT_OF_TIME = 0, 1, 2, 3, 4
 class SummedEnergy:
     """Σ_i F_i as a function of the activities. Calling it returns the value and its
     gradient (the stack of per-sample gradients ∇_{z_i} F_i); `value` is the energy
-    alone (for minimisers that differentiate it themselves). Solvers receive the model
+    alone (for minimisers that differentiate it themselves), and `output_curvature(ŷ)`
+    the Hessian of the output loss ℓ(y, ŷ) in the batched predictions ŷ (B, d_y, d_y,
+    outputs flattened; for Gauss–Newton preconditioners). Solvers receive the model
     separately, as an explicit argument of `init` and `step`."""
 
     def __init__(self, model: PCModel, x: Array, y: Array):
@@ -37,6 +40,7 @@ class SummedEnergy:
 
         self.value = total
         self._value_and_grad = jax.value_and_grad(total)
+        self.output_curvature = lambda prediction: output_curvature(model, prediction, y)
 
     def __call__(self, z: Activities) -> tuple[Array, Activities]:
         return self._value_and_grad(z)
@@ -88,7 +92,7 @@ def _progressed(progress: _Progress, step, residual, energy, margin) -> _Progres
     )
 
 
-def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
+def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> InferenceSolution:
     if isinstance(solver, MixedPrecision):
         return solve_mixed(model, x, y, solver, z0, sharding, _solve)
     batch = x.shape[0]
@@ -96,7 +100,17 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     z = pin(jax.vmap(model.activities_one)(x) if z0 is None else tuple(z0), sharding)
     energy0, grad0 = fn(z)
     residual0 = otu.tree_norm(grad0)
-    tolerance = solver.atol + solver.rtol * residual0
+    # From a warm start `z0` the tolerance (and the reported initial energy and residual)
+    # stay relative to the feedforward state, at one more gradient evaluation, so that a
+    # warm and a cold solve certify the same thing; divergence and stalls are judged
+    # against the start. `relative_to_start` skips this where the reference is unused
+    # (MixedPrecision's polish, whose tolerance is absolute).
+    if z0 is None or relative_to_start:
+        energy_ff, residual_ff, ff_evals = energy0, residual0, 0
+    else:
+        energy_ff, grad_ff = fn(pin(jax.vmap(model.activities_one)(x), sharding))
+        residual_ff, ff_evals = otu.tree_norm(grad_ff), 1
+    tolerance = solver.atol + solver.rtol * residual_ff
     threshold = solver.divergence_factor * jnp.maximum(energy0, jnp.finfo(energy0.dtype).tiny)
     status0 = jnp.where(residual0 <= tolerance, _CONVERGED, _RUNNING)
     zero = jnp.array(0, dtype=jnp.int32)
@@ -109,7 +123,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
     # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
     # the arrays travel through the loop.
     state0, static = eqx.partition(solver.init(model, fn, z, energy0, grad0, tolerance), eqx.is_array)
-    carry = (zero, z, energy0, grad0, residual0, state0, zero + 1, zero, status0, progress0, clock0)
+    carry = (zero, z, energy0, grad0, residual0, state0, (zero + 1, zero, zero), status0, progress0, clock0)
 
     def verify(z, energy, grad, residual):
         """Re-evaluate a recurrence's claim of convergence from the energy itself."""
@@ -127,7 +141,7 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         return (status == _RUNNING) & (step < solver.max_steps)
 
     def body(carry):
-        step, z, energy, grad, _, state, grads, hvps, _, progress, clock = carry
+        step, z, energy, grad, _, state, (grads, hvps, vjps), _, progress, clock = carry
         state = eqx.combine(state, static)
         z, energy, grad, state, used = solver.step(model, fn, z, energy, grad, state)
         z, grad = pin(z, sharding), pin(grad, sharding)
@@ -139,17 +153,18 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         stuck = stuck | ((window > 0) & (step - progress.step >= window))
         status = jnp.where(residual <= tolerance, _CONVERGED, jnp.where(stuck, _STALLED, _RUNNING))
         if solver.progress:
-            relative = residual / jnp.where(residual0 > 0, residual0, 1.0)
+            relative = residual / jnp.where(residual_ff > 0, residual_ff, 1.0)
             report_progress(token, step, relative, energy / batch, stride=stride)
         if solver.max_time is not None:
             clock = read_clock(clock, step, max_time=solver.max_time)
             status = jnp.where((status == _RUNNING) & (clock.elapsed > solver.max_time), _OUT_OF_TIME, status)
         diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
         status = jnp.where(diverged, _DIVERGED, status)
-        return step, z, energy, grad, residual, state, grads + used.gradients + checks, hvps + used.hvps, status, progress, clock
+        counts = (grads + used.gradients + checks, hvps + used.hvps, vjps + used.vjps)
+        return step, z, energy, grad, residual, state, counts, status, progress, clock
 
     carry = jax.lax.while_loop(cond, body, carry)
-    steps, z, energy, _, residual, _, grads, hvps, status, _, _ = carry
+    steps, z, energy, _, residual, _, (grads, hvps, vjps), status, _, _ = carry
     if not solver.exact_values:
         # A run that did not converge reports the true energy and residual at its final
         # activities, not the recurrence's.
@@ -173,8 +188,8 @@ def _solve(model, x, y, solver, z0, sharding) -> InferenceSolution:
         backwards = (status != _CONVERGED) & (energy > energy0 + margin) & (residual > residual0)
         status = jnp.where(backwards, _DIVERGED, status)
     stats = InferenceStats.assemble(
-        energy=energy / batch, initial_energy=energy0 / batch, residual=residual, initial_residual=residual0,
-        steps=steps, grad_evals=grads, hvp_evals=hvps, result=result_of(status),
+        energy=energy / batch, initial_energy=energy_ff / batch, residual=residual, initial_residual=residual_ff,
+        steps=steps, grad_evals=grads + ff_evals, hvp_evals=hvps, vjp_evals=vjps, result=result_of(status),
     )
     return InferenceSolution(activities=z, stats=stats)
 
@@ -222,7 +237,11 @@ def infer(
       cross-entropy).
     - `solver`: an inference solver; default `GradientDescent()` (β = 0.1 per sample,
       rtol = 1e-5, at most 10 000 steps).
-    - `z0`: starting activities; default the feedforward state.
+    - `z0`: starting activities (a warm start); default the feedforward state. The
+      tolerance stays relative to the residual at the feedforward state (evaluated once
+      more, counted in `grad_evals`), and so do `initial_energy`, `initial_residual` and
+      `relative_residual`: a warm and a cold solve certify the same thing. Divergence
+      is judged against the energy and residual at `z0`.
 
     **Returns:** an [`InferenceSolution`][pcscale.InferenceSolution].
     """

@@ -33,16 +33,22 @@ class InferenceStats(eqx.Module):
     """Scalar diagnostics of one inference run (no activities, cheap to keep per step).
 
     - `energy`: batch-mean energy F at the **final** activities.
-    - `initial_energy`: F at the starting activities (λ·𝓛 when they are feedforward).
+    - `initial_energy`: F at the feedforward activities, λ·𝓛 (also from a warm start
+      `z0`: the reference the tolerance is relative to).
     - `residual`: ‖∇_z Σ_i F_i‖ at the final activities: the norm of all per-sample
       activity gradients stacked together.
-    - `initial_residual`: the same at the start.
+    - `initial_residual`: the same at the feedforward activities (also from a warm
+      start, so that `rtol` certifies the same thing from any start).
     - `relative_residual`: `residual / initial_residual` (0 when both are 0).
     - `steps`: number of activity updates taken.
     - `grad_evals`: number of energy-gradient evaluations used, counting the one at the
       start and line-search trials.
     - `hvp_evals`: number of activity-Hessian-vector products used (second-order and
-      Krylov solvers; each costs about two gradients). `evaluations` is the sum.
+      Krylov solvers; each costs about two gradients).
+    - `vjp_evals`: number of linear passes through the network that are neither (the
+      Gauss–Newton preconditioner's products with the linearised error-to-state map
+      and its transpose, and the d_y backward passes that form the output Jacobian;
+      each costs about half a gradient). `evaluations` is the sum of the three counts.
     - `result`: a [`RESULTS`][pcscale.RESULTS] member.
     """
 
@@ -55,10 +61,12 @@ class InferenceStats(eqx.Module):
     grad_evals: Int[Array, ""]
     hvp_evals: Int[Array, ""]
     result: RESULTS
+    vjp_evals: Int[Array, ""]
 
     @classmethod
     def assemble(
-        cls, *, energy, initial_energy, residual, initial_residual, steps, grad_evals, hvp_evals, result
+        cls, *, energy, initial_energy, residual, initial_residual, steps, grad_evals, hvp_evals, result,
+        vjp_evals=0,
     ) -> InferenceStats:
         """The stats of a solve from its totals, with `relative_residual` derived here:
         the one place every solve (the inference loop, the mixed-precision merge, the
@@ -75,11 +83,12 @@ class InferenceStats(eqx.Module):
             grad_evals=grad_evals,
             hvp_evals=hvp_evals,
             result=result,
+            vjp_evals=jnp.asarray(vjp_evals, jnp.int32),
         )
 
     @property
     def evaluations(self) -> Int[Array, ""]:
-        return self.grad_evals + self.hvp_evals
+        return self.grad_evals + self.hvp_evals + self.vjp_evals
 
     @property
     def converged(self) -> Bool[Array, ""]:
@@ -106,6 +115,7 @@ class InferenceSolution(eqx.Module):
     steps = property(lambda self: self.stats.steps)
     grad_evals = property(lambda self: self.stats.grad_evals)
     hvp_evals = property(lambda self: self.stats.hvp_evals)
+    vjp_evals = property(lambda self: self.stats.vjp_evals)
     evaluations = property(lambda self: self.stats.evaluations)
     result = property(lambda self: self.stats.result)
     converged = property(lambda self: self.stats.converged)

@@ -6,6 +6,7 @@ from ._preconditioner import (
     AbstractKrylovSolver as AbstractKrylovSolver,
     AbstractPreconditioner as AbstractPreconditioner,
     DepthPreconditioner as DepthPreconditioner,
+    Preconditioning as Preconditioning,
 )
 from ._registry import (
     SOLVERS as SOLVERS,
@@ -15,6 +16,7 @@ from ._registry import (
 )
 from .auto import auto_solver as auto_solver
 from .conjugate_gradient import ConjugateGradient as ConjugateGradient
+from .gauss_newton import GaussNewtonPreconditioner as GaussNewtonPreconditioner
 from .gradient_descent import GradientDescent as GradientDescent
 from .mixed_precision import MixedPrecision as MixedPrecision
 from .nesterov import Nesterov as Nesterov

@@ -78,15 +78,18 @@ def with_traced_numbers(solver):
 
 class Cost(eqx.Module):
     """Evaluations one solver step used: `gradients` of the energy (each a forward and a
-    backward pass; line-search trials included) and `hvps`, Hessian-vector products of
-    the activity Hessian (forward-over-reverse, about twice a gradient)."""
+    backward pass; line-search trials included), `hvps`, Hessian-vector products of
+    the activity Hessian (forward-over-reverse, about twice a gradient), and `vjps`,
+    linear passes through the network (a preconditioner's products with the linearised
+    error-to-state map or its transpose, about half a gradient each)."""
 
     gradients: Int[Array, ""]
     hvps: Int[Array, ""]
+    vjps: Int[Array, ""] | int = 0
 
 
-def cost(gradients=0, hvps=0) -> Cost:
-    return Cost(jnp.asarray(gradients, jnp.int32), jnp.asarray(hvps, jnp.int32))
+def cost(gradients=0, hvps=0, vjps=0) -> Cost:
+    return Cost(*(jnp.asarray(count, jnp.int32) for count in (gradients, hvps, vjps)))
 
 
 # The stopping fields, declared here once. A solver class changes a default with a class

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import equinox as eqx
 
@@ -12,13 +13,43 @@ from .._model import PCModel
 from ._base import AbstractInferenceSolver
 
 
+class Preconditioning(eqx.Module):
+    """A preconditioner built at one point: `apply(r)` = M⁻¹·r, what building it cost
+    (`setup_passes`, linear passes through the network), what each application costs
+    (`passes_per_apply`), and the `state` to build the next one from (None for a
+    preconditioner without memory)."""
+
+    apply: Callable[[Activities], Activities]
+    setup_passes: Any = 0
+    passes_per_apply: int = eqx.field(static=True, default=0)
+    state: Any = None
+
+
 class AbstractPreconditioner(eqx.Module):
     """An approximation M of the per-sample activity Hessian whose inverse is cheap:
-    `apply(model, r)` returns M⁻¹·r for a stack of per-sample activity vectors r."""
+    `apply(model, r)` returns M⁻¹·r for a stack of per-sample activity vectors r.
+
+    A preconditioner that depends on the point (such as
+    [`GaussNewtonPreconditioner`][pcscale.GaussNewtonPreconditioner]) sets
+    `point_dependent = True` and overrides `at(model, fn, z)`, which builds it at the
+    activities z (with `fn`, the energy being solved); Newton–Krylov rebuilds it at
+    every Newton step."""
+
+    point_dependent: ClassVar[bool] = False
 
     @abc.abstractmethod
     def apply(self, model: PCModel, r: Activities) -> Activities:
         """M⁻¹·r, with r shaped like the batched activities."""
+
+    def init_state(self, model: PCModel, fn, z: Activities) -> Any:
+        """What the preconditioner remembers between Newton steps, before the first
+        (arrays only; None by default)."""
+        return None
+
+    def at(self, model: PCModel, fn, z: Activities, state: Any = None) -> Preconditioning:
+        """The preconditioner at the activities `z`, from the `state` the previous one
+        left (by default the same everywhere)."""
+        return Preconditioning(lambda r: self.apply(model, r))
 
 
 class DepthPreconditioner(AbstractPreconditioner):
@@ -82,7 +113,14 @@ class AbstractKrylovSolver(AbstractInferenceSolver):
             )
 
     def preconditioning(self, model: PCModel) -> Callable[[Activities], Activities]:
-        """r ↦ M⁻¹·r for `model` (the identity without a preconditioner)."""
+        """r ↦ M⁻¹·r for `model` (the identity without a preconditioner), for a
+        preconditioner that does not depend on the point."""
         if self.preconditioner is None:
             return _identity
         return lambda r: self.preconditioner.apply(model, r)
+
+    def preconditioning_at(self, model: PCModel, fn, z: Activities, state: Any = None) -> Preconditioning:
+        """The [`Preconditioning`][pcscale.Preconditioning] at the activities `z`."""
+        if self.preconditioner is None:
+            return Preconditioning(_identity)
+        return self.preconditioner.at(model, fn, z, state)

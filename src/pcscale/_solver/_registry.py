@@ -18,6 +18,7 @@ from ._base import AbstractInferenceSolver
 from ._preconditioner import DepthPreconditioner
 from .auto import auto_solver
 from .conjugate_gradient import ConjugateGradient
+from .gauss_newton import GaussNewtonPreconditioner
 from .gradient_descent import GradientDescent
 from .mixed_precision import MixedPrecision
 from .nesterov import Nesterov
@@ -85,6 +86,9 @@ SOLVERS: Mapping[str, RegisteredSolver] = types.MappingProxyType({
         "conjugate gradients on Hessian-vector products (exact for linear networks)"),
     "newton": RegisteredSolver(
         NewtonKrylov, lambda s: NewtonKrylov(rtol=s.rtol), "truncated Newton with inner conjugate gradients"),
+    "gauss-newton": RegisteredSolver(
+        NewtonKrylov, lambda s: NewtonKrylov(rtol=s.rtol, preconditioner=GaussNewtonPreconditioner()),
+        "Newton–Krylov preconditioned by the exact Gauss–Newton inverse (Woodbury, error coordinates)"),
     "lbfgs": RegisteredSolver(LBFGS, lambda s: LBFGS(rtol=s.rtol), "limited-memory BFGS (Optimistix)"),
     "bfgs": RegisteredSolver(OptimistixSolver, _bfgs, "dense BFGS through the Optimistix adaptor"),
     "ode": RegisteredSolver(ODEFlow, lambda s: ODEFlow(rtol=s.rtol), "the gradient flow, by Diffrax's Tsit5"),

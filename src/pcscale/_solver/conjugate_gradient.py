@@ -68,6 +68,12 @@ class ConjugateGradient(AbstractKrylovSolver):
 
     def __check_init__(self):
         check_positive(self, "fallback_step_size", "fallback_step_size=0.1, stable for μPC networks")
+        if getattr(type(self.preconditioner), "point_dependent", False):
+            raise TypeError(
+                f"`preconditioner` {type(self.preconditioner).__name__}() depends on the activities and "
+                "ConjugateGradient keeps one preconditioner for the whole solve; use it with "
+                "pcscale.NewtonKrylov, or pass pcscale.DepthPreconditioner() here."
+            )
 
     def init(self, model, fn, z, energy, grad, tolerance):
         preconditioned = self.preconditioning(model)(grad)

@@ -20,8 +20,9 @@ class MixedPrecision(AbstractInferenceSolver, max_steps=50):
     *rounding floor*, [`residual_floor`][pcscale.residual_floor]; about 1e-4 relative
     at N = 256, H = 31). This solver runs in two phases:
 
-    1. the cheap phase: `solver` in the model's dtype, from the feedforward state, to
-       its own tolerance or to the dtype's floor (whichever is larger), where it stops;
+    1. the cheap phase: `solver` in the model's dtype, from the feedforward state (or
+       `z0`), to its own tolerance or to the dtype's floor (whichever is larger), where
+       it stops;
     2. the polish: the model, batch and activities are cast to float64 and `polish`
        (default Newton–Krylov, which converges quadratically from a good start) runs
        to the requested tolerance, with every residual evaluated in float64.
@@ -43,8 +44,8 @@ class MixedPrecision(AbstractInferenceSolver, max_steps=50):
     - `polish`: the float64 phase; default `NewtonKrylov` with `max_steps` Newton steps
       and the first phase's preconditioner. Its own tolerances are replaced by this
       solver's.
-    - `rtol`, `atol` (keyword-only): the certified tolerance, relative to the initial
-      residual. Default rtol = 1e-6.
+    - `rtol`, `atol` (keyword-only): the certified tolerance, relative to the
+      feedforward residual (also from a warm start `z0`). Default rtol = 1e-6.
     - `max_steps` (keyword-only): the polish's step budget. Default 50.
     - `divergence_factor` (keyword-only): as for
       [`GradientDescent`][pcscale.GradientDescent].
@@ -107,14 +108,17 @@ def solve_mixed(model, x, y, solver: MixedPrecision, z0, sharding, solve):
     wide = jnp.float64
     polish = _with_tolerance(solver.polisher(), jnp.zeros((), wide), target)
     polish = eqx.tree_at(lambda s: s.divergence_factor, polish, solver.divergence_factor)
+    # The polish's tolerance is absolute (`target`, from the first phase's feedforward
+    # residual), so it needs no feedforward reference of its own.
     second = solve(cast_floating(model, wide), cast_floating(x, wide), cast_floating(y, wide), polish,
-                   cast_floating(first.activities, wide), sharding)
+                   cast_floating(first.activities, wide), sharding, relative_to_start=True)
     final = second.stats
     # Both phases' costs add up; the result is the polish's unless the first phase diverged.
     merged = InferenceStats.assemble(
         energy=final.energy, initial_energy=stats.initial_energy.astype(wide), residual=final.residual,
         initial_residual=stats.initial_residual.astype(wide), steps=stats.steps + final.steps,
         grad_evals=stats.grad_evals + final.grad_evals, hvp_evals=stats.hvp_evals + final.hvp_evals,
+        vjp_evals=stats.vjp_evals + final.vjp_evals,
         result=RESULTS.where(stats.result == RESULTS.diverged, RESULTS.diverged, final.result),
     )
     return InferenceSolution(activities=second.activities, stats=merged)

@@ -3,7 +3,7 @@ by a backtracking line search."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -20,6 +20,7 @@ class _NewtonState(eqx.Module):
     tolerance: Float[Array, ""]
     initial_residual: Float[Array, ""]
     stalled: Bool[Array, ""]
+    preconditioner: Any = None  # what a preconditioner with memory keeps between steps
 
 
 # The inner CG gives up when its residual has not fallen below (1 − _INNER_MARGIN) times
@@ -75,6 +76,8 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
     - `divergence_factor`: as for [`GradientDescent`][pcscale.GradientDescent].
     - `preconditioner`: None (default) or an
       [`AbstractPreconditioner`][pcscale.AbstractPreconditioner] for the inner CG, e.g.
+      [`GaussNewtonPreconditioner()`][pcscale.GaussNewtonPreconditioner] (rebuilt at
+      every Newton step; the fastest choice for networks with few outputs) or
       [`DepthPreconditioner()`][pcscale.DepthPreconditioner] for residual networks.
     """
 
@@ -100,7 +103,8 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
             raise ValueError(f"`armijo` must be a float in (0, 0.5), got {self.armijo!r}; e.g. 1e-4.")
 
     def init(self, model, fn, z, energy, grad, tolerance):
-        return _NewtonState(tolerance, otu.tree_norm(grad), jnp.array(False))
+        memory = None if self.preconditioner is None else self.preconditioner.init_state(model, fn, z)
+        return _NewtonState(tolerance, otu.tree_norm(grad), jnp.array(False), memory)
 
     def step(self, model, fn, z, energy, grad, state):
         _, hvp = jax.linearize(lambda u: fn(u)[1], z)
@@ -108,9 +112,10 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         ratio = norm / jnp.where(state.initial_residual > 0, state.initial_residual, 1.0)
         eta = jnp.minimum(self.forcing, jnp.sqrt(ratio))
         inner_tolerance = jnp.maximum(eta * norm, 0.1 * state.tolerance)
+        preconditioning = self.preconditioning_at(model, fn, z, state.preconditioner)
         inner = conjugate_gradient(
             hvp, otu.tree_scale(-1.0, grad), tolerance=inner_tolerance, max_steps=self.max_inner_steps,
-            precondition=self.preconditioning(model), negative_curvature_exit=True,
+            precondition=preconditioning.apply, negative_curvature_exit=True,
             stall_window=_INNER_WINDOW, stall_margin=_INNER_MARGIN,
         )
         direction = inner.solution
@@ -142,8 +147,10 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         new_z = otu.tree_where(accepted, trial, z)
         new_energy = jnp.where(accepted, trial_energy, energy)
         new_grad = otu.tree_where(accepted, trial_grad, grad)
-        state = _NewtonState(state.tolerance, state.initial_residual, ~accepted)
-        return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=inner.steps)
+        state = _NewtonState(state.tolerance, state.initial_residual, ~accepted, preconditioning.state)
+        # The preconditioner is applied once per inner iteration and once at the start.
+        passes = preconditioning.setup_passes + preconditioning.passes_per_apply * (inner.steps + 1)
+        return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=inner.steps, vjps=passes)
 
     def stalled(self, state):
         return state.stalled

@@ -43,7 +43,8 @@ class ClosedForm(AbstractInferenceMethod):
 
     exact: ClassVar[bool] = True
 
-    def equilibrium(self, model, x, y, sharding=None) -> Equilibrium:
+    def equilibrium(self, model, x, y, sharding=None, *, z0=None) -> Equilibrium:
+        # Exact: a warm start `z0` has nothing to shorten and is ignored.
         check_model(model, "closed-form inference")  # structural: at trace time only
         energy, scaling, r, gradients = closed_form_value_and_grad(model, x, y)
         loss = 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))

@@ -1,0 +1,160 @@
+"""The Gauss–Newton preconditioner in error coordinates: exact for linear networks (one
+Newton step is the closed form), the same certified equilibrium as Newton–Krylov for
+nonlinear ones, and the preconditioner itself against a dense Gauss–Newton matrix built
+here by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pcscale as pc
+from helpers import data
+
+GN = pc.GaussNewtonPreconditioner()
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+
+
+def _hand_energy(model, x, y, cross_entropy):
+    """Σ_i F_i written out from the layers, independently of PCModel.energy."""
+
+    def energy(z):
+        total = 0.0
+        inputs = (x,) + tuple(z)
+        for layer, z_prev, z_l in zip(model.layers[:-1], inputs[:-1], z):
+            total = total + 0.5 * jnp.sum((z_l - jax.vmap(layer)(z_prev)) ** 2)
+        out = jax.vmap(model.layers[-1])(inputs[-1])
+        if cross_entropy:
+            loss = -jnp.sum(y * jax.nn.log_softmax(out, axis=-1))
+        else:
+            loss = 0.5 * jnp.sum((y - out) ** 2)
+        return total + model.output_precision * loss
+
+    return energy
+
+
+@pytest.mark.parametrize("skips, precision", [(True, 2.5), (False, 1.0)])
+def test_one_newton_step_is_the_closed_form_equilibrium_of_a_linear_network(skips, precision):
+    build = pc.nn.residual_mlp if skips else pc.nn.mlp
+    model = build(6, 16, 3, 4, parameterisation=pc.MuPC(), activation="linear", output_precision=precision,
+                  dtype=jnp.float64, key=jax.random.key(0))
+    x, y = data(jax.random.key(1), 4, 6, 3)
+    solution = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-12, max_steps=1, preconditioner=GN))
+    exact = pc.theory.equilibrium_activities(model, x, y)
+    assert int(solution.steps) == 1 and int(solution.hvp_evals) == 1  # one CG iteration: M⁻¹ = H⁻¹
+    np.testing.assert_allclose(_flat(solution.activities), _flat(exact.activities), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(float(solution.energy), float(pc.theory.equilibrium_energy(model, x, y)), rtol=1e-10)
+
+
+def _dense_gauss_newton(model, z, y_one_hot, sample, cross_entropy):
+    """The Gauss–Newton matrix of one sample's energy in the activities, built column by
+    column: Σ_l (∂e_l/∂z)ᵀ(∂e_l/∂z) over the hidden errors e_l = z_l − f_l(z_{l−1}), plus
+    λ·(∂ŷ/∂z)ᵀ H_ℓ (∂ŷ/∂z), with H_ℓ = I (MSE) or diag(p) − ppᵀ (cross-entropy)."""
+    shapes = [a.shape[1:] for a in z]
+    sizes = [int(np.prod(s)) for s in shapes]
+    z_one = jnp.concatenate([jnp.ravel(a[sample]) for a in z])
+
+    def split(v):
+        parts, start = [], 0
+        for shape, size in zip(shapes, sizes):
+            parts.append(v[start:start + size].reshape(shape))
+            start += size
+        return parts
+
+    def errors(v):  # hidden errors above the first (z_1 − f_1(x) has the identity Jacobian)
+        parts = split(v)
+        return jnp.concatenate([parts[0]] + [jnp.ravel(parts[l] - model.layers[l](parts[l - 1]))
+                                             for l in range(1, len(parts))])
+
+    def prediction(v):
+        return model.layers[-1](split(v)[-1])
+
+    jac_e = jax.jacobian(errors)(z_one)
+    jac_y = jax.jacobian(prediction)(z_one)
+    out = prediction(z_one)
+    if cross_entropy:
+        p = jax.nn.softmax(out)
+        curvature = jnp.diag(p) - jnp.outer(p, p)
+    else:
+        curvature = jnp.eye(out.shape[0])
+    return jac_e.T @ jac_e + model.output_precision * jac_y.T @ curvature @ jac_y
+
+
+@pytest.mark.parametrize("cross_entropy", [False, True])
+def test_the_preconditioner_is_the_inverse_of_a_hand_built_gauss_newton_matrix(cross_entropy):
+    energy = pc.CrossEntropy() if cross_entropy else pc.MSE()
+    model = pc.nn.residual_mlp(5, 7, 4, 4, parameterisation=pc.MuPC(), activation="tanh", output_energy=energy,
+                               output_precision=1.7, dtype=jnp.float64, key=jax.random.key(2))
+    x, y = data(jax.random.key(3), 3, 5, 4, one_hot=True)
+    # Away from the feedforward state, so that every error is non-zero.
+    z = tuple(a + 0.3 * jax.random.normal(jax.random.key(9 + i), a.shape)
+              for i, a in enumerate(model.init_activities(x)))
+    fn = pc._infer.summed_energy_and_grad(model, x, y)
+    r = tuple(jax.random.normal(jax.random.key(20 + i), a.shape) for i, a in enumerate(z))
+    applied = GN.at(model, fn, z).apply(r)
+    for sample in range(x.shape[0]):
+        dense = _dense_gauss_newton(model, z, y, sample, cross_entropy)
+        expected = jnp.linalg.solve(dense, jnp.concatenate([jnp.ravel(a[sample]) for a in r]))
+        got = jnp.concatenate([jnp.ravel(a[sample]) for a in applied])
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+NONLINEAR = [
+    ("tanh-residual-mse", pc.nn.residual_mlp, pc.MSE()),
+    ("tanh-residual-ce", pc.nn.residual_mlp, pc.CrossEntropy()),
+    ("tanh-mlp-mse", pc.nn.mlp, pc.MSE()),
+]
+
+
+@pytest.mark.parametrize("name, build, energy", NONLINEAR, ids=[n[0] for n in NONLINEAR])
+def test_the_certified_equilibrium_is_newton_krylovs(name, build, energy):
+    model = build(12, 32, 5, 4, parameterisation=pc.MuPC(), activation="tanh", output_energy=energy,
+                  dtype=jnp.float64, key=jax.random.key(4))
+    x, y = data(jax.random.key(5), 6, 12, 5, one_hot=True)
+    gn = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-10, preconditioner=GN))
+    nk = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-10))
+    assert gn.result == pc.RESULTS.converged and nk.result == pc.RESULTS.converged
+    # The residual recomputed from a hand-written energy meets the tolerance.
+    hand = _hand_energy(model, x, y, isinstance(energy, pc.CrossEntropy))
+    initial = float(jnp.linalg.norm(_flat(jax.grad(hand)(model.init_activities(x)))))
+    assert float(jnp.linalg.norm(_flat(jax.grad(hand)(gn.activities)))) <= 1e-10 * initial
+    np.testing.assert_allclose(_flat(gn.activities), _flat(nk.activities), rtol=1e-8, atol=1e-10)
+    _, g_gn = pc.pc_gradients(model, gn.activities, x, y)
+    _, g_nk = pc.pc_gradients(model, nk.activities, x, y)
+    u, v = _flat(g_gn), _flat(g_nk)
+    assert float(u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v))) > 0.999999
+    # The counts follow from the construction: per Newton step one linearisation, d_y
+    # backward passes for J and two passes per application (one more than the HVPs).
+    outputs = 5
+    assert int(gn.vjp_evals) == int(gn.steps) * (1 + outputs + 2) + 2 * int(gn.hvp_evals)
+    assert int(gn.evaluations) == int(gn.grad_evals) + int(gn.hvp_evals) + int(gn.vjp_evals)
+
+
+def test_it_needs_fewer_products_than_the_depth_preconditioner_on_a_deep_residual_network():
+    model = pc.nn.residual_mlp(12, 32, 4, 16, parameterisation=pc.MuPC(), activation="tanh",
+                               dtype=jnp.float64, key=jax.random.key(6))
+    x, y = data(jax.random.key(7), 4, 12, 4, one_hot=True)
+    gn = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-8, preconditioner=GN))
+    depth = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-8, preconditioner=pc.DepthPreconditioner()))
+    assert gn.result == pc.RESULTS.converged and depth.result == pc.RESULTS.converged
+    assert 3 * int(gn.hvp_evals) < int(depth.hvp_evals)
+
+
+def test_auto_solver_uses_it_for_few_outputs_and_keeps_the_depth_preconditioner_for_many():
+    few = pc.nn.residual_mlp(6, 8, 3, 4, parameterisation=pc.MuPC(), activation="tanh", key=jax.random.key(0))
+    many = pc.nn.residual_mlp(6, 8, 100, 4, parameterisation=pc.MuPC(), activation="tanh", key=jax.random.key(0))
+    linear = pc.nn.residual_mlp(6, 8, 3, 4, parameterisation=pc.MuPC(), activation="linear", key=jax.random.key(0))
+    assert isinstance(pc.auto_solver(few).preconditioner, pc.GaussNewtonPreconditioner)
+    assert isinstance(pc.auto_solver(many).preconditioner, pc.DepthPreconditioner)
+    assert isinstance(pc.auto_solver(linear), pc.ConjugateGradient)
+
+
+def test_it_is_refused_where_it_cannot_be_rebuilt():
+    with pytest.raises(TypeError, match="NewtonKrylov"):
+        pc.ConjugateGradient(preconditioner=GN)
+    model = pc.nn.mlp(3, 4, 2, 3, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="NewtonKrylov"):
+        GN.apply(model, model.init_activities(jnp.ones((2, 3))))
