@@ -116,6 +116,8 @@ def test_the_certified_equilibrium_is_newton_krylovs(name, build, energy):
     x, y = data(jax.random.key(5), 6, 12, 5, one_hot=True)
     gn = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-10, preconditioner=GN))
     nk = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-10))
+    every = pc.infer(model, x, y, solver=pc.NewtonKrylov(
+        rtol=1e-10, preconditioner=pc.GaussNewtonPreconditioner(refresh=1)))
     assert gn.result == pc.RESULTS.converged and nk.result == pc.RESULTS.converged
     # The residual recomputed from a hand-written energy meets the tolerance.
     hand = _hand_energy(model, x, y, isinstance(energy, pc.CrossEntropy))
@@ -126,11 +128,15 @@ def test_the_certified_equilibrium_is_newton_krylovs(name, build, energy):
     _, g_nk = pc.pc_gradients(model, nk.activities, x, y)
     u, v = _flat(g_gn), _flat(g_nk)
     assert float(u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v))) > 0.999999
-    # The counts follow from the construction: per Newton step one linearisation, d_y
-    # backward passes for J and two passes per application (one more than the HVPs).
+    np.testing.assert_allclose(_flat(every.activities), _flat(nk.activities), rtol=1e-8, atol=1e-10)
+    # The counts follow from the construction: per Newton step one linearisation and two
+    # passes per application (one more than the HVPs), and d_y backward passes for J at
+    # every step it is built (the first, then every `refresh`).
     outputs = 5
-    assert int(gn.vjp_evals) == int(gn.steps) * (1 + outputs + 2) + 2 * int(gn.hvp_evals)
-    assert int(gn.evaluations) == int(gn.grad_evals) + int(gn.hvp_evals) + int(gn.vjp_evals)
+    for solution, builds in ((every, int(every.steps)), (gn, 1 + (int(gn.steps) - 1) // 5)):
+        expected = int(solution.steps) * 3 + 2 * int(solution.hvp_evals) + builds * outputs
+        assert int(solution.vjp_evals) == expected
+        assert int(solution.evaluations) == int(solution.grad_evals) + int(solution.hvp_evals) + expected
 
 
 def test_it_needs_fewer_products_than_the_depth_preconditioner_on_a_deep_residual_network():
@@ -158,3 +164,5 @@ def test_it_is_refused_where_it_cannot_be_rebuilt():
     model = pc.nn.mlp(3, 4, 2, 3, key=jax.random.key(0))
     with pytest.raises(TypeError, match="NewtonKrylov"):
         GN.apply(model, model.init_activities(jnp.ones((2, 3))))
+    with pytest.raises(ValueError, match="refresh"):
+        pc.GaussNewtonPreconditioner(refresh=0)
