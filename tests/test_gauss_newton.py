@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import data
 
 import pcscale as pc
-from helpers import data
 
 GN = pc.GaussNewtonPreconditioner()
 

@@ -93,6 +93,51 @@ def test_bp_step_updates_with_the_loss_gradient():
     np.testing.assert_allclose(metrics.loss, loss(weights_of(model)), rtol=1e-12)
 
 
+def _same_leaves(a, b) -> bool:
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(np.array_equal(u, v) for u, v in zip(leaves_a, leaves_b))
+
+
+def test_bp_step_equals_a_hand_written_optax_step_exactly():
+    # An accepted bp_step is a plain optax step, bit for bit: its checks and its guard
+    # against non-finite updates change nothing in the weights or the optimiser state.
+    model = _model(pc.MuPC())
+    x, y = data(jax.random.PRNGKey(7), 8, D, C)
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-2))
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def loss(params, x, y):  # the batch mean of ½‖y − ŷ‖² over the same network's forward pass
+        network = eqx.combine(params, static)
+        return jnp.mean(0.5 * jnp.sum((y - jax.vmap(network.forward_one)(x)) ** 2, axis=-1))
+
+    @jax.jit  # x and y as arguments, as bp_step takes them (closed over, XLA folds them in)
+    def plain_step(params, state, x, y):
+        updates, state = optimiser.update(jax.grad(loss)(params, x, y), state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = bp_state = optimiser.init(params)
+    for _ in range(3):  # the second and third steps start from Adam states that are not zero
+        params, state = plain_step(params, state, x, y)
+        model, bp_state, metrics = pc.bp_step(model, bp_state, x, y, optimiser=optimiser)
+        assert bool(metrics.updated)
+        assert _same_leaves(_params(model), params) and _same_leaves(bp_state, state)
+
+
+def test_bp_step_refuses_a_non_finite_gradient():
+    # An infinite weight makes the loss and its gradient non-finite from finite inputs;
+    # the step keeps the old weights and optimiser state, also inside the caller's jit.
+    model = _model(pc.MuPC())
+    model = eqx.tree_at(lambda m: m.layers[-1].module.weight, model,
+                        replace_fn=lambda weight: weight.at[0, 0].set(jnp.inf))
+    x, y = data(jax.random.PRNGKey(8), 8, D, C)
+    optimiser = pc.make_optimiser(model, pc.Adam(1e-2))
+    state = optimiser.init(_params(model))
+    step = lambda m, s: pc.bp_step(m, s, x, y, optimiser=optimiser)  # noqa: E731
+    for new, new_state, metrics in (step(model, state), jax.jit(step)(model, state)):
+        assert not bool(metrics.updated) and not bool(jnp.isfinite(metrics.grad_norm))
+        assert _same_leaves(_params(new), _params(model)) and _same_leaves(new_state, state)
+
+
 def test_pc_step_refuses_to_update_from_a_diverged_state():
     model = _model(pc.MuPC())
     x, y = data(jax.random.PRNGKey(3), 8, D, C)
