@@ -146,7 +146,13 @@ def test_it_needs_fewer_products_than_the_depth_preconditioner_on_a_deep_residua
     gn = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-8, preconditioner=GN))
     depth = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-8, preconditioner=pc.DepthPreconditioner()))
     assert gn.result == pc.RESULTS.converged and depth.result == pc.RESULTS.converged
-    assert 3 * int(gn.hvp_evals) < int(depth.hvp_evals)
+    # In gradient evaluations, with the costs InferenceStats documents (an HVP about two
+    # gradients, a linear pass about half of one), linear passes included: measured 257
+    # against 586 here (13 against 11 Newton steps; 65 against 278 HVPs).
+    def cost(s):
+        return int(s.grad_evals) + 2 * int(s.hvp_evals) + 0.5 * int(s.vjp_evals)
+
+    assert 2 * cost(gn) < cost(depth)
 
 
 def test_auto_solver_uses_it_for_few_outputs_and_keeps_the_depth_preconditioner_for_many():

@@ -55,6 +55,7 @@ from ._parameterisation import (
 from ._parameterised import Parameterised as Parameterised
 from ._precision import residual_floor as residual_floor
 from ._sharding import make_data_mesh as make_data_mesh, replicate as replicate, shard_batch as shard_batch
+from ._single_step import bp_step as bp_step, pc_step as pc_step
 from ._solution import (
     RESULTS as RESULTS,
     InferenceSolution as InferenceSolution,
@@ -87,7 +88,7 @@ from ._step import (
     PCStepMetrics as PCStepMetrics,
     ReferenceCheck as ReferenceCheck,
 )
-from ._train import TrainingRun as TrainingRun, bp_step as bp_step, pc_step as pc_step, train as train
+from ._train import TrainingRun as TrainingRun, train as train
 
 try:
     __version__ = importlib.metadata.version("pcscale")

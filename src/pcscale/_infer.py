@@ -256,5 +256,5 @@ def infer(
         raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
     x, y = as_float_array(x, "x"), as_float_array(y, "y")
     y, z0, sharding = follow_batch(x, y, z0)
-    warn_if_uncertifiable(model, x, y, solver, z0)
+    warn_if_uncertifiable(model, x, y, solver)  # the tolerance is relative to the feedforward state
     return _infer_jit(model, x, y, with_traced_numbers(solver), z0, sharding)

@@ -159,7 +159,9 @@ def pc_update(model, opt_state, x, y, optimiser, method: AbstractInferenceMethod
     start `z0` if given), then the guarded update with its weight gradient (refused after
     diverged inference unless `allow_diverged`).
     Returns `(model, opt_state, equilibrium, PCStepMetrics)`."""
-    found: Equilibrium = method.equilibrium(model, x, y, sharding, z0=z0)
+    # Only a warm start passes `z0`, so a method written before warm starts still works.
+    found: Equilibrium = (method.equilibrium(model, x, y, sharding) if z0 is None
+                          else method.equilibrium(model, x, y, sharding, z0=z0))
     ok = jnp.array(True) if allow_diverged else found.stats.result != RESULTS.diverged
     model, opt_state, grad_norm, accept = guarded_update(model, opt_state, found.gradients, optimiser, ok)
     metrics = PCStepMetrics(found.energy, found.loss, grad_norm, found.stats, accept, found.diagnostics)

@@ -109,7 +109,8 @@ class AbstractInferenceSolver(eqx.Module):
     A solver minimises the summed per-sample energy Σ_i F_i over the activities (so every
     sample moves by its own gradient and step sizes are per sample, independent of the
     batch size). The loop in [`infer`][pcscale.infer] calls `init` once, then `step`
-    until the residual ‖∇_z Σ_i F_i‖ ≤ `atol` + `rtol`·(initial residual), the budget
+    until the residual ‖∇_z Σ_i F_i‖ ≤ `atol` + `rtol`·(residual at the feedforward state,
+    also from a warm start), the budget
     `max_steps` runs out, or the solve diverges.
 
     Divergence (`RESULTS.diverged`) is decided alike for every solver:
@@ -126,8 +127,8 @@ class AbstractInferenceSolver(eqx.Module):
 
     Every solver carries the keyword-only stopping fields, declared here once:
 
-    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
-      rtol = 1e-6 (1e-5 for the first-order `GradientDescent` and `OptaxSolver`),
+    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(its feedforward value).
+      Default rtol = 1e-6 (1e-5 for the first-order `GradientDescent` and `OptaxSolver`),
       atol = 0. Setting `rtol = atol = 0` runs the full budget (the reference
       implementation's fixed-budget behaviour), still reporting the residual reached.
     - `max_steps`: the step budget, in the solver's own steps. Default 10 000 (each

@@ -84,7 +84,8 @@ def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: flo
     if is_linear(unbiased, shape):
         choice = ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner)
     else:
-        outputs = math.prod(jax.eval_shape(model.forward_one, jax.ShapeDtypeStruct(shape, model.dtype if x is None else jnp.asarray(x).dtype)).shape)
+        dtype = model.dtype if x is None else jnp.asarray(x).dtype  # integer tokens stay integers
+        outputs = math.prod(jax.eval_shape(model.forward_one, jax.ShapeDtypeStruct(shape, dtype)).shape)
         if outputs <= GAUSS_NEWTON_MAX_OUTPUTS:
             preconditioner = GaussNewtonPreconditioner()
         choice = NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)

@@ -4,6 +4,7 @@ Gauss–Newton part, by the Woodbury identity in error coordinates."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import ClassVar
 
 import equinox as eqx
@@ -38,16 +39,19 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
     a d_y × d_y solve (valid for the singular cross-entropy H_ℓ). Mapped back to the
     activities, M⁻¹ = A⁻¹ (I + λJᵀH_ℓJ)⁻¹ A⁻ᵀ, A = ∂ε/∂z: one linear backward pass
     (A⁻ᵀ), the Woodbury solve, and one linear forward pass (A⁻¹). M is the activity
-    Hessian without the output residual's curvature term, so it is exact for a linear
-    network (Newton–Krylov then converges in one step, and that step is the closed-form
-    equilibrium) and close to the Hessian near the wide-network limit, where the
-    residual's curvature is small. Unlike
+    Hessian without its curvature terms (the output residual times the curvature of ŷ,
+    and the hidden errors times the layers' second derivatives), so it is exact for a
+    linear network (Newton–Krylov then converges in one step, and that step is the
+    closed-form equilibrium) and close to the Hessian near the wide-network limit, where
+    those terms are small. Unlike
     [`DepthPreconditioner`][pcscale.DepthPreconditioner] it sees the branches too, so the
     inner iterations do not grow with depth.
 
     Building it at a point costs one forward pass (the linearisation) and d_y linear
     backward passes (the rows of J, run as one batched pass); each application costs
-    two linear passes. All are counted in `vjp_evals`.
+    two linear passes. All are counted in `vjp_evals`. Memory: J holds d_y activity
+    vectors per sample. For many outputs per sample (a language model's vocabulary ×
+    tokens) this is too costly; `auto_solver` uses it up to 64 outputs.
 
     **Arguments:**
 
@@ -57,9 +61,7 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
       the d_y backward passes of most steps (measured on the μPC residual MLP of
       docs/inference.md at N = 256, L = 32: the same 5 Newton steps and 11 inner
       iterations with J built once as with J rebuilt at every step, in 40% less time).
-      1 rebuilds at every step. Memory: J holds d_y activity
-    vectors per sample. For many outputs per sample (a language model's vocabulary ×
-    tokens) this is too costly; `auto_solver` uses it up to 64 outputs.
+      1 rebuilds at every step.
     """
 
     refresh: int = eqx.field(default=5, kw_only=True, static=True)
@@ -67,7 +69,9 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
     point_dependent: ClassVar[bool] = True
 
     def __check_init__(self):
-        if isinstance(self.refresh, bool) or not isinstance(self.refresh, int) or self.refresh < 1:
+        if isinstance(self.refresh, bool) or not isinstance(self.refresh, numbers.Integral):
+            raise TypeError(f"`refresh` must be a positive int, got {type(self.refresh).__name__}; e.g. refresh=5.")
+        if self.refresh < 1:
             raise ValueError(
                 f"`refresh` must be a positive int (rebuild J every that many Newton steps), got "
                 f"{self.refresh!r}; e.g. refresh=1."
@@ -80,7 +84,9 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
             "builds it at every Newton step."
         )
 
-    def init_state(self, model, fn, z) -> _Memory:
+    def init_state(self, model, fn, z) -> _Memory | None:
+        if self.refresh == 1 or not tuple(z):
+            return None  # rebuilt at every step (or nothing to solve): no memory
         # Placeholders of the right shapes, marked stale, so the first step builds J.
         shapes = jax.eval_shape(lambda z: self._jacobian(model, fn, linearise(model, z), z), z)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -91,9 +97,11 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
         return jacobian_at(state, z, fn.output_curvature(state.prediction))
 
     def at(self, model, fn, z, memory=None) -> Preconditioning:
+        if not tuple(z):  # no hidden layer: nothing to precondition
+            return Preconditioning(lambda r: r)
         state = linearise(model, z)
         outputs = math.prod(state.prediction.shape[1:])
-        if memory is None or self.refresh == 1:
+        if memory is None:
             jacobian, rebuilt = self._jacobian(model, fn, state, z), True
         else:
             rebuilt = memory.age >= self.refresh

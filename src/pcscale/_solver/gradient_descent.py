@@ -22,8 +22,8 @@ class GradientDescent(AbstractInferenceSolver, rtol=1e-5):
     **Arguments:**
 
     - `step_size`: β, per sample. Default 0.1.
-    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(initial value). Default
-      rtol = 1e-5, atol = 0.
+    - `rtol`, `atol`: stop when ‖∇_z Σ_i F_i‖ ≤ atol + rtol·(its feedforward value).
+      Default rtol = 1e-5, atol = 0.
     - `max_steps`: the step budget. Default 10 000.
     - `divergence_factor`: report divergence as soon as the energy exceeds this
       multiple of its initial value. Default 1e4. A solve that ends unconverged above

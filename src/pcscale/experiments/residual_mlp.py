@@ -23,7 +23,7 @@ from ._table import number, table
 class ResidualMLPConfig(ImageTrainingFields):
     """Settings of `residual-mlp` (`pcscale show-config residual-mlp` lists each with its
     meaning). Adam's η follows the reference rule η/√(N·L) under μPC. The default
-    solver, "auto", is Newton–Krylov with the depth preconditioner, which certifies
+    solver, "auto", is Newton–Krylov with the Gauss–Newton preconditioner, which certifies
     every step; in float32 it is wrapped in `pcscale.MixedPrecision` when `rtol` lies
     below the float32 rounding floor, about 2e-4 at N = 256, L = 32
     (docs/inference.md). `solver=gd` with `rtol=0` and `max_inference_steps=3100`

@@ -26,7 +26,7 @@ class ResNetCNNConfig(ImageTrainingFields):
     not multiples of 8 are padded). "mupc" uses the paper's per-group Adam rates
     (docs/background.md §3.3).
 
-    Both presets infer with "auto" (Newton–Krylov with the depth preconditioner) to
+    Both presets infer with "auto" (Newton–Krylov with the Gauss–Newton preconditioner) to
     rtol = 1e-6, at most 100 Newton steps, which certifies every step of the quick run
     (the paper's size is not measured yet). That tolerance lies below the float32 rounding floor of this network (the readout's 1/fan-in
     multiplier makes the starting residual small: `pcscale.residual_floor` puts the

@@ -65,7 +65,9 @@ class NonlinearRescaling(eqx.Module):
 
     @property
     def energy_gap(self) -> Float[Array, ""]:
-        return self.energy_drop / self.feedforward_energy
+        # A network that fits its batch exactly (𝓛 = 0) has no gap.
+        positive = self.feedforward_energy > 0
+        return jnp.where(positive, self.energy_drop / jnp.where(positive, self.feedforward_energy, 1.0), 0.0)
 
     @property
     def spectral_gap(self) -> Float[Array, ""]:

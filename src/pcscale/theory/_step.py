@@ -14,8 +14,8 @@ from .._custom_types import BatchX, BatchY
 from .._equilibrium import AbstractInferenceMethod, Equilibrium
 from .._linear import check_model, input_shape
 from .._model import PCModel
+from .._single_step import pc_step
 from .._solution import RESULTS, InferenceStats
-from .._train import pc_step
 from ._closed_form import _rescaling_jit, closed_form_value_and_grad, linear_loss
 from ._structure import warn_if_unresolved
 
