@@ -31,7 +31,7 @@ def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: flo
     3. any other network → [`NewtonKrylov`][pcscale.NewtonKrylov], globalised by a line
        search, so it also handles negative curvature away from equilibrium, with the
        [`GaussNewtonPreconditioner`][pcscale.GaussNewtonPreconditioner] when a sample has
-       at most 64 outputs (its Woodbury solve is d_y × d_y; 3–5× less wall-clock than
+       at most 64 outputs (its Woodbury solve is d_y × d_y; 3.5–10× less wall-clock than
        the depth preconditioner on the μPC residual MLP of docs/inference.md, and inner
        iterations that do not grow with depth);
     4. with residual (skip) layers, conjugate gradients, and Newton–Krylov for networks
