@@ -83,7 +83,7 @@ def _dense_gauss_newton(model, z, y_one_hot, sample, cross_entropy):
     return jac_e.T @ jac_e + model.output_precision * jac_y.T @ curvature @ jac_y
 
 
-@pytest.mark.parametrize("cross_entropy", [False, True])
+@pytest.mark.parametrize("cross_entropy", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_the_preconditioner_is_the_inverse_of_a_hand_built_gauss_newton_matrix(cross_entropy):
     energy = pc.CrossEntropy() if cross_entropy else pc.MSE()
     model = pc.nn.residual_mlp(5, 7, 4, 4, parameterisation=pc.MuPC(), activation="tanh", output_energy=energy,
@@ -102,14 +102,15 @@ def test_the_preconditioner_is_the_inverse_of_a_hand_built_gauss_newton_matrix(c
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
+# Cross-entropy on the residual net in the default run; the other two with -m slow.
 NONLINEAR = [
-    ("tanh-residual-mse", pc.nn.residual_mlp, pc.MSE()),
-    ("tanh-residual-ce", pc.nn.residual_mlp, pc.CrossEntropy()),
-    ("tanh-mlp-mse", pc.nn.mlp, pc.MSE()),
+    pytest.param("tanh-residual-mse", pc.nn.residual_mlp, pc.MSE(), marks=pytest.mark.slow),
+    pytest.param("tanh-residual-ce", pc.nn.residual_mlp, pc.CrossEntropy()),
+    pytest.param("tanh-mlp-mse", pc.nn.mlp, pc.MSE(), marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("name, build, energy", NONLINEAR, ids=[n[0] for n in NONLINEAR])
+@pytest.mark.parametrize("name, build, energy", NONLINEAR, ids=["tanh-residual-mse", "tanh-residual-ce", "tanh-mlp-mse"])
 def test_the_certified_equilibrium_is_newton_krylovs(name, build, energy):
     model = build(12, 32, 5, 4, parameterisation=pc.MuPC(), activation="tanh", output_energy=energy,
                   dtype=jnp.float64, key=jax.random.key(4))
@@ -139,6 +140,7 @@ def test_the_certified_equilibrium_is_newton_krylovs(name, build, energy):
         assert int(solution.evaluations) == int(solution.grad_evals) + int(solution.hvp_evals) + expected
 
 
+@pytest.mark.slow  # benchmarks/certified.py measures it at the paper's sizes
 def test_it_needs_fewer_products_than_the_depth_preconditioner_on_a_deep_residual_network():
     model = pc.nn.residual_mlp(12, 32, 4, 16, parameterisation=pc.MuPC(), activation="tanh",
                                dtype=jnp.float64, key=jax.random.key(6))

@@ -161,7 +161,9 @@ def _certified_error(width, energy):
     return abs(float(estimate.energy) - certified) / certified, gap
 
 
-@pytest.mark.parametrize("name", sorted(CERTIFIED))
+# Cross-entropy in the default run, MSE with -m slow (the linear tests cover MSE exactly).
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mse" else n
+                                  for n in sorted(CERTIFIED)])
 def test_one_step_estimate_approaches_the_certified_equilibrium_with_width(name):
     energy, bound = CERTIFIED[name]
     narrow, _ = _certified_error(32, energy)

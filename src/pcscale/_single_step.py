@@ -181,6 +181,11 @@ def bp_step(
     x, y = _as_array(x, "x"), _as_array(y, "y")
     y, _, _ = follow_batch(x, y)
     arguments = (model, opt_state, x, y, optimiser)
+    if not jnp.issubdtype(jnp.result_type(y), jnp.floating):
+        # Integer labels are checked inside the program (one-hot rows, eqx.error_if): a
+        # failing check under plain jax.jit leaves JAX's runtime an error token that
+        # breaks later programs, so they take the eqx.filter_jit path.
+        return _bp_step(*arguments)
     # Every case the lean step does not finish itself goes to `_bp_step` (eqx.filter_jit),
     # which raises the error with its own message or runs the step: a leaf jax.jit cannot
     # take (a function or string in the model or state) or a check failing at trace time
