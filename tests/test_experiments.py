@@ -26,7 +26,7 @@ SMALL = {
     "saddle": ["widths=1,2", "hidden_layers=1", "steps=4", "skips=true"],  # slow only (toy's runner)
     "inference-convergence": ["width=16", "hidden_layers=1", "steps=2", "parameterisations=mupc",
                               "max_inference_steps=500"],
-    "residual-mlp": ["widths=8,16", "hidden_layers=2", "steps=2", "batch=8", "max_inference_steps=200"],
+    "residual-mlp": ["widths=8", "hidden_layers=2", "steps=2", "batch=8", "max_inference_steps=200"],
     "resnet-cnn": ["widths=2", "steps=2", "batch=4", "dataset=digits", "max_inference_steps=20",
                    "iteration_sweep=5"],
     "transformer": ["widths=8", "steps=2", "batch=4", "seq_len=8", "n_blocks=1", "max_inference_steps=50"],

@@ -61,8 +61,9 @@ def test_quoted_values_of_the_science_reference():
     assert abs(theory.predicted_gap(2048, 5, pc.SP(), skips=True) - 2.16) < 0.01
 
 
-@pytest.mark.parametrize("width", [128, 512])
-@pytest.mark.parametrize("depth", [4, 16])
+# The deep and wide case (L = 16, N = 512: 50 draws of sixteen 512 × 512 matrices) runs
+# with -m slow; the default run keeps depth 16 at N = 128 and N = 512 at depth 4.
+@pytest.mark.parametrize("width, depth", [(128, 4), (512, 4), (128, 16), pytest.param(512, 16, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("skips", [False, True])
 def test_monte_carlo_mean_gap_matches_the_prediction(width, depth, skips):
     draws = [float(theory.rescaling(_model(width, depth, skips=skips, parameterisation=pc.MuPC(), seed=s)).gram[0, 0])
