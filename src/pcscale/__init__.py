@@ -1,96 +1,140 @@
-"""pcscale: predictive coding networks at large width and depth, with their BP twins."""
+"""pcscale: predictive coding networks at large width and depth, with their BP twins.
 
+The public names below load on first use (`pcscale.infer` imports JAX and the solvers
+the first time it is touched), so that `import pcscale` and the `pcscale` command's help
+and listings start in a fraction of a second. Everything else behaves as eager imports:
+`from pcscale import infer`, `pcscale.nn`, `dir(pcscale)`.
+"""
+
+import ast
+import importlib
 import importlib.metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import (
-    nn as nn,
-    theory as theory,  # builds on the core modules, which it imports itself
-)
-from ._compare import (
-    EquilibriumComparison as EquilibriumComparison,
-    GradientAlignment as GradientAlignment,
-    compare_at_equilibrium as compare_at_equilibrium,
-    compare_gradients as compare_gradients,
-)
-from ._energy import (
-    MSE as MSE,
-    AbstractOutputEnergy as AbstractOutputEnergy,
-    CrossEntropy as CrossEntropy,
-    gaussian_energy as gaussian_energy,
-)
-from ._equilibrium import (
-    AbstractInferenceMethod as AbstractInferenceMethod,
-    Equilibrium as Equilibrium,
-    IterativeInference as IterativeInference,
-    inference_method as inference_method,
-)
-from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
-from ._health import TrainingFailure as TrainingFailure
-from ._infer import infer as infer
-from ._layer import PCLayer as PCLayer
-from ._model import PCModel as PCModel
-from ._optimiser import (
-    SGD as SGD,
-    AbstractOptimiser as AbstractOptimiser,
-    Adam as Adam,
-    FromOptax as FromOptax,
-    make_optimiser as make_optimiser,
-)
-from ._parameterisation import (
-    NTP as NTP,
-    SP as SP,
-    AbstractParameterisation as AbstractParameterisation,
-    AdamRule as AdamRule,
-    CompleteP as CompleteP,
-    DepthMuP as DepthMuP,
-    Init as Init,
-    InitStdRule as InitStdRule,
-    MuP as MuP,
-    MuPC as MuPC,
-    NetworkShape as NetworkShape,
-    Role as Role,
-    Scaling as Scaling,
-    WeightRole as WeightRole,
-)
-from ._parameterised import Parameterised as Parameterised
-from ._precision import residual_floor as residual_floor
-from ._sharding import make_data_mesh as make_data_mesh, replicate as replicate, shard_batch as shard_batch
-from ._single_step import bp_step as bp_step, pc_step as pc_step
-from ._solution import (
-    RESULTS as RESULTS,
-    InferenceSolution as InferenceSolution,
-    InferenceStats as InferenceStats,
-)
-from ._solver import (
-    LBFGS as LBFGS,
-    SOLVERS as SOLVERS,
-    AbstractInferenceSolver as AbstractInferenceSolver,
-    AbstractPreconditioner as AbstractPreconditioner,
-    ConjugateGradient as ConjugateGradient,
-    Cost as Cost,
-    DepthPreconditioner as DepthPreconditioner,
-    GaussNewtonPreconditioner as GaussNewtonPreconditioner,
-    GradientDescent as GradientDescent,
-    MixedPrecision as MixedPrecision,
-    Nesterov as Nesterov,
-    NewtonKrylov as NewtonKrylov,
-    ODEFlow as ODEFlow,
-    OptaxSolver as OptaxSolver,
-    OptimistixSolver as OptimistixSolver,
-    Preconditioning as Preconditioning,
-    RoundingArmijo as RoundingArmijo,
-    auto_solver as auto_solver,
-    make_solver as make_solver,
-)
-from ._step import (
-    BPStepMetrics as BPStepMetrics,
-    ComparisonMetrics as ComparisonMetrics,
-    PCStepMetrics as PCStepMetrics,
-    ReferenceCheck as ReferenceCheck,
-)
-from ._train import TrainingRun as TrainingRun, train as train
+if TYPE_CHECKING:  # the one list of public names (read at run time by `_exports` below)
+    from . import nn as nn, theory as theory
+    from ._compare import (
+        EquilibriumComparison as EquilibriumComparison,
+        GradientAlignment as GradientAlignment,
+        compare_at_equilibrium as compare_at_equilibrium,
+        compare_gradients as compare_gradients,
+    )
+    from ._energy import (
+        MSE as MSE,
+        AbstractOutputEnergy as AbstractOutputEnergy,
+        CrossEntropy as CrossEntropy,
+        gaussian_energy as gaussian_energy,
+    )
+    from ._equilibrium import (
+        AbstractInferenceMethod as AbstractInferenceMethod,
+        Equilibrium as Equilibrium,
+        IterativeInference as IterativeInference,
+        inference_method as inference_method,
+    )
+    from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
+    from ._health import TrainingFailure as TrainingFailure
+    from ._infer import infer as infer
+    from ._layer import PCLayer as PCLayer
+    from ._model import PCModel as PCModel
+    from ._optimiser import (
+        SGD as SGD,
+        AbstractOptimiser as AbstractOptimiser,
+        Adam as Adam,
+        FromOptax as FromOptax,
+        make_optimiser as make_optimiser,
+    )
+    from ._parameterisation import (
+        NTP as NTP,
+        SP as SP,
+        AbstractParameterisation as AbstractParameterisation,
+        AdamRule as AdamRule,
+        CompleteP as CompleteP,
+        DepthMuP as DepthMuP,
+        Init as Init,
+        InitStdRule as InitStdRule,
+        MuP as MuP,
+        MuPC as MuPC,
+        NetworkShape as NetworkShape,
+        Role as Role,
+        Scaling as Scaling,
+        WeightRole as WeightRole,
+    )
+    from ._parameterised import Parameterised as Parameterised
+    from ._precision import residual_floor as residual_floor
+    from ._sharding import make_data_mesh as make_data_mesh, replicate as replicate, shard_batch as shard_batch
+    from ._single_step import bp_step as bp_step, pc_step as pc_step
+    from ._solution import (
+        RESULTS as RESULTS,
+        InferenceSolution as InferenceSolution,
+        InferenceStats as InferenceStats,
+    )
+    from ._solver import (
+        LBFGS as LBFGS,
+        SOLVERS as SOLVERS,
+        AbstractInferenceSolver as AbstractInferenceSolver,
+        AbstractPreconditioner as AbstractPreconditioner,
+        ConjugateGradient as ConjugateGradient,
+        Cost as Cost,
+        DepthPreconditioner as DepthPreconditioner,
+        GaussNewtonPreconditioner as GaussNewtonPreconditioner,
+        GradientDescent as GradientDescent,
+        MixedPrecision as MixedPrecision,
+        Nesterov as Nesterov,
+        NewtonKrylov as NewtonKrylov,
+        ODEFlow as ODEFlow,
+        OptaxSolver as OptaxSolver,
+        OptimistixSolver as OptimistixSolver,
+        Preconditioning as Preconditioning,
+        RoundingArmijo as RoundingArmijo,
+        auto_solver as auto_solver,
+        make_solver as make_solver,
+    )
+    from ._step import (
+        BPStepMetrics as BPStepMetrics,
+        ComparisonMetrics as ComparisonMetrics,
+        PCStepMetrics as PCStepMetrics,
+        ReferenceCheck as ReferenceCheck,
+    )
+    from ._train import TrainingRun as TrainingRun, train as train
+
 
 try:
     __version__ = importlib.metadata.version("pcscale")
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
     __version__ = "0.0.0"
+
+
+def _exports() -> dict[str, str]:
+    """Public name → the module that defines it, read from the `if TYPE_CHECKING:` imports
+    of this file, so that the names are listed once (and type checkers and the API
+    reference read the same list)."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    guarded = next(node for node in tree.body if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+    found = {}
+    for node in guarded.body:
+        assert isinstance(node, ast.ImportFrom)
+        for alias in node.names:
+            module = "." * node.level + (node.module or "")
+            found[alias.asname or alias.name] = module if node.module else "." + alias.name
+    return found
+
+
+_EXPORTS = _exports()
+# Type checkers read the TYPE_CHECKING imports above, which are these names.
+__all__ = sorted(_EXPORTS)  # pyright: ignore[reportUnsupportedDunderAll]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pcscale' has no attribute {name!r}")
+    loaded = importlib.import_module(module, __name__)
+    value = loaded if module == "." + name else getattr(loaded, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,11 +1,26 @@
-"""The `pcscale` command line: argument parsing and dispatch only."""
+"""The `pcscale` command line: argument parsing and dispatch only.
+
+`pcscale --help`, `pcscale list` and `pcscale show-config` read the names and texts they
+print from `_catalogue.json` beside this file (written by `pcscale.experiments._catalogue`
+and checked against the live registries by the tests), so they start without importing
+JAX; the other commands import what they run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import functools
+import json
 import re
 import sys
+from pathlib import Path
+from typing import Any
+
+
+@functools.cache
+def _catalogue() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "_catalogue.json").read_text(encoding="utf-8"))
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -62,7 +77,6 @@ config or data error, a file-system error, or a results folder in use by another
 
 def _parser() -> argparse.ArgumentParser:
     import pcscale
-    from pcscale.experiments import Parallel
 
     parser = argparse.ArgumentParser(prog="pcscale", description="Predictive coding networks at scale.",
                                      epilog=EXIT_CODES)
@@ -82,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_positive_int, help="training steps (default 10)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
-        "--solver", default="auto", choices=tuple(pcscale.SOLVERS),
+        "--solver", default="auto", choices=tuple(_catalogue()["solvers"]),
         help="inference solver (default auto: conjugate gradients for linear networks, Newton–Krylov otherwise)",
     )
     demo.add_argument(
@@ -113,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     scale = run.add_argument_group("devices and hosts (docs/scaling.md)")
     scale.add_argument("--devices", type=_devices, default=1, metavar="N|all",
                        help="how many devices to use: a number, or all (default 1)")
-    scale.add_argument("--parallel", choices=[mode.value for mode in Parallel], default=Parallel.CELLS.value,
+    scale.add_argument("--parallel", choices=_catalogue()["parallel"], default="cells",
                        help="cells: one cell per device, concurrently (default); batch: every cell data parallel "
                             "over all devices (the batch must be divisible by their number)")
     scale.add_argument("--distributed", action="store_true",
@@ -142,18 +156,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _experiment_command(args, parser) -> int:
-    from . import experiments
-
+    listed = _catalogue()["experiments"]
     if args.command == "list":
-        width = max(len(name) for name in experiments.EXPERIMENTS)
-        for name, experiment in experiments.EXPERIMENTS.items():
-            print(f"{name:<{width}}  {experiment.description}")
+        width = max(len(name) for name in listed)
+        for name, entry in listed.items():
+            print(f"{name:<{width}}  {entry['description']}")
         return 0
     if args.command == "show-config":
-        from .experiments._registry import describe
+        text = listed.get(args.experiment, {}).get("presets", {}).get(args.preset)
+        if text is None:  # an unknown name or preset: the registry says what exists
+            from .experiments._registry import describe
 
-        print(describe(args.experiment, args.preset))
+            text = describe(args.experiment, args.preset)
+        print(text)
         return 0
+    from . import experiments
+
     if args.command == "show":
         run = experiments.load_run(args.run_dir)
         print(experiments.summary(run))
@@ -267,13 +285,13 @@ def _runtime_message(error: RuntimeError) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from .experiments._folder import FolderInUse
-
     try:
         if args.command == "demo":
             return _demo(args, parser)
         return _experiment_command(args, parser)
-    except (ValueError, TypeError, OSError, FolderInUse, RuntimeError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
+        from .experiments._folder import FolderInUse  # a RuntimeError: pcscale's own message
+
         explained = isinstance(error, RuntimeError) and not isinstance(error, FolderInUse)
         message = _runtime_message(error) if explained else _message(error)
         if args.debug or message is None:
