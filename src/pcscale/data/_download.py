@@ -55,6 +55,10 @@ REMOTES: dict[str, tuple[Remote, ...]] = {
     "tinyshakespeare": (Remote("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
                                "input.txt", None, size=1115394),),
 }
+"""The public files [`download`][pcscale.data.download] fetches, by dataset name ("mnist",
+"fashion-mnist", "cifar10", "cifar100", "tinyshakespeare"): for each file its URL, its
+file name, its published MD5 (None where none is published; its size is checked instead)
+and whether it is a .tar.gz archive to unpack."""
 
 
 def _md5(path: Path) -> str:
@@ -167,7 +171,7 @@ def download(name: str, root: str | os.PathLike | None = None, *, timeout: float
         if name in IMAGE_SETS or name in TEXT_SETS:
             why = ("ImageNet is gated: request it from image-net.org and prepare a folder of class "
                    "subfolders under <root>/imagenet/train (docs/data.md)") if name == "imagenet" else (
-                   f"{name!r} ships with pcscale or scikit-learn and needs no download")
+                   f"{name!r} ships with pcscale and needs no download")
             raise ValueError(f"cannot download {name!r}: {why}.")
         raise ValueError(f"unknown dataset {name!r}; downloadable: {sorted(REMOTES)}.")
     folder = data_root(root) / (IMAGE_SETS.get(name) or TEXT_SETS[name]).folder

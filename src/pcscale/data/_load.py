@@ -69,13 +69,16 @@ IMAGE_SETS = {
     "cifar100": _Spec("cifar100", "cifar", (0.5,) * 3, (0.5,) * 3, 100, "CIFAR-100 python batches"),
     "imagenet": _Spec("imagenet", "folder", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000,
                       "a folder of class subfolders of images"),
-    "digits": _Spec("", "digits", (0.5,), (0.5,), 10, "scikit-learn's bundled 8×8 digits (offline)"),
+    "digits": _Spec("", "digits", (0.5,), (0.5,), 10, "the 8×8 digits shipped with pcscale (offline)"),
 }
 TEXT_SETS = {
     "tinyshakespeare": _Spec("tinyshakespeare", "text", description="a plain-text corpus, input.txt"),
     "shakespeare-excerpt": _Spec("", "bundled-text", description="the complete Hamlet, shipped with pcscale (offline)"),
 }
 DATASETS = tuple(sorted(IMAGE_SETS) + sorted(TEXT_SETS))
+"""The names [`load`][pcscale.data.load] accepts: the image sets ("cifar10", "cifar100",
+"digits", "fashion-mnist", "imagenet", "mnist") then the text corpora
+("shakespeare-excerpt", "tinyshakespeare")."""
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -84,7 +87,7 @@ IDX_FILES = {
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 SPLITS = ("train", "test")
 IMAGENET_POOL = 1000  # docs/background.md §6.2: the first 1000 training images in stream order
-DIGITS_SIZES = {"train": 1500, "test": 297}  # scikit-learn's 1,797 digits, split at 1,500
+DIGITS_SIZES = {"train": 1500, "test": 297}  # the 1,797 bundled digits, split at 1,500
 
 
 def expected_path(name: str, root: Path, split: str = "train") -> Path:
@@ -99,7 +102,7 @@ def expected_path(name: str, root: Path, split: str = "train") -> Path:
     if spec.kind == "folder":
         return root / spec.folder / split
     if spec.kind in ("digits", "bundled-text"):
-        raise ValueError(f"{name!r} ships with pcscale or scikit-learn: it has no files under the data root.")
+        raise ValueError(f"{name!r} ships with pcscale: it has no files under the data root.")
     return root / spec.folder / "input.txt"
 
 
@@ -193,19 +196,16 @@ def _imagenet_batch(path: Path):
 
 
 def _digits(split: str):
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ImportError(
-            "the offline default image set is scikit-learn's digits; install it with "
-            "pip install scikit-learn."
-        ) from None
-    bunch = load_digits()
-    images = (bunch.images / 16.0).astype(np.float32)  # grey levels 0 … 16
-    labels = bunch.target.astype(np.int64)
-    # A fixed split (sklearn ships none): the last 297 digits are the test set.
+    """The 8 × 8 digits shipped in the package (digits.npz; source and licence in
+    DIGITS_NOTICE.txt beside it): scikit-learn's `load_digits`, without scikit-learn."""
+    with np.load(Path(__file__).with_name("digits.npz")) as archive:
+        images = (archive["images"] / 16.0).astype(np.float32)  # grey levels 0 … 16
+        labels = archive["labels"].astype(np.int64)
+    # A fixed split (the set ships none): the last 297 digits are the test set.
     cut = DIGITS_SIZES["train"]
     part = slice(0, cut) if split == "train" else slice(cut, None)
+    # The source as results folders record it since 0.1 (the same images as scikit-learn's),
+    # kept so that finished cells stay valid.
     return images[part, None], labels[part], tuple(str(c) for c in range(10)), "scikit-learn (bundled)"
 
 
@@ -258,7 +258,7 @@ def load(
     | `"cifar10"` | `cifar10/cifar-10-batches-py/data_batch_1` … | [0,1], (x − 0.5)/0.5 per channel |
     | `"cifar100"` | `cifar100/cifar-100-python/train`, `test`, `meta` | as CIFAR-10, 100 fine labels |
     | `"imagenet"` | `imagenet/<split>/<class>/<image>` | first 1000 in stream order; shorter side 256, centre crop 224, ImageNet mean/std |
-    | `"digits"` | none: scikit-learn's bundled 8×8 digits | [0,1], (x − 0.5)/0.5 |
+    | `"digits"` | none: the 8×8 digits shipped with pcscale (scikit-learn's `load_digits` set) | [0,1], (x − 0.5)/0.5 |
     | `"tinyshakespeare"` | `tinyshakespeare/input.txt` | characters → ranks in the sorted vocabulary |
     | `"shakespeare-excerpt"` | none: ships with pcscale | as above |
 
@@ -329,7 +329,7 @@ DEFAULTS = {"image": "digits", "text": "shakespeare-excerpt"}
 
 def load_or_default(name: str, **kwargs) -> ImageDataset | TextCorpus:
     """[`load`][pcscale.data.load] `name`, or, when its files are missing, the offline
-    default of its kind, with a warning: scikit-learn's digits for images (all of them
+    default of its kind, with a warning: the bundled 8×8 digits for images (all of them
     if `n` asks for more), the bundled *Hamlet* for text. It falls back only when the
     dataset's folder (or text file) is absent ([`DatasetMissing`][pcscale.data.DatasetMissing]);
     an incomplete folder, a corrupt file or a bad argument is raised, never masked. An
