@@ -23,3 +23,10 @@ from ._root import (
 )
 from ._text import TextCorpus as TextCorpus, decode as decode, encode as encode, read_text as read_text
 from ._toy import toy as toy
+
+__all__ = [
+    "DATASETS", "ENVIRONMENT_VARIABLE", "REMOTES", "DatasetMissing", "ImageArrays", "ImageDataset",
+    "TextCorpus", "data_root", "decode", "default_cache", "download", "encode", "expected_path",
+    "load", "load_or_default", "read_cifar", "read_idx", "read_image_folder", "read_text",
+    "reference_augment", "text_batch", "toy",
+]

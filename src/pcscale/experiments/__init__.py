@@ -29,3 +29,10 @@ from ._runner import (
     run_experiment as run_experiment,
 )
 from ._trace import Trace as Trace
+
+__all__ = [
+    "EXPERIMENTS", "Cell", "CellContext", "CellResult", "ClosedForm", "ConfigMismatch",
+    "Experiment", "FolderInUse", "Parallel", "RunResults", "Trace", "coord_check_from_record",
+    "coord_check_record", "get", "load_coord_check", "load_run", "run", "run_experiment",
+    "save_coord_check", "summary", "train_lockstep",
+]

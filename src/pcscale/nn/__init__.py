@@ -11,3 +11,9 @@ from ._transformer import (
     TokenLinear as TokenLinear,
     transformer as transformer,
 )
+
+__all__ = [
+    "ACTIVATIONS", "GAINS", "AvgPool2", "Branch", "Conv2d", "Embedding", "LayerNorm", "Linear",
+    "Readout", "TokenLinear", "infer_roles", "mlp", "parameterise", "residual_mlp", "resnet",
+    "transformer",
+]

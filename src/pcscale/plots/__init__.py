@@ -5,3 +5,5 @@
 from ._coord import coord_check as coord_check
 from ._panels import curves as curves, heatmap as heatmap, panel_grid as panel_grid
 from ._run import plot_run as plot_run
+
+__all__ = ["coord_check", "curves", "heatmap", "panel_grid", "plot_run"]

@@ -35,6 +35,15 @@ from ._step import (
 )
 from ._structure import enable_float64 as enable_float64
 
+__all__ = [
+    "AbstractLinearSolve", "ClosedForm", "ClosedFormStepMetrics", "CoordCheck", "DMFTResult",
+    "DenseCholesky", "HessianSpectrum", "LinearCG", "NonlinearRescaling", "Propagation",
+    "Rescaling", "RescalingGaps", "activity_hessian", "auto_solver", "closed_form_gradients",
+    "closed_form_step", "coord_check", "dmft", "enable_float64", "equilibrium_activities",
+    "equilibrium_energy", "hessian_spectrum", "hessian_vector_product", "nonlinear_rescaling",
+    "predicted_gap", "rescaling", "spread",
+]
+
 # Names that moved, kept for one release: name → (module, new qualified name).
 _MOVED = {
     name: ("pcscale.experiments._coord_files", f"pcscale.experiments.{name}")
