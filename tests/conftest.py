@@ -12,11 +12,22 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# Every pcscale module is imported through jaxtyping's import hook, which checks its
+# annotations at run time with beartype: array shapes and dtypes, and every other hint
+# (with PEP 484's numeric tower, so an int passes where a float is annotated). Installed
+# here, before anything imports pcscale.
+from jaxtyping import install_import_hook  # noqa: E402
+
+install_import_hook("pcscale", "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
+
 import jax  # noqa: E402
 
 # Tests that need float64 ask for it through dtypes; enabling x64 up front lets them.
 # Library defaults stay float32 (builders take an explicit dtype).
 jax.config.update("jax_enable_x64", True)
+# Implicit broadcasting between arrays of different ranks is an error in the tests, so
+# that a missing axis cannot hide behind NumPy's rank promotion.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 from pathlib import Path  # noqa: E402
@@ -26,6 +37,17 @@ import pytest  # noqa: E402
 # Development and CI data (../shared/data beside the repository); a user's machine does
 # not have it, and the experiments then fall back to their offline defaults.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def unchecked():
+    """Switch the runtime annotation checks off for a test of pcscale's own validation
+    of a wrongly typed argument (a user without beartype meets that validation; with the
+    checks on, beartype would refuse the call first)."""
+    from helpers import annotations_unchecked
+
+    with annotations_unchecked():
+        yield
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,16 @@ def data(key, batch, input_dim, output_dim, *, one_hot=False, dtype=jnp.float64)
         labels = jax.random.randint(ky, (batch,), 0, output_dim)
         return x, jax.nn.one_hot(labels, output_dim, dtype=dtype)
     return x, jax.random.normal(ky, (batch, output_dim), dtype)
+
+
+@contextlib.contextmanager
+def annotations_unchecked():
+    """The runtime annotation checks of the test run (tests/conftest.py) off inside the
+    block: for a call that tests pcscale's own validation of a wrongly typed argument."""
+    import jaxtyping
+
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)

@@ -390,7 +390,7 @@ def test_finite_width_gap_shrinks_with_width(gamma0):
         (dict(memory_budget_bytes=0), ValueError, ["`memory_budget_bytes`"]),
     ],
 )
-def test_bad_input_is_rejected_with_a_named_argument(change, error, words):
+def test_bad_input_is_rejected_with_a_named_argument(change, error, words, unchecked):
     x, y = _random_problem()
     arguments = dict(x=x, y=y, depth=3, learning_rate=0.1, steps=4, gamma0=1.0, iterations=2)
     arguments.update(change)

@@ -364,7 +364,7 @@ def test_a_folder_with_another_config_is_refused_unless_forced(tmp_path):
         ex.run("toy", "quick", tmp_path / "other", overrides=small, progress=False)
 
 
-def test_bad_names_keys_and_values_are_rejected_with_the_valid_choices():
+def test_bad_names_keys_and_values_are_rejected_with_the_valid_choices(unchecked):
     with pytest.raises(ValueError, match="unknown experiment 'toys'.*width-depth-linear"):
         ex.run("toys")
     with pytest.raises(ValueError, match="unknown preset 'full'.*quick, paper"):

@@ -174,7 +174,7 @@ def test_biases_enter_the_forward_pass_and_get_vector_scales():
     a = mup_multipliers(D, N, 3, skips=False)
     _, out = hand_forward(W, a, x)
     # The bias sits outside the multiplier: f(z) = a·W·φ(z) + b.
-    np.testing.assert_allclose(shifted(x), out + jnp.arange(C), rtol=1e-12)
+    np.testing.assert_allclose(shifted(x), out + jnp.arange(C)[None], rtol=1e-12)
     scalings = model.parameter_scalings()
     assert scalings.layers[0].bias.init is pc.Init.ZEROS
     assert scalings.layers[0].module.weight.init is pc.Init.NORMAL

@@ -43,6 +43,12 @@ def mm(a, b):
     return jnp.matmul(a, b, precision=HIGHEST)
 
 
+# The hand-written network broadcasts gains and positions NumPy-style; the test run
+# otherwise forbids implicit rank promotion (tests/conftest.py), for pcscale's code.
+HAND_WRITTEN = jax.numpy_rank_promotion("allow")
+
+
+@HAND_WRITTEN
 def layer_norm(z, gain):
     centred = z - jnp.mean(z, axis=-1, keepdims=True)
     return gain * centred / jnp.sqrt(jnp.mean(centred**2, axis=-1, keepdims=True) + 1e-5)
@@ -66,9 +72,10 @@ def mlp(h, w1, w2):
     return mm(jax.nn.gelu(mm(h, w1.T), approximate=False), w2.T)
 
 
+@HAND_WRITTEN
 def hand_forward(p, tokens, *, branch, logit_scale, head, layer_norm_on):
     """Returns the activities (embedding, each block, final norm) and the logits."""
-    x = p["wte"][tokens] + p["wpe"][: tokens.shape[1]]
+    x = p["wte"][tokens] + p["wpe"][None, : tokens.shape[1]]
     activities = [x]
     for blk in p["blocks"]:
         h = layer_norm(x, blk["ln1"]) if layer_norm_on else x
@@ -338,7 +345,7 @@ def test_out_of_vocabulary_tokens_are_rejected(model32, bad):
     model32(jnp.asarray([[0, V - 1, 2]], jnp.int32))
 
 
-def test_float_inputs_are_rejected(model32):
+def test_float_inputs_are_rejected(model32, unchecked):
     tokens, _ = tokens_and_targets(5, jnp.float32)
     for floats in (tokens.astype(jnp.float32), tokens.astype(jnp.float32) + 0.5):
         with pytest.raises(ValueError, match="integer"):
@@ -361,24 +368,29 @@ def test_biases_sit_inside_the_scaled_branches():
     tokens, _ = tokens_and_targets(4, jnp.float32)
     m, logit_scale, head = 1.0 / BLOCKS, 1.0 / (D // HEADS), 1.0 / D
 
-    def ln(z, norm):
-        return layer_norm(z, norm.gain) + norm.bias
+    @HAND_WRITTEN
+    def hand_written(tokens):
+        def ln(z, norm):
+            return layer_norm(z, norm.gain) + norm.bias
 
-    emb = model.layers[0].module
-    x = emb.tokens[tokens] + emb.positions[:T]
-    dh = D // HEADS
-    for layer in model.layers[1 : 1 + BLOCKS]:
-        b = layer.module.module
-        h = ln(x, b.ln1)
-        qkv = mm(h, b.w_qkv.T) + b.b_qkv
-        q, k, v = (qkv[..., i * D : (i + 1) * D].reshape(BATCH, T, HEADS, dh) for i in range(3))
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, precision=HIGHEST) * logit_scale
-        logits = jnp.where(jnp.tril(jnp.ones((T, T), bool)), logits, -jnp.inf)
-        o = jnp.einsum("bhqk,bkhc->bqhc", jax.nn.softmax(logits, axis=-1), v, precision=HIGHEST).reshape(BATCH, T, D)
-        x = x + m * (mm(o, b.w_out.T) + b.b_out)
-        h = ln(x, b.ln2)
-        x = x + m * (mm(jax.nn.gelu(mm(h, b.w1.T) + b.b1, approximate=False), b.w2.T) + b.b2)
-    x = ln(x, model.layers[-2].module.module)
+        emb = model.layers[0].module
+        x = emb.tokens[tokens] + emb.positions[None, :T]
+        dh = D // HEADS
+        for layer in model.layers[1 : 1 + BLOCKS]:
+            b = layer.module.module
+            h = ln(x, b.ln1)
+            qkv = mm(h, b.w_qkv.T) + b.b_qkv
+            q, k, v = (qkv[..., i * D : (i + 1) * D].reshape(BATCH, T, HEADS, dh) for i in range(3))
+            logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, precision=HIGHEST) * logit_scale
+            logits = jnp.where(jnp.tril(jnp.ones((T, T), bool)), logits, -jnp.inf)
+            o = jnp.einsum("bhqk,bkhc->bqhc", jax.nn.softmax(logits, axis=-1), v, precision=HIGHEST).reshape(BATCH, T, D)
+            x = x + m * (mm(o, b.w_out.T) + b.b_out)
+            h = ln(x, b.ln2)
+            x = x + m * (mm(jax.nn.gelu(mm(h, b.w1.T) + b.b1, approximate=False), b.w2.T) + b.b2)
+        x = ln(x, model.layers[-2].module.module)
+        return x
+
+    x = hand_written(tokens)
     assert_close32(model(tokens), head * mm(x, model.layers[-1].module.weight.T))
 
 

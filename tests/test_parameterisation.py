@@ -106,7 +106,7 @@ def test_uniform_init_has_the_default_bound():
 
 
 @pytest.mark.parametrize("alpha", [0.4, 1.1, -1.0, True, "0.5"])
-def test_alpha_outside_range_is_rejected(alpha):
+def test_alpha_outside_range_is_rejected(alpha, unchecked):
     with pytest.raises(ValueError, match=r"alpha.*\[1/2, 1\].*got"):
         pc.DepthMuP(alpha=alpha)
 
@@ -117,7 +117,7 @@ def test_bad_gamma0_is_rejected(gamma0):
         pc.MuPC(gamma0=gamma0)
 
 
-def test_bad_shapes_are_rejected():
+def test_bad_shapes_are_rejected(unchecked):
     with pytest.raises(ValueError, match="width.*got 0"):
         NetworkShape(width=0, depth=3)
     with pytest.raises(ValueError, match="depth.*got 0"):

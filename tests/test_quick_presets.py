@@ -32,7 +32,7 @@ def _hand_loss(weights, tokens, targets):
     """Token-summed cross-entropy, averaged over the batch, of the CompleteP network
     whose raw weights are `weights`."""
     d, head_dim = WIDTH, WIDTH // HEADS
-    z = weights["wte"][tokens] + weights["wpe"][: tokens.shape[1]]
+    z = weights["wte"][tokens] + weights["wpe"][None, : tokens.shape[1]]
     causal = jnp.tril(jnp.ones((tokens.shape[1], tokens.shape[1]), bool))
     for w_qkv, w_out, w1, w2 in weights["blocks"]:
         qkv = jnp.einsum("btd,ed->bte", z, w_qkv, precision=HIGHEST)

@@ -72,7 +72,7 @@ def test_plot_run_draws_what_the_registry_declares(tmp_path, monkeypatch):
         plots.plot_run(run)
 
 
-def test_figure_names_are_checked_when_declared_and_when_resolved():
+def test_figure_names_are_checked_when_declared_and_when_resolved(unchecked):
     pytest.importorskip("matplotlib")
     from pcscale.plots import _run
 

@@ -101,7 +101,7 @@ def test_integer_targets_that_are_not_one_hot_are_refused(ce_model):
     ([["1.0"] * D] * 2, "<U3", "strings"),
     (np.array([[1, "b", None, 3]] * 2, dtype=object), "object", "Python objects"),
 ])
-def test_non_numeric_inputs_name_their_dtype(model, x, dtype, kind):
+def test_non_numeric_inputs_name_their_dtype(model, x, dtype, kind, unchecked):
     with pytest.raises(TypeError) as error:
         pc.infer(model, x, jnp.ones((2, C)))
     message = str(error.value)
@@ -120,7 +120,7 @@ def test_integer_model_dtype_is_refused_at_construction(dtype):
     assert "dtype=jnp.float32" in message
 
 
-def test_a_pc_model_of_integer_weights_is_refused():
+def test_a_pc_model_of_integer_weights_is_refused(unchecked):
     layer = pc.PCLayer(pc.nn.Linear(jnp.ones((C, D), jnp.int32)))
     with pytest.raises(TypeError) as error:
         pc.PCModel((layer,), pc.MSE())
@@ -153,7 +153,7 @@ def test_floating_dtypes_and_integer_buffers_are_still_accepted():
     lambda key: pc.nn.resnet(3, 4, C, n_res=0, image_size=8, key=key),
     lambda key: pc.nn.transformer(11, 8, n_heads=2, n_blocks=1, max_len=4, key=key),
 ])
-def test_an_int_key_is_refused_by_every_builder(build):
+def test_an_int_key_is_refused_by_every_builder(build, unchecked):
     with pytest.raises(TypeError) as error:
         build(0)
     assert "`key` must be a JAX PRNG key, got int 0; use key=jax.random.key(0)" in str(error.value)
@@ -163,7 +163,7 @@ def test_an_int_key_is_refused_by_every_builder(build):
     (jax.random.split(jax.random.key(0), 3), "shape (3,)"),
     (jnp.zeros(2, jnp.int32), "dtype int32"),
 ])
-def test_an_array_that_is_not_one_key_is_refused(key, got):
+def test_an_array_that_is_not_one_key_is_refused(key, got, unchecked):
     with pytest.raises(TypeError) as error:
         pc.nn.mlp(D, N, C, L, key=key)
     message = str(error.value)
@@ -181,7 +181,7 @@ def test_typed_and_legacy_keys_are_both_accepted():
     assert batched.layers[0].module.weight.shape == (2, N, D)
 
 
-def test_parameterise_checks_its_key():
+def test_parameterise_checks_its_key(unchecked):
     from pcscale import NetworkShape, Role, WeightRole
 
     pattern = r"`key` must be a JAX PRNG key, got int 3; use key=jax.random.key\(3\)"

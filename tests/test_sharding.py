@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import pcscale as pc
-from helpers import SOLVER_IDS, all_solvers
+from helpers import SOLVER_IDS, all_solvers, annotations_unchecked
 from pcscale import cli
 from pcscale import experiments as ex
 
@@ -154,7 +154,7 @@ def test_a_batch_split_over_one_axis_of_a_two_axis_mesh_counts_that_axis_only():
     assert int(split.stats.steps) == int(whole.stats.steps)
     for a, b in zip(split.activities, whole.activities, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
-    with pytest.raises(ValueError, match=r"`y` has batch size 7, which the 2 devices"):
+    with annotations_unchecked(), pytest.raises(ValueError, match=r"`y` has batch size 7, which the 2 devices"):
         pc.infer(model, xs, jnp.concatenate([y, y[:1]]), solver=pc.ConjugateGradient())
 
 
@@ -234,7 +234,7 @@ def test_a_batch_the_devices_cannot_share_is_refused_with_the_sizes_that_fit():
         ex.train_lockstep(model, x, y, optimiser=optimiser, inference=pc.GradientDescent(), steps=1, mesh=mesh)
 
 
-def test_more_devices_than_exist_and_other_bad_requests_are_refused():
+def test_more_devices_than_exist_and_other_bad_requests_are_refused(unchecked):
     count = jax.device_count()
     with pytest.raises(ValueError, match=rf"`devices={count + 4}`.*sees {count} JAX device.*at most {count}.*"
                                          rf"xla_force_host_platform_device_count={count + 4}"):
@@ -253,7 +253,7 @@ def test_more_devices_than_exist_and_other_bad_requests_are_refused():
         pc.make_data_mesh([0, 1])
 
 
-def test_the_runner_refuses_bad_device_requests_before_writing_anything(tmp_path):
+def test_the_runner_refuses_bad_device_requests_before_writing_anything(tmp_path, unchecked):
     count = jax.device_count()
     with pytest.raises(ValueError, match=rf"`devices={count + 1}`"):
         ex.run("toy", out_dir=tmp_path / "a", devices=count + 1, progress=False)

@@ -29,7 +29,8 @@ DEFAULTS = {
 
 
 def _exported_solver_classes():
-    return {value for value in vars(pc).values()
+    exported = (getattr(pc, name) for name in pc.__all__)  # loads the lazily imported names
+    return {value for value in exported
             if isinstance(value, type) and issubclass(value, pc.AbstractInferenceSolver)
             and not inspect.isabstract(value)}
 
@@ -64,7 +65,7 @@ def test_every_exported_solver_is_registered_and_every_registered_one_is_tested(
     assert f"(choose from {offered})" in capsys.readouterr().err
 
 
-def test_the_stopping_fields_keep_each_solvers_defaults_and_are_keyword_only():
+def test_the_stopping_fields_keep_each_solvers_defaults_and_are_keyword_only(unchecked):
     for cls, (rtol, max_steps) in DEFAULTS.items():
         parameters = inspect.signature(cls).parameters
         expected = {"rtol": rtol, "atol": 0.0, "max_steps": max_steps, "divergence_factor": 1e4}

@@ -100,7 +100,7 @@ def test_rescaling_does_not_tend_to_identity_under_sp():
     assert gaps[-1] > 0.5 * gaps[0]
 
 
-def test_predicted_gap_bad_input():
+def test_predicted_gap_bad_input(unchecked):
     with pytest.raises(ValueError, match="`width` must be a positive integer"):
         theory.predicted_gap(0, 4, pc.MuPC(), skips=True)
     with pytest.raises(ValueError, match="`depth`"):

@@ -182,7 +182,7 @@ def test_nonlinear_modules_are_not_taken_for_linear():
         theory.activity_hessian(model, x, y)
 
 
-def test_hessian_bad_input():
+def test_hessian_bad_input(unchecked):
     tanh = pc.nn.mlp(D, 4, 2, 3, activation="tanh", dtype=jnp.float64, key=jax.random.PRNGKey(0))
     x, y = data(jax.random.PRNGKey(1), 2, D, 2)
     with pytest.raises(ValueError, match="depends on the sample.*x\\[i:i\\+1\\]"):

@@ -402,7 +402,7 @@ def test_rejects_nonlinear_and_affine_modules():
         theory.equilibrium_energy(model, x, y)
 
 
-def test_rejects_mismatched_shapes_and_bad_arguments():
+def test_rejects_mismatched_shapes_and_bad_arguments(unchecked):
     model = linear_model(6, 3, 2, skips=False, parameterisation=pc.MuPC())
     x, y = data(jax.random.PRNGKey(0), 3, D, 2)
     with pytest.raises(ValueError, match="per-sample shape"):

@@ -229,7 +229,7 @@ def test_float64_on_request_and_float32_full_precision():
     np.testing.assert_allclose(result32.energy, result64.energy, rtol=1e-5)
 
 
-def test_rejects_bad_arguments():
+def test_rejects_bad_arguments(unchecked):
     model = pc.nn.mlp(D, 6, 2, 3, parameterisation=pc.MuPC(), dtype=jnp.float64, key=jax.random.PRNGKey(0))
     x, y = _data(2)
     with pytest.raises(TypeError, match="`model` must be a pcscale.PCModel"):

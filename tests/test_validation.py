@@ -23,7 +23,7 @@ def ce_model():
 SOLVER = pc.GradientDescent(step_size=0.1, max_steps=5)
 
 
-def test_mismatched_batch_sizes(model):
+def test_mismatched_batch_sizes(model, unchecked):
     with pytest.raises(ValueError, match=r"same batch size.*x.shape=\(5, 4\).*y.shape=\(4, 3\)"):
         pc.infer(model, jnp.ones((5, D)), jnp.ones((4, C)), solver=SOLVER)
 
@@ -67,7 +67,7 @@ def test_non_finite_inputs(model, bad):
     ("input_dim", -3, r"`input_dim` must be a positive integer, got -3"),
     ("output_dim", 2.5, r"`output_dim` must be a positive integer, got 2.5"),
 ])
-def test_bad_sizes(name, value, pattern):
+def test_bad_sizes(name, value, pattern, unchecked):
     sizes = dict(input_dim=D, width=N, output_dim=C, depth=L)
     sizes[name] = value
     with pytest.raises(ValueError, match=pattern):
@@ -92,7 +92,7 @@ def test_unknown_parameterisation_object():
     (dict(max_steps=2.5), "max_steps"),
     (dict(divergence_factor=0.5), "divergence_factor"),
 ])
-def test_bad_solver_settings(kwargs, pattern):
+def test_bad_solver_settings(kwargs, pattern, unchecked):
     with pytest.raises(ValueError, match=pattern):
         pc.GradientDescent(**kwargs)
 
@@ -106,7 +106,7 @@ def test_bad_optimiser_settings(model):
         pc.OptaxSolver("sgd")
 
 
-def test_bad_model_settings():
+def test_bad_model_settings(unchecked):
     layer = pc.PCLayer(pc.nn.Linear(jnp.ones((2, 2))))
     with pytest.raises(ValueError, match="output_precision"):
         pc.PCModel((layer,), pc.MSE(), output_precision=0.0)
@@ -131,7 +131,7 @@ def test_bad_steps(model):
         pc.train(model, (jnp.ones((2, D)), jnp.ones((2, C))), optimiser=optimiser, solver=SOLVER, steps=0)
 
 
-def test_an_optimiser_config_is_not_an_optimiser(model):
+def test_an_optimiser_config_is_not_an_optimiser(model, unchecked):
     import equinox as eqx
 
     with pytest.raises(TypeError, match=r"`optimiser` must be an optax.GradientTransformation, got Adam.*make_optimiser"):

@@ -91,7 +91,7 @@ def test_starting_from_the_feedforward_state_is_the_cold_step():
     assert int(warm.inference.grad_evals) == int(cold.inference.grad_evals) + 1
 
 
-def test_bad_starting_activities_are_refused_with_the_expected_shape():
+def test_bad_starting_activities_are_refused_with_the_expected_shape(unchecked):
     model = _model()
     optimiser = pc.make_optimiser(model, pc.SGD(0.1))
     state = optimiser.init(eqx.filter(model, eqx.is_array))

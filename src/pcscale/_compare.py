@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -44,7 +46,8 @@ def _dot_and_norms(a, b) -> tuple[Array, Array, Array]:
     if not leaves_a:
         zero = jnp.zeros(())
         return zero, zero, zero
-    dot = sum(jnp.vdot(u, v) for u, v in zip(leaves_a, leaves_b))
+    # Non-empty and of equal lengths (checked above), so the sum is an array.
+    dot = cast(Array, sum(jnp.vdot(u, v) for u, v in zip(leaves_a, leaves_b, strict=True)))
     norm_a = jnp.sqrt(sum(jnp.vdot(u, u) for u in leaves_a))
     norm_b = jnp.sqrt(sum(jnp.vdot(v, v) for v in leaves_b))
     return dot, norm_a, norm_b
@@ -64,8 +67,8 @@ def compare_gradients(pc_grads: PCModel, bp_grads: PCModel) -> GradientAlignment
 
     **Returns:** a [`GradientAlignment`][pcscale.GradientAlignment].
     """
-    per_layer = [_dot_and_norms(a, b) for a, b in zip(pc_grads.layers, bp_grads.layers)]
-    dots, norms_a, norms_b = (jnp.stack(values) for values in zip(*per_layer))
+    per_layer = [_dot_and_norms(a, b) for a, b in zip(pc_grads.layers, bp_grads.layers, strict=False)]
+    dots, norms_a, norms_b = (jnp.stack(values) for values in zip(*per_layer, strict=True))
     layer_cos, layer_ratio, layer_defined = _cosine_and_ratio(dots, norms_a, norms_b)
     dot = jnp.sum(dots)
     cos, ratio, defined = _cosine_and_ratio(dot, jnp.sqrt(jnp.sum(norms_a**2)), jnp.sqrt(jnp.sum(norms_b**2)))

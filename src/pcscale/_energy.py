@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 
-def gaussian_energy(z: Float[Array, "..."], mu: Float[Array, "..."]) -> Float[Array, ""]:
+def gaussian_energy(z: Float[Array, " ..."], mu: Float[Array, " ..."]) -> Float[Array, ""]:
     """½‖z − μ‖², summed over every unit (and position, token …) of one sample."""
     return 0.5 * jnp.sum((z - mu) ** 2)
 
@@ -31,11 +31,11 @@ class AbstractOutputEnergy(eqx.Module):
     categorical: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def __call__(self, prediction: Float[Array, "..."], target: Float[Array, "..."]) -> Float[Array, ""]:
+    def __call__(self, prediction: Float[Array, " ..."], target: Float[Array, " ..."]) -> Float[Array, ""]:
         """ℓ(y, ŷ) for one unbatched sample."""
 
     @abc.abstractmethod
-    def output_error(self, prediction: Float[Array, "..."], target: Float[Array, "..."]) -> Float[Array, "..."]:
+    def output_error(self, prediction: Float[Array, " ..."], target: Float[Array, " ..."]) -> Float[Array, " ..."]:
         """e_out = ∂ℓ/∂ŷ for one sample (closed form, used by theory and tests)."""
 
 

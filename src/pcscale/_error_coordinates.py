@@ -13,6 +13,7 @@ Everything here works on one state of a batch (batch on axis 0) and runs inside 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -95,7 +96,9 @@ class OutputJacobian(eqx.Module):
 
     def apply(self, delta: Activities) -> Float[Array, "batch out"]:
         """J·δ per sample, flattened outputs (from the stored rows)."""
-        return sum(jnp.einsum("kb...,b...->bk", row, d) for row, d in zip(self.rows, delta))
+        # One row per hidden layer, and only networks with hidden layers form a Jacobian
+        # (callers skip depth 1), so the sum is an array.
+        return cast(Array, sum(jnp.einsum("kb...,b...->bk", row, d) for row, d in zip(self.rows, delta, strict=False)))
 
     def apply_transpose(self, w: Float[Array, "batch out"]) -> Activities:
         """Jᵀ·w per sample, `w` with flattened outputs."""
@@ -123,7 +126,8 @@ def jacobian_at(state: LinearisedState, z: Activities, curvature: Array) -> Outp
     basis = jnp.eye(size, dtype=prediction.dtype).reshape((size,) + out_shape)
     zeros = jax.tree.map(jnp.zeros_like, tuple(z))
     rows = jax.vmap(lambda e: state.transpose(zeros, jnp.broadcast_to(e, prediction.shape)))(basis)
-    gram = sum(jnp.einsum("kb...,mb...->bkm", r, r) for r in rows)
+    # One row per hidden layer (callers skip networks without any), so the sum is an array.
+    gram = cast(Array, sum(jnp.einsum("kb...,mb...->bkm", r, r) for r in rows))
     return OutputJacobian(rows, gram, curvature, prediction)
 
 
@@ -140,8 +144,8 @@ def woodbury_solve(jacobian: OutputJacobian, precision: float, g: Activities) ->
     singular H_ℓ such as cross-entropy's)."""
     size = jacobian.gram.shape[-1]
     eye = jnp.eye(size, dtype=jacobian.gram.dtype)
-    system = eye + precision * jnp.einsum("bij,bjk->bik", jacobian.curvature, jacobian.gram)
+    system = eye[None] + precision * jnp.einsum("bij,bjk->bik", jacobian.curvature, jacobian.gram)
     rhs = jnp.einsum("bij,bj->bi", jacobian.curvature, jacobian.apply(g))
     s = jnp.linalg.solve(system, rhs[..., None])[..., 0]
     correction = jacobian.apply_transpose(s)
-    return tuple(g_l - precision * c_l for g_l, c_l in zip(g, correction))
+    return tuple(g_l - precision * c_l for g_l, c_l in zip(g, correction, strict=False))

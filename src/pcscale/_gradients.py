@@ -23,8 +23,8 @@ def energy_gradients(model: PCModel, z: Activities, x: Array, y: Array) -> tuple
         # whole energy in it, or the errors of the lowest layers, whose predictions use
         # only the narrow weights and input, fall back to the narrow rounding floor. The
         # gradient is returned in the model's dtype.
-        energy, grads = energy_gradients(tree_cast(model, wide), z, tree_cast(x, wide), tree_cast(y, wide))
-        return energy, tree_cast(grads, narrow)
+        wide_energy, grads = energy_gradients(tree_cast(model, wide), z, tree_cast(x, wide), tree_cast(y, wide))
+        return wide_energy, tree_cast(grads, narrow)
 
     def energy(m: PCModel) -> Array:
         return jnp.mean(jax.vmap(m.energy_one)(z, x, y))

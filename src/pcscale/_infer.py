@@ -154,6 +154,7 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
         status = jnp.where(residual <= tolerance, _CONVERGED, jnp.where(stuck, _STALLED, _RUNNING))
         if solver.progress:
             relative = residual / jnp.where(residual_ff > 0, residual_ff, 1.0)
+            assert stride is not None  # set whenever `solver.progress` is
             report_progress(token, step, relative, energy / batch, stride=stride)
         if solver.max_time is not None:
             clock = read_clock(clock, step, max_time=solver.max_time)
@@ -197,7 +198,12 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
 def result_of(status) -> RESULTS:
     """The RESULTS member of the loop's integer status."""
     result = RESULTS.max_steps
-    for code, member in ((_OUT_OF_TIME, RESULTS.max_time), (_STALLED, RESULTS.stalled), (_DIVERGED, RESULTS.diverged), (_CONVERGED, RESULTS.converged)):
+    for code, member in (
+        (_OUT_OF_TIME, RESULTS.max_time),
+        (_STALLED, RESULTS.stalled),
+        (_DIVERGED, RESULTS.diverged),
+        (_CONVERGED, RESULTS.converged),
+    ):
         result = RESULTS.where(status == code, member, result)
     return result
 

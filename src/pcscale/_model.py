@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Float, PyTree, Shaped
 
 from ._custom_types import Activities, BatchX, BatchY
 from ._energy import AbstractOutputEnergy, gaussian_energy
@@ -109,7 +111,11 @@ class PCModel(eqx.Module):
         """The L terms of F for one sample: ½‖z_l − f_l(z_{l−1})‖² for l = 1 … H, then
         λ·ℓ(y, f_L(z_H)) (no batch axis, not validated)."""
         inputs = (x,) + tuple(z)
-        terms = [gaussian_energy(z_l, layer(z_prev)) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)]
+        # `z` is not validated here, so its length is not guaranteed to be H.
+        terms = [
+            gaussian_energy(z_l, layer(z_prev))
+            for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z, strict=False)
+        ]
         prediction = self.layers[-1](inputs[-1])
         terms.append(self.output_precision * self.output_energy(prediction, y))
         return jnp.stack(terms)
@@ -127,6 +133,12 @@ class PCModel(eqx.Module):
         return None
 
     # --------------------------------------------------------------- checks
+    @overload
+    def _check(self, x, y: None = None, z=None) -> tuple[Array, None]: ...
+
+    @overload
+    def _check(self, x, y: BatchY, z=None) -> tuple[Array, Array]: ...
+
     def _check(self, x, y=None, z=None) -> tuple[Array, Array | None]:
         """Validate shapes (static, so inside jit this runs at trace time only) and cast
         floating inputs and the targets to the model's dtype."""
@@ -158,7 +170,7 @@ class PCModel(eqx.Module):
                     f"layer), got {type(z).__name__} ({length}); pass the activities returned "
                     "by init_activities or infer."
                 )
-            for index, (z_l, e_l) in enumerate(zip(z, expected)):
+            for index, (z_l, e_l) in enumerate(zip(z, expected, strict=True)):  # lengths checked above
                 if tuple(jnp.shape(z_l)) != (x.shape[0],) + tuple(e_l.shape):
                     raise ValueError(
                         f"`z[{index}]` has shape {tuple(jnp.shape(z_l))}, expected "
@@ -168,13 +180,13 @@ class PCModel(eqx.Module):
 
     # ------------------------------------------------------- batched, public
     @full_precision
-    def __call__(self, x: Float[Array, "batch *input"]) -> Float[Array, "batch *output"]:
+    def __call__(self, x: Shaped[Array, " batch *input"]) -> Float[Array, " batch *output"]:
         """The feedforward pass ŷ = f_L(… f_1(x)) for a batch: the BP network."""
         x, _ = self._check(x)
         return jax.vmap(self.forward_one)(x)
 
     @full_precision
-    def init_activities(self, x: Float[Array, "batch *input"]) -> Activities:
+    def init_activities(self, x: Shaped[Array, " batch *input"]) -> Activities:
         """Feedforward activities z_l = f_l(z_{l−1}) for l = 1 … H, z_0 = x.
 
         At this state every hidden error is zero and `energy` equals λ·`loss`.
@@ -183,12 +195,12 @@ class PCModel(eqx.Module):
         return jax.vmap(self.activities_one)(x)
 
     @full_precision
-    def errors(self, z: Activities, x: Float[Array, "batch *input"]) -> Activities:
+    def errors(self, z: Activities, x: Shaped[Array, " batch *input"]) -> Activities:
         """Hidden prediction errors ε_l = z_l − f_l(z_{l−1}), l = 1 … H."""
         x, _ = self._check(x, z=z)
         inputs = (x,) + tuple(z)
         return tuple(
-            z_l - jax.vmap(layer)(z_prev) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z)
+            z_l - jax.vmap(layer)(z_prev) for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z, strict=True)
         )
 
     @full_precision

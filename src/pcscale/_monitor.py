@@ -137,7 +137,7 @@ def report_progress(token, step, relative, energy, *, stride: int, label: str = 
     since the solve's last line (or its first report)."""
     jax.lax.cond(
         step % stride == 0,
-        lambda: jax.debug.callback(lambda *args: _report(*args, label), token, step, relative, energy),
+        lambda: jax.debug.callback(lambda *args: _report(*args, label=label), token, step, relative, energy),
         lambda: None,
     )
 

@@ -4,6 +4,8 @@ model. PC and BP twins must be built from the same configuration (one factory)."
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Hashable
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -137,7 +139,8 @@ class FromOptax(AbstractOptimiser):
         return (scaling.adam_lr_scale if self.adaptive else scaling.sgd_lr_scale,)
 
     def transform(self, lr_scale):
-        return self.factory(self.learning_rate * lr_scale)
+        factory = cast(Callable[..., optax.GradientTransformation], self.factory)  # callable: checked at init
+        return factory(self.learning_rate * lr_scale)
 
 
 def make_optimiser(model: PCModel, config: AbstractOptimiser) -> optax.GradientTransformation:
@@ -163,7 +166,9 @@ def make_optimiser(model: PCModel, config: AbstractOptimiser) -> optax.GradientT
         return groups.setdefault(config.group(scaling), len(groups))
 
     labels = jax.tree.map(label, model.parameter_scalings())
-    transforms = {index: config.transform(*factors) for factors, index in groups.items()}
+    transforms: dict[Hashable, optax.GradientTransformation] = {
+        index: config.transform(*factors) for factors, index in groups.items()
+    }
     # The labels tree is a PCModel, which is callable: hand it over through a function
     # so that optax does not mistake it for a labelling function.
     return optax.partition(transforms, lambda params: labels)

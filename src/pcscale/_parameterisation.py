@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import TYPE_CHECKING
 
 import equinox as eqx
+import numpy as np
 
+from ._custom_types import RealScalar
 from ._roles import (
     AdamRule as AdamRule,
     Init as Init,
@@ -50,7 +53,7 @@ def _check_enum(value, kind, name: str) -> None:
 def _check_alpha(alpha, *, allow_none: bool) -> None:
     if alpha is None and allow_none:
         return
-    if not (is_finite_real(alpha) and 0.5 <= float(alpha) <= 1.0):
+    if not (alpha is not None and is_finite_real(alpha) and 0.5 <= float(alpha) <= 1.0):
         raise ValueError(
             f"`alpha` must lie in [1/2, 1], got {alpha!r}; use alpha=0.5 (μPC / Depth-μP) "
             "or alpha=1.0 (CompleteP)" + (", or None for no depth scaling." if allow_none else
@@ -124,7 +127,7 @@ class SP(AbstractParameterisation):
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
         if role.std is not None:
-            return self._std_scaling(role, shape)
+            return self._std_scaling(role, shape, role.std)
         if _is_vector(role):
             return _vector_scaling(role, multiplier=_branch_factor(self.alpha, role, shape))
         multiplier = 1.0 / self.gamma0 if role.kind is Role.OUTPUT else _branch_factor(self.alpha, role, shape)
@@ -134,11 +137,11 @@ class SP(AbstractParameterisation):
             init_std=1.0 / math.sqrt(3.0 * role.fan_in),
         )
 
-    def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
+    def _std_scaling(self, role: WeightRole, shape: NetworkShape, std: float) -> Scaling:
         # docs/background.md §3.4, SP column: one rate, one ε, weight decay κ on every tensor.
+        # `std` is `role.std`, which the caller has checked is set.
         if _is_vector(role):
             return _vector_scaling(role, multiplier=_branch_factor(self.alpha, role, shape), weight_decay_scale=1.0)
-        std = role.std
         multiplier = 1.0
         if role.kind is Role.OUTPUT:
             multiplier = 1.0 / self.gamma0
@@ -196,18 +199,24 @@ class _MuPFamily(AbstractParameterisation):
         _check_enum(self.init_std_rule, InitStdRule, "init_std_rule")
 
     # Concrete subclasses declare `alpha` (float, or None for width-only μP), `gamma0`,
-    # `adam_rule` and `init_std_rule`.
+    # `adam_rule` and `init_std_rule`. They are declared here for type checkers only: as
+    # fields of this class they would change the subclasses' fields and __init__.
+    if TYPE_CHECKING:
+        alpha: float | None
+        gamma0: float
+        adam_rule: AdamRule
+        init_std_rule: InitStdRule
 
-    def _depth_factor(self, shape: NetworkShape, power: float) -> float:
+    def _depth_factor(self, shape: NetworkShape, power: RealScalar) -> float:
         # Depth factors only exist for networks with residual branches; without skips
         # every member of the family is μP (docs/background.md §3.1).
         if self.alpha is None or not shape.residual:
             return 1.0
-        return float(shape.depth) ** power
+        return float(shape.depth) ** float(power)
 
     def scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
         if role.std is not None:
-            return self._std_scaling(role, shape)
+            return self._std_scaling(role, shape, role.std)
         alpha = 0.0 if self.alpha is None else self.alpha
         width = shape.width
         sgd = self.gamma0**2 * width * self._depth_factor(shape, 2 * alpha - 1)
@@ -230,7 +239,8 @@ class _MuPFamily(AbstractParameterisation):
             multiplier = role.gain / math.sqrt(role.fan_in) * _branch_factor(self.alpha, role, shape)
         return Scaling(multiplier=multiplier, sgd_lr_scale=sgd, adam_lr_scale=adam)
 
-    def _std_scaling(self, role: WeightRole, shape: NetworkShape) -> Scaling:
+    def _std_scaling(self, role: WeightRole, shape: NetworkShape, std: float) -> Scaling:
+        # `std` is `role.std`, which the caller has checked is set.
         # docs/background.md §3.4, μPC / CompleteP column, with d replaced by m = d/d_0 and the
         # CompleteP depth factors written for a general α: block matrices get Adam rate
         # η·L^(α−1)/m and ε/(m·L^α) (η/d and ε/(d·n_b) at α = 1); embeddings, head and
@@ -248,10 +258,11 @@ class _MuPFamily(AbstractParameterisation):
         if role.kind in (Role.INPUT, Role.OUTPUT):
             multiplier = 1.0 / (self.gamma0 * m) if role.kind is Role.OUTPUT else 1.0
             return Scaling(
-                multiplier=multiplier, init_std=role.std, sgd_lr_scale=self.gamma0**2 * m,
+                multiplier=multiplier, init_std=std, sgd_lr_scale=self.gamma0**2 * m,
                 adam_eps_scale=eps,
             )
-        std = role.std if self.init_std_rule is InitStdRule.REFERENCE else role.std / math.sqrt(m)
+        if self.init_std_rule is not InitStdRule.REFERENCE:
+            std /= math.sqrt(m)
         if role.branch:
             adam = self._depth_factor(shape, alpha - 1) / m
             sgd = self._depth_factor(shape, 2 * alpha - 1)
@@ -282,9 +293,15 @@ class MuP(_MuPFamily):
     init_std_rule: InitStdRule = InitStdRule.STANDARD
 
 
+def _python_real(value):
+    """A NumPy scalar as the Python number it holds; anything else unchanged (and then
+    checked by `__check_init__`)."""
+    return value.item() if isinstance(value, np.floating | np.integer) else value
+
+
 class DepthMuP(_MuPFamily):
-    alpha: float
-    gamma0: float = 1.0
+    alpha: RealScalar = eqx.field(converter=_python_real)
+    gamma0: RealScalar = eqx.field(default=1.0, converter=_python_real)
     adam_rule: AdamRule = AdamRule.REFERENCE
     init_std_rule: InitStdRule = InitStdRule.STANDARD
 

@@ -50,7 +50,7 @@ class Parameterised(eqx.Module):
         """The wrapped module with every weight W replaced by a·W."""
         params, static = eqx.partition(self.module, eqx.is_array)
         leaves, treedef = jax.tree.flatten(params)
-        scaled = [w if s.multiplier == 1.0 else s.multiplier * w for w, s in zip(leaves, self.scalings)]
+        scaled = [w if s.multiplier == 1.0 else s.multiplier * w for w, s in zip(leaves, self.scalings, strict=False)]
         return eqx.combine(jax.tree.unflatten(treedef, scaled), static)
 
     def __call__(self, *args, **kwargs):

@@ -7,6 +7,7 @@ import warnings
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import optax.tree_utils as otu
 from jaxtyping import Array, Float, PyTree

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import TextIO, cast
 
 PLAIN_INTERVAL = 10.0  # seconds between a plain bar's lines
 _clock = time.monotonic  # tests replace it with a fake clock
@@ -157,7 +158,8 @@ def _showwarning(message, category, filename, lineno, file=None, line=None):
     if previous is None or previous is default:
         previous = default or warnings.showwarning
         if file is None and stream is not None:
-            file = _AboveBars(stream)
+            # Duck-typed: showing a warning only writes to the file (and may flush it).
+            file = cast(TextIO, _AboveBars(stream))
     previous(message, category, filename, lineno, file, line)
 
 

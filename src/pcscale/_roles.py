@@ -74,7 +74,7 @@ class InitStdRule(enum.Enum):
 
 
 def _is_positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,9 @@ def _too_many(requested: int) -> ValueError:
     )
 
 
-def resolve_devices(devices: int | Sequence[jax.Device] | None) -> list[jax.Device]:
+def resolve_devices(
+    devices: int | Sequence[jax.Device] | None,  # pyright: ignore[reportInvalidTypeForm]  # JAX binds jax.Device by assignment
+) -> list[jax.Device]:  # pyright: ignore[reportInvalidTypeForm]  # JAX binds jax.Device by assignment
     """The devices meant by `devices`: all of them (None), the first n (an int), or the
     given ones (a sequence of `jax.Device`), with a clear error for a bad request."""
     everything = jax.devices()
@@ -68,7 +70,9 @@ def resolve_devices(devices: int | Sequence[jax.Device] | None) -> list[jax.Devi
     return chosen
 
 
-def make_data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+def make_data_mesh(
+    devices: int | Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]  # JAX binds jax.Device by assignment
+) -> Mesh:
     """A one-axis device mesh (axis name `"batch"`) for data-parallel PC and BP training.
 
     **Arguments:**

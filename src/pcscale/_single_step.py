@@ -7,6 +7,7 @@ import functools
 import logging
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._custom_types import Activities
 
@@ -66,7 +66,7 @@ class InferenceStats(eqx.Module):
     @classmethod
     def assemble(
         cls, *, energy, initial_energy, residual, initial_residual, steps, grad_evals, hvp_evals, result,
-        vjp_evals=0,
+        vjp_evals: ArrayLike = 0,
     ) -> InferenceStats:
         """The stats of a solve from its totals, with `relative_residual` derived here:
         the one place every solve (the inference loop, the mixed-precision merge, the
@@ -87,11 +87,11 @@ class InferenceStats(eqx.Module):
         )
 
     @property
-    def evaluations(self) -> Int[Array, ""]:
+    def evaluations(self) -> Int[Array, "*batch"]:  # stats of vmapped solves are batched
         return self.grad_evals + self.hvp_evals + self.vjp_evals
 
     @property
-    def converged(self) -> Bool[Array, ""]:
+    def converged(self) -> Bool[Array, "*batch"]:
         return self.result == RESULTS.converged
 
     @property

@@ -53,7 +53,7 @@ class _History:
 
     def fill(self, t: int, metrics: ComparisonMetrics, seconds: float) -> ComparisonMetrics:
         values = jax.tree.leaves(jax.device_get(metrics))
-        for buffer, value in zip(self.leaves, values):
+        for buffer, value in zip(self.leaves, values, strict=True):  # every step's metrics: one structure
             buffer[t] = value
         self.wall_time[t], self.ran = seconds, t + 1
         return jax.tree.unflatten(self.structure, values)
@@ -110,7 +110,7 @@ def _batches(data, steps: int, mesh: Mesh | None):
         return shard_array(x, mesh, f"{name}[0]"), shard_array(y, mesh, f"{name}[1]")
 
     if _is_batch(data):
-        x, y = placed(*data, "data")
+        x, y = placed(*data, name="data")
         for _ in range(steps):
             yield x, y
         return
@@ -229,6 +229,8 @@ def train(
         if failure is not None:  # with a fixed batch every later step starts from the same state
             break
     bar.close()
+    # `steps` ≥ 1 and every step has a batch (or raised), so the loop body ran.
+    assert history is not None and initial is not None
     stacked, wall_time = history.stacked()
     prefix = f"{description}: " if description else ""
     if warn:

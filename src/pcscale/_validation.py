@@ -7,9 +7,10 @@ import numbers
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array
+from jaxtyping import Array, ArrayLike
 
 _DTYPE_KINDS = {"U": "strings", "S": "byte strings", "O": "Python objects", "V": "raw bytes"}
 
@@ -186,7 +187,8 @@ def check_opt_state(model, optimiser, opt_state) -> None:
             f"{len(expected_leaves)}, or the model metadata they record), so it was made for "
             f"another model (width, depth or architecture) or another optimiser; {fix}."
         )
-    for (path, leaf), (_, spec) in zip(leaves, expected_leaves):
+    # Equal tree structures (checked above) give equally many leaves.
+    for (path, leaf), (_, spec) in zip(leaves, expected_leaves, strict=True):
         shape, dtype = tuple(jnp.shape(leaf)), getattr(leaf, "dtype", None)
         if dtype is not None:  # as jit would see it (float64 is float32 without x64)
             dtype = jax.dtypes.canonicalize_dtype(dtype)
@@ -199,8 +201,8 @@ def check_opt_state(model, optimiser, opt_state) -> None:
             )
 
 
-def validated(model, x: Array, y: Array, z=None) -> tuple[Array, Array]:
+def validated(model, x: ArrayLike, y: ArrayLike, z=None) -> tuple[Array, Array]:
     """Shape checks and dtype casts of `model._check` (static: inside jit they run at
     trace time only), then finiteness checks on device."""
-    x, y = model._check(x, y, z)
-    return check_finite(x, "x"), check_finite(y, "y")
+    checked_x, checked_y = model._check(x, y, z)
+    return check_finite(checked_x, "x"), check_finite(checked_y, "y")

@@ -292,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         from .experiments._folder import FolderInUse  # a RuntimeError: pcscale's own message
 
-        explained = isinstance(error, RuntimeError) and not isinstance(error, FolderInUse)
-        message = _runtime_message(error) if explained else _message(error)
+        if isinstance(error, RuntimeError) and not isinstance(error, FolderInUse):
+            message = _runtime_message(error)
+        else:
+            message = _message(error)
         if args.debug or message is None:
             raise
         parser.exit(2, f"pcscale {args.command}: error: {message}\n")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Int
+from jaxtyping import Array, ArrayLike, Bool, Int
 
 from .._custom_types import Activities
 from .._model import PCModel
@@ -71,7 +71,7 @@ def with_traced_numbers(solver):
     Conversions are cached, so a training loop pays for them once."""
     try:
         # Keyed by 64-bit mode too: the same numbers convert to float64 arrays in it.
-        return _converted(solver, bool(jax.config.jax_enable_x64))
+        return _converted(solver, bool(jax.config.read("jax_enable_x64")))
     except TypeError:  # an unhashable field: convert without caching
         return _convert(solver)
 
@@ -88,19 +88,20 @@ class Cost(eqx.Module):
     vjps: Int[Array, ""] | int = 0
 
 
-def cost(gradients=0, hvps=0, vjps=0) -> Cost:
+def cost(gradients: ArrayLike = 0, hvps: ArrayLike = 0, vjps: ArrayLike = 0) -> Cost:
     return Cost(*(jnp.asarray(count, jnp.int32) for count in (gradients, hvps, vjps)))
 
 
-# The stopping fields, declared here once. A solver class changes a default with a class
-# keyword, e.g. `class NewtonKrylov(AbstractInferenceSolver, max_steps=100)`, which
-# re-declares the field with the same converter and a new default.
+# The stopping fields' types. A solver class changes a default with a class keyword, e.g.
+# `class NewtonKrylov(AbstractInferenceSolver, max_steps=100)`, which re-declares the
+# field with the same converter and a new default (`_stopping_field`).
 _STOPPING_TYPES = {"rtol": float, "atol": float, "max_steps": int, "divergence_factor": float}
 
 
 def _stopping_field(name: str, default):
-    converter = {"converter": to_float} if _STOPPING_TYPES[name] is float else {}
-    return eqx.field(default=default, kw_only=True, **converter)
+    if _STOPPING_TYPES[name] is float:
+        return eqx.field(default=default, kw_only=True, converter=to_float)
+    return eqx.field(default=default, kw_only=True)
 
 
 class AbstractInferenceSolver(eqx.Module):
@@ -170,10 +171,12 @@ class AbstractInferenceSolver(eqx.Module):
     tolerance.
     """
 
-    rtol: float = _stopping_field("rtol", 1e-6)
-    atol: float = _stopping_field("atol", 0.0)
-    max_steps: int = _stopping_field("max_steps", 10_000)
-    divergence_factor: float = _stopping_field("divergence_factor", 1e4)
+    # The fields `_stopping_field` makes, written out so that type checkers see that they
+    # are keyword-only.
+    rtol: float = eqx.field(default=1e-6, kw_only=True, converter=to_float)
+    atol: float = eqx.field(default=0.0, kw_only=True, converter=to_float)
+    max_steps: int = eqx.field(default=10_000, kw_only=True)
+    divergence_factor: float = eqx.field(default=1e4, kw_only=True, converter=to_float)
     stall_window: int | None = eqx.field(default=None, kw_only=True)
     max_time: float | None = eqx.field(default=None, kw_only=True, converter=to_optional_float)
     progress: bool = eqx.field(default=False, kw_only=True, static=True)
@@ -235,8 +238,9 @@ class AbstractInferenceSolver(eqx.Module):
             raise TypeError(f"`progress` must be a bool, got {self.progress!r}; e.g. progress=True.")
 
     @property
-    def window(self) -> int:
-        """The stall window in force (`stall_window`, or the class default)."""
+    def window(self) -> int | Array:
+        """The stall window in force (`stall_window`, or the class default); an array
+        inside `infer`, where the solver's numbers are traced."""
         return type(self).default_stall_window if self.stall_window is None else self.stall_window
 
     @abc.abstractmethod

@@ -12,6 +12,7 @@ rounding floor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -77,7 +78,7 @@ def conjugate_gradient(
     def body(carry):
         x, r, p, ry, step, _, (best, last) = carry
         product = matvec(p)
-        curvature = otu.tree_vdot(p, product)
+        curvature = cast(Array, otu.tree_vdot(p, product))  # typed ArrayLike: a real scalar array
         negative = ~(curvature > 0) | ~jnp.isfinite(curvature)
         alpha = ry / jnp.where(negative, 1.0, curvature)
         new_x = otu.tree_add_scale(x, alpha, p)

@@ -115,9 +115,10 @@ class AbstractKrylovSolver(AbstractInferenceSolver):
     def preconditioning(self, model: PCModel) -> Callable[[Activities], Activities]:
         """r ↦ M⁻¹·r for `model` (the identity without a preconditioner), for a
         preconditioner that does not depend on the point."""
-        if self.preconditioner is None:
+        preconditioner = self.preconditioner
+        if preconditioner is None:
             return _identity
-        return lambda r: self.preconditioner.apply(model, r)
+        return lambda r: preconditioner.apply(model, r)
 
     def preconditioning_at(self, model: PCModel, fn, z: Activities, state: Any = None) -> Preconditioning:
         """The [`Preconditioning`][pcscale.Preconditioning] at the activities `z`."""

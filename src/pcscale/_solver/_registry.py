@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import equinox as eqx
 import optax
 import optimistix as optx
-from jaxtyping import Array
+from jaxtyping import ArrayLike
 
 from .._model import PCModel
 from ._base import AbstractInferenceSolver
@@ -38,8 +39,8 @@ class SolverSettings:
     model: PCModel | None
     rtol: float
     step_size: float
-    x: Array | None = None
-    y: Array | None = None
+    x: ArrayLike | None = None
+    y: ArrayLike | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +58,19 @@ def _residual(model: PCModel) -> bool:
     return any(layer.skip for layer in model.layers[1:-1])
 
 
+def _required_model(settings: SolverSettings, name: str) -> PCModel:
+    """The settings' model, for the choices that depend on its structure."""
+    if settings.model is None:
+        raise ValueError(f"solver {name!r} chooses from the model's structure: pass `model` (a PCModel).")
+    return settings.model
+
+
+def _auto(settings: SolverSettings) -> AbstractInferenceSolver:
+    return auto_solver(_required_model(settings, "auto"), settings.x, settings.y, rtol=settings.rtol)
+
+
 def _mixed(settings: SolverSettings) -> MixedPrecision:
-    preconditioner = DepthPreconditioner() if _residual(settings.model) else None
+    preconditioner = DepthPreconditioner() if _residual(_required_model(settings, "mixed")) else None
     return MixedPrecision(solver=NewtonKrylov(rtol=1e-4, preconditioner=preconditioner), rtol=settings.rtol)
 
 
@@ -70,7 +82,7 @@ def _bfgs(settings: SolverSettings) -> OptimistixSolver:
 
 SOLVERS: Mapping[str, RegisteredSolver] = types.MappingProxyType({
     "auto": RegisteredSolver(
-        None, lambda s: auto_solver(s.model, s.x, s.y, rtol=s.rtol),
+        None, _auto,
         "pcscale.auto_solver's choice: conjugate gradients for linear networks, Newton–Krylov otherwise"),
     "gd": RegisteredSolver(
         GradientDescent, lambda s: GradientDescent(step_size=s.step_size, rtol=s.rtol),
@@ -95,6 +107,12 @@ SOLVERS: Mapping[str, RegisteredSolver] = types.MappingProxyType({
     "mixed": RegisteredSolver(
         MixedPrecision, _mixed, "Newton–Krylov in the model's dtype, certified in float64 (64-bit mode)"),
 })
+"""Every inference solver by name, read-only: "auto", "gd", "nesterov", "momentum", "cg",
+"newton", "gauss-newton", "lbfgs", "bfgs", "ode" and "mixed". Each entry holds the solver
+class it builds (`solver_class`, None for "auto", which chooses among the others), how it
+is built from a tolerance and step size (`build`) and a one-line `summary`. The command
+line's `--solver` choices and the experiments' `solver` setting are its keys; build one
+with [`make_solver`][pcscale.make_solver]."""
 
 
 def make_solver(
@@ -104,8 +122,8 @@ def make_solver(
     rtol: float = 1e-6,
     step_size: float = 0.1,
     max_steps: int | None = None,
-    x: Array | None = None,
-    y: Array | None = None,
+    x: ArrayLike | None = None,
+    y: ArrayLike | None = None,
     progress: bool = False,
 ) -> AbstractInferenceSolver:
     """The inference solver registered as `name` in [`SOLVERS`][pcscale.SOLVERS].
@@ -131,7 +149,7 @@ def make_solver(
     if model is None and name in ("auto", "mixed"):
         raise ValueError(f"solver {name!r} chooses from the model's structure: pass `model` (a PCModel).")
     solver = entry.build(SolverSettings(model, rtol, step_size, x, y))
-    changes = {"progress": bool(progress)}
+    changes: dict[str, Any] = {"progress": bool(progress)}
     if max_steps is not None:
         changes["max_steps"] = max_steps
     return dataclasses.replace(solver, **changes)

@@ -82,14 +82,16 @@ def auto_solver(model: PCModel, x=None, y=None, *, rtol: float = 1e-6, atol: flo
     )
     shape = input_shape(model, x)
     if is_linear(unbiased, shape):
-        choice = ConjugateGradient(rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner)
+        choice = ConjugateGradient(
+            rtol=rtol, atol=atol, max_steps=max(1000, 100 * depth), preconditioner=preconditioner
+        )
     else:
         dtype = model.dtype if x is None else jnp.asarray(x).dtype  # integer tokens stay integers
         outputs = math.prod(jax.eval_shape(model.forward_one, jax.ShapeDtypeStruct(shape, dtype)).shape)
         if outputs <= GAUSS_NEWTON_MAX_OUTPUTS:
             preconditioner = GaussNewtonPreconditioner()
         choice = NewtonKrylov(rtol=rtol, atol=atol, max_inner_steps=max(200, 20 * depth), preconditioner=preconditioner)
-    if x is None or y is None or not jax.config.jax_enable_x64 or jnp.dtype(model.dtype) == jnp.float64:
+    if x is None or y is None or not jax.config.read("jax_enable_x64") or jnp.dtype(model.dtype) == jnp.float64:
         return choice
     floor, start = (float(v) for v in floor_and_start(model, x, y))
     if not start > 0 or rtol * start + atol >= floor:

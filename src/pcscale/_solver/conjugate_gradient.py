@@ -3,7 +3,7 @@ Newton-step nonlinear CG otherwise."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import equinox as eqx
 import jax
@@ -82,21 +82,27 @@ class ConjugateGradient(AbstractKrylovSolver):
     def step(self, model, fn, z, energy, grad, state):
         # The loop replaces a predicted gradient by the true one when it checks a claim of
         # convergence that failed: the Krylov history is then stale, so restart.
-        replaced = jnp.any(jnp.array([jnp.any(u != v) for u, v in zip(jax.tree.leaves(grad), jax.tree.leaves(state.returned_grad))]))
+        # `returned_grad` is a gradient carried by the loop: the same pytree as `grad`.
+        leaf_pairs = zip(jax.tree.leaves(grad), jax.tree.leaves(state.returned_grad), strict=True)
+        replaced = jnp.any(jnp.array([jnp.any(u != v) for u, v in leaf_pairs]))
         restart = state.restart | replaced
         preconditioned = self.preconditioning(model)(grad)
-        previous_sq = otu.tree_vdot(state.previous_preconditioned, state.previous_grad)
+        # `otu.tree_vdot` is typed ArrayLike; it gives a real scalar array (the int 0 for an
+        # empty tree, which compares and divides alike), hence the casts.
+        previous_sq = cast(Array, otu.tree_vdot(state.previous_preconditioned, state.previous_grad))
         # Polak–Ribière+ (preconditioned): equals linear (P)CG on a quadratic.
         beta = otu.tree_vdot(preconditioned, otu.tree_sub(grad, state.previous_grad))
-        beta = jnp.where(restart | (previous_sq <= 0), 0.0, jnp.maximum(beta, 0.0) / jnp.where(previous_sq > 0, previous_sq, 1.0))
+        beta = jnp.where(
+            restart | (previous_sq <= 0), 0.0, jnp.maximum(beta, 0.0) / jnp.where(previous_sq > 0, previous_sq, 1.0)
+        )
         steepest = otu.tree_scale(-1.0, preconditioned)
         direction = otu.tree_add_scale(steepest, beta, state.direction)
-        descent = otu.tree_vdot(grad, direction) < 0
+        descent = cast(Array, otu.tree_vdot(grad, direction)) < 0
         direction = otu.tree_where(descent, direction, steepest)
 
         (true_energy, true_grad), (_, product) = jax.jvp(fn, (z,), (direction,))
-        curvature = otu.tree_vdot(direction, product)
-        slope = otu.tree_vdot(true_grad, direction)
+        curvature = cast(Array, otu.tree_vdot(direction, product))
+        slope = cast(Array, otu.tree_vdot(true_grad, direction))
         positive = (curvature > 0) & jnp.isfinite(curvature)
         alpha = -slope / jnp.where(positive, curvature, 1.0)
 

@@ -111,7 +111,6 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
         def apply(r):
             return state.to_state(woodbury_solve(jacobian, precision, state.transpose(r)))
 
-        age = None if memory is None else jnp.where(rebuilt, 1, memory.age + 1)
-        new_memory = None if memory is None else _Memory(jacobian, age)
+        new_memory = None if memory is None else _Memory(jacobian, jnp.where(rebuilt, 1, memory.age + 1))
         setup = 1 + jnp.where(rebuilt, outputs, 0)
         return Preconditioning(apply, setup_passes=setup, passes_per_apply=2, state=new_memory)

@@ -92,7 +92,7 @@ def solve_mixed(model, x, y, solver: MixedPrecision, z0, sharding, solve):
     """Run both phases of `solver` with the inference loop `solve` (from _infer)."""
     from .._solution import RESULTS, InferenceSolution, InferenceStats
 
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "pcscale.MixedPrecision certifies in float64, which JAX's 64-bit mode must allow: "
             "call jax.config.update('jax_enable_x64', True) at start-up, before building arrays "

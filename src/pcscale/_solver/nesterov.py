@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import equinox as eqx
 import jax.numpy as jnp
 import optax.tree_utils as otu
@@ -65,7 +67,8 @@ class Nesterov(AbstractInferenceSolver, max_steps=100_000):
     def step(self, model, fn, z, energy, grad, state):
         x_new = otu.tree_add_scale(z, -self.step_size, grad)
         difference = otu.tree_sub(x_new, state.previous)
-        reset = (otu.tree_vdot(grad, difference) > 0) if self.restart else jnp.array(False)
+        # `otu.tree_vdot` is typed ArrayLike; it gives a real scalar array.
+        reset = (cast(Array, otu.tree_vdot(grad, difference)) > 0) if self.restart else jnp.array(False)
         k = jnp.where(reset, 0.0, state.counter)
         mu = k / (k + 3.0) if self.momentum is None else jnp.where(reset, 0.0, self.momentum)
         y_new = otu.tree_add_scale(x_new, mu, difference)

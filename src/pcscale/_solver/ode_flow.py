@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import diffrax
 import equinox as eqx
@@ -23,6 +23,12 @@ class _FlowState(eqx.Module):
     controller_state: PyTree
     step_atol: Float[Array, ""]
     first: Bool[Array, ""]
+
+
+def _tableau(solver: diffrax.AbstractRungeKutta) -> diffrax.ButcherTableau:
+    """The tableau of an explicit Runge–Kutta solver: one `ButcherTableau` (Diffrax types
+    `tableau` for the whole Runge–Kutta family, whose additive methods have several)."""
+    return cast(diffrax.ButcherTableau, solver.tableau)
 
 
 def _stages(solver) -> int:
@@ -77,7 +83,7 @@ class ODEFlow(AbstractInferenceSolver, max_steps=100_000):
                 f"`solver` must be an explicit Diffrax Runge–Kutta solver (diffrax.AbstractERK), got "
                 f"{type(self.solver).__name__}; e.g. diffrax.Tsit5()."
             )
-        if self.solver.tableau.b_error is None:
+        if _tableau(self.solver).b_error is None:
             raise ValueError(
                 f"{type(self.solver).__name__} has no embedded error estimate, so its step "
                 "cannot be adapted; use diffrax.Tsit5(), diffrax.Bosh3() or diffrax.Heun()."
@@ -122,7 +128,16 @@ class ODEFlow(AbstractInferenceSolver, max_steps=100_000):
             term, state.t0, state.t1, z, None, state.solver_state, state.made_jump
         )
         keep, t0, t1, made_jump, controller_state, _ = controller.adapt_step_size(
-            state.t0, state.t1, z, candidate, None, error, self.solver.error_order(term), state.controller_state
+            state.t0,
+            state.t1,
+            z,
+            candidate,
+            None,
+            error,
+            # Diffrax types this argument as not None, yet its own loop passes `error_order`
+            # as here, and the controller raises a clear error for None.
+            self.solver.error_order(term),  # pyright: ignore[reportArgumentType]  # as diffrax's own loop
+            state.controller_state,
         )
         new_energy, new_grad = jax.lax.cond(keep, lambda: fn(candidate), lambda: (energy, grad))
         new_z = otu.tree_where(keep, candidate, z)
@@ -137,6 +152,7 @@ class ODEFlow(AbstractInferenceSolver, max_steps=100_000):
             jnp.array(False),
         )
         # A first-same-as-last solver evaluated the field once in `init`: counted here.
-        initial = (state.first & self.solver.tableau.fsal).astype(jnp.int32)
-        evaluations = _stages(self.solver) + keep.astype(jnp.int32) + initial
+        initial = (state.first & _tableau(self.solver).fsal).astype(jnp.int32)
+        # Diffrax types `keep` as a bool or an array; the PID controller's is an array.
+        evaluations = _stages(self.solver) + jnp.asarray(keep).astype(jnp.int32) + initial
         return new_z, new_energy, new_grad, new_state, cost(gradients=evaluations)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import optax
 
+from .._custom_types import Activities
 from ._base import AbstractInferenceSolver, cost
 
 
@@ -45,6 +46,6 @@ class OptaxSolver(AbstractInferenceSolver, rtol=1e-5):
 
     def step(self, model, fn, z, energy, grad, state):
         updates, state = self.optimiser.update(grad, state, z)
-        z = optax.apply_updates(z, updates)
+        z = cast(Activities, optax.apply_updates(z, updates))  # the same pytree as `z`
         energy, grad = fn(z)
         return z, energy, grad, state, cost(gradients=1)

@@ -151,7 +151,7 @@ class LBFGS(AbstractInferenceSolver):
         return eqx.tree_at(lambda m: m.search, minimiser, RoundingArmijo())
 
     def init(self, model, fn, z, energy, grad, tolerance):
-        if jax.config.jax_enable_x64 and energy.dtype != jnp.float64:
+        if jax.config.read("jax_enable_x64") and energy.dtype != jnp.float64:
             raise TypeError(
                 f"LBFGS cannot run on {energy.dtype} activities while jax_enable_x64 is on: "
                 "Optimistix's L-BFGS history mixes in float64 scalars and fails to trace. "

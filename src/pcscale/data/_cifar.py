@@ -61,8 +61,9 @@ def read_cifar(folder: str | Path, split: str, *, classes: int = 10) -> ImageArr
 
     **Returns:**
 
-    An [`ImageArrays`][] with `uint8` images of shape `(N, 3, 32, 32)`, `int64` labels of
-    shape `(N,)`, the class names from the meta file and the batch files read.
+    An [`ImageArrays`][pcscale.data.ImageArrays] with `uint8` images of shape
+    `(N, 3, 32, 32)`, `int64` labels of shape `(N,)`, the class names from the meta file
+    and the batch files read.
 
     **Raises:**
 

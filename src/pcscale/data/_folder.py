@@ -42,7 +42,7 @@ def read_image_folder(
 
     **Returns:**
 
-    An [`ImageArrays`][pcscale.data._cifar.ImageArrays] with `uint8` images of shape
+    An [`ImageArrays`][pcscale.data.ImageArrays] with `uint8` images of shape
     `(N, 3, size, size)`, `int64` labels, the class names (all classes, even those that
     `limit` cut off) and the image files read.
 

@@ -257,7 +257,7 @@ def load(
     | `"fashion-mnist"` | `fashion-mnist/…` (same names) | [0,1], (x − 0.5)/0.5 |
     | `"cifar10"` | `cifar10/cifar-10-batches-py/data_batch_1` … | [0,1], (x − 0.5)/0.5 per channel |
     | `"cifar100"` | `cifar100/cifar-100-python/train`, `test`, `meta` | as CIFAR-10, 100 fine labels |
-    | `"imagenet"` | `imagenet/<split>/<class>/<image>` | first 1000 in stream order; shorter side 256, centre crop 224, ImageNet mean/std |
+    | `"imagenet"` | `imagenet/<split>/<class>/…` | first 1000 in stream order; side 256, crop 224, ImageNet mean/std |
     | `"digits"` | none: the 8×8 digits shipped with pcscale (scikit-learn's `load_digits` set) | [0,1], (x − 0.5)/0.5 |
     | `"tinyshakespeare"` | `tinyshakespeare/input.txt` | characters → ranks in the sorted vocabulary |
     | `"shakespeare-excerpt"` | none: ships with pcscale | as above |
@@ -321,7 +321,8 @@ def _bundled_text() -> TextCorpus:
     resource = resources.files("pcscale.data").joinpath("shakespeare_excerpt.txt")
     with resources.as_file(resource) as path:
         corpus = read_text(path)
-    return dataclasses.replace(corpus, path="pcscale (bundled: Hamlet, Open Knowledge Foundation, Open Shakespeare, CC BY 2.5)")
+    return dataclasses.replace(corpus, path="pcscale (bundled: Hamlet, Open Knowledge Foundation, "
+                                            "Open Shakespeare, CC BY 2.5)")
 
 
 DEFAULTS = {"image": "digits", "text": "shakespeare-excerpt"}

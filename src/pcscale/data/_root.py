@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 ENVIRONMENT_VARIABLE = "PCSCALE_DATA"
+"""The environment variable naming the data root when no `root` is given ("PCSCALE_DATA")."""
 
 
 def default_cache() -> Path:

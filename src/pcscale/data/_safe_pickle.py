@@ -12,7 +12,7 @@ import pickle
 import reprlib
 import sys
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class _StandIn:
     __slots__ = ("arguments", "built", "state")
     imitates = "numpy"
 
-    def __new__(cls, *arguments: Any) -> Self:  # a pickle's NEWOBJ calls `__new__` alone
+    def __new__(cls, *arguments: Any) -> _StandIn:  # a pickle's NEWOBJ calls `__new__` alone
         stand_in = object.__new__(cls)
         stand_in.arguments = arguments
         stand_in.state = None

@@ -40,7 +40,7 @@ def read_text(path: str | Path) -> TextCorpus:
 
     **Returns:**
 
-    A [`TextCorpus`][pcscale.data._text.TextCorpus].
+    A [`TextCorpus`][pcscale.data.TextCorpus].
 
     **Raises:**
 
@@ -119,12 +119,12 @@ def _code_points(text: str) -> np.ndarray:
 
 
 def decode(tokens: np.ndarray, vocabulary: str) -> str:
-    """Map each token to its character in `vocabulary`; the inverse of [`encode`][].
+    """Map each token to its character in `vocabulary`; the inverse of [`encode`][pcscale.data.encode].
 
     **Arguments:**
 
     - `tokens`: integer array of any shape (read in row-major order).
-    - `vocabulary`: see [`encode`][].
+    - `vocabulary`: see [`encode`][pcscale.data.encode].
 
     **Returns:**
 

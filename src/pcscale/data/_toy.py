@@ -31,7 +31,7 @@ def toy(*, input_dim: int = 40, samples: int = 20, key) -> tuple[np.ndarray, np.
         raise ValueError(f"`samples` must be even (half +1, half −1 targets), got {samples}; the paper uses 20.")
     # The draw is made in float64 when JAX's 64-bit mode is on (the theory experiments'
     # setting) and in float32 otherwise; the two give different numbers for one key.
-    dtype = jax.numpy.float64 if jax.config.jax_enable_x64 else jax.numpy.float32
+    dtype = jax.numpy.float64 if jax.config.read("jax_enable_x64") else jax.numpy.float32
     matrix = np.asarray(jax.random.normal(key, (input_dim, samples), dtype), dtype=np.float64)
     x = matrix.T.copy()
     y = np.where(np.arange(samples) < samples // 2, 1.0, -1.0)[:, None]

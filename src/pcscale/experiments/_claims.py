@@ -1,5 +1,5 @@
 """The paper's claims as functions of plain numbers: each returns a
-[`Verdict`][pcscale.experiments._verdict.Verdict] (yes / no / cannot tell, with the
+`Verdict` (yes / no / cannot tell, with the
 evidence). The tolerances and the conventions for missing values are documented in
 `_verdict`. Trends across widths, depths and γ0, inference against the closed form and
 coordinate checks are here; the claims about curves over training (`coincide`, `apart`,
@@ -44,7 +44,7 @@ __all__ = [
 
 def rises_with_width(
     widths: Sequence[float],
-    values: Mapping[str, Sequence[float]],
+    values: Mapping[str, Sequence[float | None]],
     *,
     claim: str = "PC–BP gradient cosine rises with width",
     symbol: str = "N",
@@ -66,6 +66,7 @@ def rises_with_width(
     axis, problem = _axis(widths, claim, symbol)
     if problem:
         return problem
+    assert axis is not None  # `_axis` gives either the axis or the problem
     series, reason = _series(values, axis.size, "a value")
     n0, n1 = _x(axis[0]), _x(axis[-1])
     failure = None
@@ -89,7 +90,7 @@ def rises_with_width(
 
 def scales_like_power(
     xs: Sequence[float],
-    values: Mapping[str, Sequence[float]],
+    values: Mapping[str, Sequence[float | None]],
     exponent: float,
     *,
     claim: str,
@@ -112,6 +113,7 @@ def scales_like_power(
     axis, problem = _axis(xs, claim, symbol)
     if problem:
         return problem
+    assert axis is not None  # `_axis` gives either the axis or the problem
     series, reason = _series(values, axis.size, "a value")
     for label in [k for k, a in series.items() if np.any(a <= 0)]:
         del series[label]
@@ -125,7 +127,7 @@ def scales_like_power(
     return _conclude(claim, None if within else text, reason, text)
 
 
-def falls_like_inverse_width(widths: Sequence[float], gaps: Mapping[str, Sequence[float]], *,
+def falls_like_inverse_width(widths: Sequence[float], gaps: Mapping[str, Sequence[float | None]], *,
                              quantity: str = "s − 1") -> Verdict:
     """The PC–BP gap s − 1 (or `quantity`, e.g. tr(S − I)/d_y) falls like 1/N
     (docs/background.md §4.4): `scales_like_power`
@@ -133,13 +135,13 @@ def falls_like_inverse_width(widths: Sequence[float], gaps: Mapping[str, Sequenc
     return scales_like_power(widths, gaps, -1.0, claim=f"{quantity} falls like 1/N")
 
 
-def scales_like_inverse_gamma0_squared(gamma0s: Sequence[float], gaps: Mapping[str, Sequence[float]]) -> Verdict:
+def scales_like_inverse_gamma0_squared(gamma0s: Sequence[float], gaps: Mapping[str, Sequence[float | None]]) -> Verdict:
     """The PC–BP gap s − 1 scales like 1/γ0² (docs/background.md §4.4):
     `scales_like_power` with p = −2."""
     return scales_like_power(gamma0s, gaps, -2.0, claim="s − 1 scales like 1/γ0²", symbol="γ0")
 
 
-def theory_shrinks(predicted: Mapping[str, Sequence[float]]) -> bool:
+def theory_shrinks(predicted: Mapping[str, Sequence[float | None]]) -> bool:
     """Whether the predicted gap (group label → one value per increasing width) shrinks
     with width, which decides the claim a run is checked against: "falls like 1/N"
     (μP family) or "stays O(1)" (SP, NTP). True when some group's finite predictions
@@ -156,7 +158,9 @@ def theory_shrinks(predicted: Mapping[str, Sequence[float]]) -> bool:
     return not found
 
 
-def stays_off(widths: Sequence[float], gaps: Mapping[str, Sequence[float]], *, floor: float = GAP_FLOOR) -> Verdict:
+def stays_off(
+    widths: Sequence[float], gaps: Mapping[str, Sequence[float | None]], *, floor: float = GAP_FLOOR
+) -> Verdict:
     """The PC–BP gap s − 1 stays O(1) however wide the network (SP, NTP;
     docs/background.md §4.5): yes when every group's gap at the widest width is at
     least `floor`.
@@ -168,6 +172,7 @@ def stays_off(widths: Sequence[float], gaps: Mapping[str, Sequence[float]], *, f
     axis, problem = _axis(widths, claim, "N")
     if problem:
         return problem
+    assert axis is not None  # `_axis` gives either the axis or the problem
     series, reason = _series(gaps, axis.size, "s − 1")
     last = {label: a[-1] for label, a in series.items()}
     listed = ", ".join(_g(v) + ("" if len(last) == 1 else f" ({label})") for label, v in last.items())
@@ -179,7 +184,7 @@ def stays_off(widths: Sequence[float], gaps: Mapping[str, Sequence[float]], *, f
 
 
 def reaches_closed_form(
-    errors: Mapping[str, Sequence[float]],
+    errors: Mapping[str, Sequence[float] | np.ndarray],
     *,
     claim: str = "μPC: numerical inference that met its tolerance reaches F*",
     tolerance: float = CLOSED_FORM_TOLERANCE,
@@ -205,18 +210,18 @@ def reaches_closed_form(
     if not found:
         return _cannot(claim, reason or ("no numerical solve met its tolerance, so none can show it" if errors
                                          else "no numerical run has finished"))
-    label = max(found, key=found.get)
+    label = max(found, key=found.__getitem__)
     text = (f"largest |F − F*|/F* of a converged solve {_g(found[label])} ({label}; {len(found)} runs with "
             f"converged solves; reaching means ≤ {tolerance:g})")
     return _conclude(claim, None if found[label] <= tolerance else text, reason, text)
 
 
 def off_closed_form(
-    errors: Mapping[int, Sequence[float]],
+    errors: Mapping[int, Sequence[float] | np.ndarray],
     *,
     claim: str,
     floor: float = OFF_CLOSED_FORM,
-    compare: Mapping[int, Sequence[float]] | None = None,
+    compare: Mapping[int, Sequence[float] | np.ndarray] | None = None,
     compare_name: str = "μPC",
 ) -> Verdict:
     """Does a numerical energy stay measurably off F* within its budget, in the deepest

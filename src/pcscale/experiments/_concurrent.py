@@ -52,8 +52,9 @@ def run_concurrently(todo: list[Cell], devices: list, compute, bar, scope) -> di
                   "saved (kill the process to abandon them).", file=sys.stderr, flush=True)
             raise
         for future in finished:
-            if future.exception() is not None:
+            error = future.exception()
+            if error is not None:
                 stop.set()
                 wait(futures)
-                raise future.exception()
+                raise error
     return results

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 _TRUE = ("true", "1")
@@ -187,7 +187,7 @@ def check_positive(config, *names: str) -> None:
             raise ValueError(f"`{name}` must be positive, got {value!r}.")
 
 
-def check_choice(config, name: str, choices: Sequence[str]) -> None:
+def check_choice(config, name: str, choices: Collection[str]) -> None:
     value = getattr(config, name)
     values = value if isinstance(value, tuple) else (value,)
     for v in values:

@@ -51,7 +51,9 @@ def load_coord_check(path) -> CoordCheck:
         with open(path) as file:
             record = json.load(file)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no coordinate-check file at {str(path)!r}; write one with save_coord_check.") from None
+        raise FileNotFoundError(
+            f"no coordinate-check file at {str(path)!r}; write one with save_coord_check."
+        ) from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{str(path)!r} is not a coordinate-check JSON file ({error}).") from None
     return coord_check_from_record(record, f"{str(path)!r}")

@@ -1,6 +1,6 @@
 """The paper's claims about curves over training (energies, losses): do they coincide,
 stay apart, or lie one below the other, step by step? Each returns a
-[`Verdict`][pcscale.experiments._verdict.Verdict]; the tolerances and the conventions for
+`Verdict`; the tolerances and the conventions for
 missing values are documented in `_verdict`."""
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ def _cases(cases: Mapping[str, Mapping[str, object]], count: int | None = None):
             problem = f"it needs {count or 'two or more'} curves, got {', '.join(curves) or 'none'} at {where}"
         elif bad:
             problem = _missing(bad[0], where)
-        elif len({a.size for a in arrays.values()}) != 1:
+        # From here on no array is None (`bad` is empty).
+        elif len({a.size for a in arrays.values() if a is not None}) != 1:
             problem = f"the curves at {where} have different lengths"
-        elif any(np.any(a <= 0) for a in arrays.values()):
+        elif any(np.any(a <= 0) for a in arrays.values() if a is not None):
             problem = f"a value at {where} is not positive"
         else:
             found[where] = arrays
@@ -45,7 +46,7 @@ def _step(t: int, size: int) -> str:
 
 
 def coincide(
-    cases: Mapping[str, Mapping[str, Sequence[float] | float]],
+    cases: Mapping[str, Mapping[str, Sequence[float] | np.ndarray | float]],
     *,
     claim: str,
     tolerance: float = COINCIDE_TOLERANCE,
@@ -80,7 +81,7 @@ def coincide(
 
 
 def apart(
-    cases: Mapping[str, Mapping[str, Sequence[float]]],
+    cases: Mapping[str, Mapping[str, Sequence[float] | np.ndarray]],
     *,
     claim: str,
     every_step: bool,
@@ -118,7 +119,7 @@ def apart(
     return _conclude(claim, None if gap[t] >= threshold else text, reason, text)
 
 
-def below(cases: Mapping[str, Mapping[str, Sequence[float]]], *, claim: str) -> Verdict:
+def below(cases: Mapping[str, Mapping[str, Sequence[float] | np.ndarray]], *, claim: str) -> Verdict:
     """Is one curve below another at every step, in every case (e.g. the PC energy below
     the BP loss in narrow networks)?
 

@@ -113,7 +113,7 @@ def _refusal(out_dir: Path, saved: dict, experiment: str, config, data: dict | N
             "again.")
 
 
-def finished(path: Path, experiment: str, key: str, data: dict | None, settings: dict) -> CellResult | None:
+def finished(path: Path, experiment: str, key: str | None, data: dict | None, settings: dict) -> CellResult | None:
     """The cell's saved result if its file is complete and belongs to this config, data
     and cell."""
     if not path.exists():

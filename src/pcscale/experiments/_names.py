@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -138,6 +139,7 @@ def image_batch(name: str, *, batch: int, seed: int, flatten: bool, data_root: s
     if name not in IMAGE_DATASETS:
         raise ValueError(f"unknown image dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS)}.")
     dataset, note = _load(name, fallback, root=_root(data_root), n=batch, seed=seed, flatten=False)
+    dataset = cast(pcdata.ImageDataset, dataset)  # an image dataset (or its fallback) loads images
     x = dataset.x
     padding = [(-side) % multiple_of for side in x.shape[2:]]
     if any(padding):
@@ -153,6 +155,7 @@ def _corpus(name: str, *, data_root: str, fallback: bool):
     """Corpus `name` (or a path to any plain-text file) and its description."""
     if name in TEXT_DATASETS:
         corpus, note = _load(name, fallback, root=_root(data_root))
+        corpus = cast(pcdata.TextCorpus, corpus)  # a corpus (or its fallback) loads text
     else:
         from pathlib import Path
 
@@ -190,6 +193,7 @@ def resolve_data(config) -> dict | None:
     data_root, fallback = getattr(config, "data_root", ""), getattr(config, "fallback", True)
     if name in IMAGE_DATASETS:
         dataset, _ = _load(name, fallback, root=_root(data_root), one_hot=False)
+        dataset = cast(pcdata.ImageDataset, dataset)  # an image dataset (or its fallback) loads images
         return {**_describe(dataset), "samples": len(dataset.labels),
                 "fingerprint": fingerprint(dataset.x, dataset.labels)}
     corpus, info = _corpus(name, data_root=data_root, fallback=fallback)

@@ -8,7 +8,7 @@ import numpy as np
 from . import _names
 from ._claims import rises_with_width
 from ._config import check_choice, check_positive
-from ._results import CellResult
+from ._results import CellResult, trace_of
 from ._table import inference_note, number, table
 from ._verdict import Verdict, report
 
@@ -43,7 +43,7 @@ def summarise(title: str, config, results: list[CellResult], *, label, symbol: s
     docs/background.md states the claim)."""
     rows = []
     for r in results:
-        tr = r.trace
+        tr = trace_of(r)
         tracked = r.info.get("tracked_layers", [])
         layers = tr.layer_cosine_lockstep[:, tracked] if tracked else tr.layer_cosine_lockstep
         rows.append([

@@ -41,6 +41,8 @@ EXPERIMENTS: dict[str, Experiment] = _registry([
         resnet_cnn, transformer, coord_check,
     )
 ])
+"""Every experiment of the paper by name (the names `pcscale list` prints), each an
+[`Experiment`][pcscale.experiments.Experiment] with its config class and presets."""
 
 
 def get(name: str) -> Experiment:
@@ -59,7 +61,7 @@ def run(
     float64: bool | None = None,
     force: bool = False,
     progress: bool = True,
-    devices: int | Sequence[jax.Device] | None = 1,
+    devices: int | Sequence[jax.Device] | None = 1,  # pyright: ignore[reportInvalidTypeForm]  # JAX binds jax.Device by assignment
     parallel: Parallel = Parallel.CELLS,
 ) -> RunResults:
     """Run experiment `name` from a preset with `key=value` overrides, into `out_dir`

@@ -56,6 +56,13 @@ class CellResult:
         return None if self.trace is None else self.trace.failure
 
 
+def trace_of(result: CellResult) -> Trace:
+    """The trace of a cell that trains (every cell of a training experiment has one)."""
+    if result.trace is None:
+        raise ValueError(f"cell {result.cell.name!r} has no training trace, but its experiment trains a network.")
+    return result.trace
+
+
 def _clean(value):
     """JSON-ready: arrays to lists, non-finite floats to None (JSON has no NaN)."""
     if isinstance(value, np.ndarray):

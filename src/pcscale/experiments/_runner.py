@@ -52,7 +52,7 @@ class Experiment:
     config_type: type
     presets: dict[str, Any]
     cells: Callable[[Any], list[Cell]]
-    run_cell: Callable[[Any, Cell, "CellContext"], CellResult]
+    run_cell: Callable[[Any, Cell, CellContext], CellResult]
     summarise: Callable[[Any, list[CellResult]], str]
     resolve_data: Callable[[Any], dict[str, Any] | None] = resolve_data
     figures: tuple[str, ...] = ()
@@ -131,7 +131,7 @@ def run_experiment(
     *,
     force: bool = False,
     progress: bool = True,
-    devices: int | Sequence[jax.Device] | None = 1,
+    devices: int | Sequence[jax.Device] | None = 1,  # pyright: ignore[reportInvalidTypeForm]  # JAX binds jax.Device by assignment
     parallel: Parallel = Parallel.CELLS,
     preset: str | None = None,
 ) -> RunResults:
@@ -226,7 +226,7 @@ def precision_scope(config) -> contextlib.AbstractContextManager:
     `jax.enable_x64(True)`, which is thread-local and restores the previous mode on
     exit: a library call never changes the process-wide flag (the command line turns it
     on at start-up instead). Each worker thread of a run enters it too."""
-    if needs_float64(config) and not jax.config.jax_enable_x64:
+    if needs_float64(config) and not jax.config.read("jax_enable_x64"):
         return jax.enable_x64(True)
     return contextlib.nullcontext()
 
@@ -269,7 +269,7 @@ def _run_cells(experiment, config, out_dir: Path, cells: list[Cell], data, key: 
                     bar.update(1)
     finally:
         bar.close()
-    results = [done[cell.name] for cell in cells if done[cell.name] is not None]
+    results = [result for cell in cells if (result := done[cell.name]) is not None]
     _check_same_data(results)
     computed = {cell.name for cell in todo}
     return RunResults(experiment.name, config, results, out_dir,
@@ -284,7 +284,8 @@ def _check_batch_divisible(config, count: int) -> None:
         if isinstance(value, int) and value % count:
             raise ValueError(
                 f"`{key}={value}` cannot be split equally over {count} devices (parallel=Parallel.BATCH, "
-                f"--parallel batch); set {key} to a multiple of {count} (--set {key}={nearest_sizes(value, count)[0]}), "
+                f"--parallel batch); set {key} to a multiple of {count} "
+                f"(--set {key}={nearest_sizes(value, count)[0]}), "
                 "use fewer devices, or run one cell per device (--parallel cells)."
             )
 
@@ -303,7 +304,7 @@ def _agree(todo: list[Cell], cells: list[Cell]) -> list[Cell]:
     others may not see its files), so that all enter the same computations."""
     names = {cell.name for cell in todo}
     flags = _broadcast([cell.name in names for cell in cells])
-    return [cell for cell, flag in zip(cells, flags) if flag]
+    return [cell for cell, flag in zip(cells, flags, strict=True) if flag]  # one flag per cell, on every process
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:

@@ -6,7 +6,7 @@ as a config that declares every field itself.
 
 A config changes a default by declaring the field again with its value alone
 (`batch: int = 32`), which keeps the meaning given here, or with
-[`field`][pcscale.experiments._config.field] to give it a meaning of its own. Dataclasses
+`field` (from `_config`) to give it a meaning of its own. Dataclasses
 list the fields of the last base first, so a config names its groups last to first:
 `class Config(TrainingFields, SizeFields, DataFields)` lists the data, the sizes, then
 training, then its own fields."""

@@ -23,7 +23,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Right-aligned columns, a rule under the header."""
     text = [[str(h) for h in header]] + [[c if isinstance(c, str) else number(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in text) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in text]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=False)) for row in text]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """Verdicts: whether a run's own numbers support a claim of the paper.
 
 Every experiment's summary ends with the paper's claims and, for each, a
-[`Verdict`][pcscale.experiments._verdict.Verdict] computed here from plain numbers
+`Verdict` computed here from plain numbers
 (never from a fixed sentence): "yes" when the numbers support the claim within the
 tolerance stated below, "no" when they contradict it, and "cannot tell" (with the
 reason) when a value is missing or not a finite number, or there are too few points.
@@ -66,7 +66,7 @@ class Verdict:
     """A claim of the paper, whether this run supports it, and the numbers that say so.
 
     - `claim`: the claim, in words.
-    - `supported`: a [`Support`][pcscale.experiments._verdict.Support].
+    - `supported`: a `Support`.
     - `evidence`: the run's numbers behind the answer (or why it cannot tell).
     """
 
@@ -153,7 +153,7 @@ def _axis(xs, claim: str, symbol: str) -> tuple[np.ndarray | None, Verdict | Non
     return array, None
 
 
-def _series(values: Mapping[str, Sequence[float]], size: int, what: str) -> tuple[dict[str, np.ndarray], str]:
+def _series(values: Mapping[str, Sequence[float | None]], size: int, what: str) -> tuple[dict[str, np.ndarray], str]:
     """The complete groups of `values` (label → one finite value per point), and the
     reason the first incomplete group was left out ("" when none was)."""
     complete, reason = {}, ""

@@ -14,7 +14,7 @@ from . import _names
 from ._claims import apart, grows_with_depth, off_closed_form, reaches_closed_form
 from ._config import check_config, check_positive, field
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
-from ._results import Cell, CellResult
+from ._results import Cell, CellResult, trace_of
 from ._runner import CellContext, Experiment
 from ._shared import DepthFields, SolveFields, TrainingFields
 from ._table import number, table
@@ -88,7 +88,8 @@ def run_cell(config: InferenceConvergenceConfig, cell: Cell, context: CellContex
     optimiser = optimiser_for(model, pc.SGD(config.learning_rate))
     inference = inference_for(config, s["mode"], s["hidden_layers"])
     trace = train_lockstep(model, x, y, optimiser=optimiser, inference=inference, steps=config.steps,
-                           theory=not isinstance(inference, ClosedForm), progress=context.progress, mesh=context.mesh, description=cell.name)
+                           theory=not isinstance(inference, ClosedForm), progress=context.progress, mesh=context.mesh,
+                           description=cell.name)
     info = {"dataset": "toy", "depth": depth, "solver": type(inference).__name__,
             "theory_trace_gap": pc.theory.predicted_gap(config.width, depth, parameterisation, skips=config.skips)}
     return CellResult(cell, trace, info, 0.0)
@@ -97,7 +98,7 @@ def run_cell(config: InferenceConvergenceConfig, cell: Cell, context: CellContex
 def summarise(config: InferenceConvergenceConfig, results: list[CellResult]) -> str:
     rows = []
     for r in results:
-        s, tr = r.cell.settings, r.trace
+        s, tr = r.cell.settings, trace_of(r)
         numerical = s["mode"] != "closed-form"
         rows.append([
             s["parameterisation"], str(s["hidden_layers"]), s["mode"],
@@ -128,8 +129,10 @@ def claims(config: InferenceConvergenceConfig, results: list[CellResult]) -> lis
     met its tolerance reaches F*; under SP (or NTP) the numerical energy stays measurably
     off F* within the reference budget, and F* stays off the loss; deeper networks
     need more iterations to the tolerance (GD and CG)."""
-    traces = {(r.cell.settings["parameterisation"], r.cell.settings["hidden_layers"], r.cell.settings["mode"]): r.trace
-              for r in results}
+    traces = {
+        (r.cell.settings["parameterisation"], r.cell.settings["hidden_layers"], r.cell.settings["mode"]): trace_of(r)
+        for r in results
+    }
 
     def reference(name):
         return {h: tr.closed_form_error for (p, h, mode), tr in traces.items() if p == name and mode == "reference"}

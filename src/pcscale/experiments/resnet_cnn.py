@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import jax
 import numpy as np
@@ -28,9 +29,10 @@ class ResNetCNNConfig(ImageTrainingFields):
 
     Both presets infer with "auto" (Newton–Krylov with the Gauss–Newton preconditioner) to
     rtol = 1e-6, at most 100 Newton steps, which certifies every step of the quick run
-    (the paper's size is not measured yet). That tolerance lies below the float32 rounding floor of this network (the readout's 1/fan-in
-    multiplier makes the starting residual small: `pcscale.residual_floor` puts the
-    floor at about 2e-4 of it at C = 2 and 2e-3 at C = 8 on 32×32 inputs), so "auto"
+    (the paper's size is not measured yet). That tolerance lies below the float32 rounding
+    floor of this network (the readout's 1/fan-in multiplier makes the starting residual
+    small: `pcscale.residual_floor` puts the floor at about 2e-4 of it at C = 2 and 2e-3
+    at C = 8 on 32×32 inputs), so "auto"
     certifies in float64 through `pcscale.MixedPrecision`. The reference protocol, GD
     with β = 0.3 for at most 200 steps, does not reach rtol = 1e-4 (on the quick batch
     the relative residual is still about 4e-2 after 100 steps): it is the fidelity
@@ -83,7 +85,8 @@ def run_cell(config: ResNetCNNConfig, cell: Cell, context: CellContext) -> CellR
     dtype = _names.dtype(config.float64)
     x, y = x.astype(dtype), y.astype(dtype)
     _, model_key = jax.random.split(jax.random.PRNGKey(seed))
-    model = pc.nn.resnet(x.shape[1], c, y.shape[1], image_size=tuple(x.shape[2:]), n_res=config.n_res,
+    image_size = cast(tuple[int, int], tuple(x.shape[2:]))  # (H, W) of the (N, C, H, W) batch
+    model = pc.nn.resnet(x.shape[1], c, y.shape[1], image_size=image_size, n_res=config.n_res,
                          activation=config.activation, parameterisation=_parameterisation(config),
                          output_energy=pc.CrossEntropy(), dtype=dtype, key=model_key)
     optimiser = optimiser_for(model, pc.Adam(config.learning_rate))

@@ -15,7 +15,7 @@ from . import _names
 from ._claims import apart, below, coincide, falls_like_inverse_width, stays_off, theory_shrinks
 from ._config import check_config, check_positive, field
 from ._lockstep import ClosedForm, optimiser_for, train_lockstep
-from ._results import Cell, CellResult
+from ._results import Cell, CellResult, trace_of
 from ._runner import CellContext, Experiment
 from ._shared import DepthFields, SizeFields, TrainingFields
 from ._table import number, table
@@ -145,7 +145,7 @@ def dmft_curves(results: list[CellResult]) -> dict[tuple[int, float, int], np.nd
 def summarise(config: ToyConfig, results: list[CellResult], *, title: str, claims=None,
               section: str = "§5.2") -> str:
     """The per-cell table, then the verdicts of `claims(config, results)` (default
-    [`width_claims`][pcscale.experiments.toy.width_claims])."""
+    `width_claims`)."""
     claims = width_claims if claims is None else claims
     curves = dmft_curves(results)
     last = config.steps - 1
@@ -154,7 +154,7 @@ def summarise(config: ToyConfig, results: list[CellResult], *, title: str, claim
         s = r.cell.settings
         if s["kind"] != "network":
             continue
-        trace = r.trace
+        trace = trace_of(r)
         dmft = curves.get((s["hidden_layers"], s["gamma0"], s["data_seed"])) if not s["skips"] else None
         rows.append([
             "yes" if s["skips"] else "no", str(s["hidden_layers"]), f"{s['gamma0']:g}", str(s["width"]),

@@ -105,7 +105,8 @@ def run_cell(config: TransformerConfig, cell: Cell, context: CellContext) -> Cel
     y = y.astype(dtype)
     solver = _nonlinear.solver_for(config, model, x, y, progress=context.progress)
     trace = train_lockstep(model, x, y, optimiser=optimiser, inference=solver, steps=config.steps,
-                           loss_scale=1.0 / config.seq_len, progress=context.progress, mesh=context.mesh, description=cell.name)
+                           loss_scale=1.0 / config.seq_len, progress=context.progress, mesh=context.mesh,
+                           description=cell.name)
     layers, labels = tracked_layers(model)
     info = {**data_info, "solver": type(solver).__name__, "tracked_layers": layers, "layer_labels": labels,
             "per_token": True, "paper_seed": 2}

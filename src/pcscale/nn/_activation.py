@@ -26,6 +26,9 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
     "gelu": gelu,
 }
+"""Activation functions by name ("linear", "identity", "tanh", "relu", "gelu"; "gelu" is
+the exact z·Φ(z)); the builders' `activation` argument takes a name from here or a
+callable."""
 
 # Gains g with Var(g·φ(z)) ≈ Var(z) for z ~ N(0, 1), used by the μP family's
 # gain/√fan_in multipliers (docs/background.md §3.3). Linear, tanh and ReLU take PyTorch's
@@ -37,6 +40,10 @@ GAINS: dict[Callable[[Array], Array], float] = {
     jax.nn.relu: math.sqrt(2.0),
     gelu: 1.5335304411955328,
 }
+"""Gain g of each activation function of [`ACTIVATIONS`][pcscale.nn.ACTIVATIONS], keyed
+by the callable, with Var(g·φ(z)) ≈ Var(z) for z ~ N(0, 1): 1 (linear), 5/3 (tanh),
+√2 (ReLU) and 1/√E[GELU(z)²] ≈ 1.534 (GELU). The μP family's gain/√fan_in multipliers
+use it (docs/background.md §3.3)."""
 
 
 def resolve_activation(activation: str | Callable[[Array], Array]) -> Callable[[Array], Array]:

@@ -19,7 +19,7 @@ def check_key(key) -> None:
     """A typed key (`jax.random.key`) or a legacy uint32[2] key (`jax.random.PRNGKey`)."""
     dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
     if dtype is not None and shape is not None:
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and tuple(shape) == ():
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key) and tuple(shape) == ():
             return
         if dtype == jnp.uint32 and tuple(shape) == (2,):
             return
@@ -52,7 +52,7 @@ def check_dtype(dtype) -> None:
             f"`dtype` must be a floating dtype, got {name}; PC weights and activities are "
             "real-valued: use e.g. dtype=jnp.float32 (or jnp.float64, jnp.bfloat16)."
         )
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "`dtype` is float64 but JAX's 64-bit mode is off, so the weights would silently be "
             'float32; call jax.config.update("jax_enable_x64", True) before creating any array.'

@@ -70,7 +70,7 @@ def parameterise(
     # A roles pytree mirrors the module, so it may itself be a (callable) Equinox module:
     # it is a function of the path only if it holds no WeightRole.
     if callable(roles) and not any(isinstance(r, WeightRole) for r in declared):
-        role_list = [roles(path, leaf) for path, leaf in zip(paths, leaves)]
+        role_list = [roles(path, leaf) for path, leaf in zip(paths, leaves, strict=True)]
     else:
         role_list = declared
         if len(role_list) != len(leaves):
@@ -79,16 +79,19 @@ def parameterise(
                 f"{paths}), got {len(role_list)}; mirror eqx.filter(module, eqx.is_array) or "
                 "pass a function (path, leaf) -> WeightRole."
             )
-    for path, role in zip(paths, role_list):
+    checked: list[WeightRole] = []
+    for path, role in zip(paths, role_list, strict=True):  # one role per leaf, checked above
         if not isinstance(role, WeightRole):
             raise TypeError(f"the role of leaf {path!r} must be a pcscale.WeightRole, got {role!r}.")
-    scalings = tuple(parameterisation.scaling(role, shape) for role in role_list)
+        checked.append(role)
+    scalings = tuple(parameterisation.scaling(role, shape) for role in checked)
     if reinitialise:
         if key is None:
             raise ValueError("`key` is required to reinitialise the weights; pass key=jax.random.key(0).")
         check_key(key)
+        # At least one key, so a module without leaves has one key more than leaves.
         keys = jax.random.split(key, max(len(leaves), 1))
-        leaves = [s.sample(leaf.shape, leaf.dtype, key=k) for s, leaf, k in zip(scalings, leaves, keys)]
+        leaves = [s.sample(leaf.shape, leaf.dtype, key=k) for s, leaf, k in zip(scalings, leaves, keys, strict=False)]
         params = jax.tree.unflatten(treedef, leaves)
         module = eqx.combine(params, eqx.filter(module, eqx.is_array, inverse=True))
     return Parameterised(module, scalings)
@@ -100,7 +103,7 @@ def _width_axes(base: tuple[int, ...], target: tuple[int, ...], path: str) -> tu
             f"leaf {path!r} has {len(base)} axes in the base model and {len(target)} in the target; "
             "build both with the same architecture and only the width changed."
         )
-    return tuple(b != t for b, t in zip(base, target))
+    return tuple(b != t for b, t in zip(base, target, strict=True))
 
 
 def infer_roles(
@@ -153,7 +156,7 @@ def infer_roles(
         )
     hidden = []
     kinds = []
-    for path, b, t in zip(paths, base_leaves, leaves):
+    for path, b, t in zip(paths, base_leaves, leaves, strict=True):
         grows = _width_axes(tuple(b.shape), tuple(t.shape), path)
         if t.ndim <= 1:
             ones = bool(np.all(np.asarray(t) == 1))
@@ -187,7 +190,7 @@ def infer_roles(
         outputs = set(hidden)
     else:
         outputs = set(branch_outputs)
-        vectors = [path for path, (kind, _) in zip(paths, kinds) if kind is Role.VECTOR]
+        vectors = [path for path, (kind, _) in zip(paths, kinds, strict=True) if kind is Role.VECTOR]
         unknown = outputs - set(hidden) - set(vectors)
         if unknown:
             raise ValueError(
@@ -195,7 +198,7 @@ def infer_roles(
                 f"biases of the module; choose among {hidden + vectors}."
             )
     roles = []
-    for path, (kind, fan_in) in zip(paths, kinds):
+    for path, (kind, fan_in) in zip(paths, kinds, strict=True):
         in_branch = branch and kind in (Role.HIDDEN, Role.VECTOR, Role.GAIN)
         roles.append(
             WeightRole(

@@ -21,6 +21,10 @@ from ._checks import check_dtype, check_key, check_parameterisation, positive_in
 KERNEL = 3
 STAGES = 3
 
+# Default arguments: one shared instance each, created once (they are immutable eqx.Modules).
+_DEFAULT_PARAMETERISATION = SP()
+_DEFAULT_OUTPUT_ENERGY = CrossEntropy()
+
 
 class Conv2d(eqx.Module):
     """A 3×3 (any odd k×k) convolution of one unbatched (C, H, W) image, stride 1, padding
@@ -75,13 +79,13 @@ def _image_size(value) -> tuple[int, int]:
     sides = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
     if len(sides) != 2:
         raise ValueError(f"`image_size` must be an int or (height, width), got {value!r}.")
-    sides = tuple(positive_int(s, "image_size", "pass the image side, e.g. 32") for s in sides)
-    if any(s % 2**STAGES for s in sides):
+    height, width = (positive_int(s, "image_size", "pass the image side, e.g. 32") for s in sides)
+    if any(s % 2**STAGES for s in (height, width)):
         raise ValueError(
             f"`image_size` must be divisible by {2**STAGES} (one 2×2 pooling per stage), got "
             f"{value!r}; crop or resize the images, e.g. to 32 or 224."
         )
-    return sides
+    return height, width
 
 
 def resnet(
@@ -93,8 +97,8 @@ def resnet(
     n_res: int = 3,
     activation: str | Callable[[Array], Array] = "tanh",
     gain: float | None = None,
-    parameterisation: AbstractParameterisation = SP(),
-    output_energy: AbstractOutputEnergy = CrossEntropy(),
+    parameterisation: AbstractParameterisation = _DEFAULT_PARAMETERISATION,
+    output_energy: AbstractOutputEnergy = _DEFAULT_OUTPUT_ENERGY,
     output_precision: float = 1.0,
     dtype=jnp.float32,
     key: PRNGKeyArray,

@@ -21,6 +21,10 @@ from ._custom import parameterise
 MLP_RATIO = 4
 LAYER_NORM_EPS = 1e-5
 
+# Default arguments: one shared instance each, created once (they are immutable eqx.Modules).
+_DEFAULT_PARAMETERISATION = CompleteP()
+_DEFAULT_OUTPUT_ENERGY = CrossEntropy()
+
 
 class Embedding(eqx.Module):
     """Token plus position embedding of one sequence: wte[token_t] + wpe[t]."""
@@ -58,13 +62,20 @@ class LayerNorm(eqx.Module):
 
     def __call__(self, z: Float[Array, "... d"]) -> Float[Array, "... d"]:
         centred = z - jnp.mean(z, axis=-1, keepdims=True)
-        out = self.gain * centred * jax.lax.rsqrt(jnp.mean(centred**2, axis=-1, keepdims=True) + LAYER_NORM_EPS)
-        return out if self.bias is None else out + self.bias
+        out = _per_feature(self.gain, z) * centred * jax.lax.rsqrt(
+            jnp.mean(centred**2, axis=-1, keepdims=True) + LAYER_NORM_EPS)
+        return out if self.bias is None else out + _per_feature(self.bias, z)
+
+
+def _per_feature(vector: Array, like: Array) -> Array:
+    """`vector` (one value per feature, the last axis) shaped to broadcast against `like`
+    explicitly (leading axes of size 1), not by NumPy's implicit rank promotion."""
+    return vector.reshape((1,) * (like.ndim - 1) + vector.shape)
 
 
 def _linear(weight: Array, bias: Array | None, x: Array) -> Array:
     out = x @ weight.T
-    return out if bias is None else out + bias
+    return out if bias is None else out + _per_feature(bias, out)
 
 
 class Branch(eqx.Module):
@@ -75,15 +86,17 @@ class Branch(eqx.Module):
     so that the block z + branch(z) is z + Attn/n_b, then + MLP/n_b (the 1/n_b sits in
     the multipliers of W_out and W2, applied by the enclosing `Parameterised`)."""
 
-    w_qkv: Float[Array, "3d d"]
+    # qkv = 3d (queries, keys and values stacked) and hidden = 4d, named because the
+    # checker binds dimensions left to right.
+    w_qkv: Float[Array, "qkv d"]
     w_out: Float[Array, "d d"]
-    w1: Float[Array, "4d d"]
-    w2: Float[Array, "d 4d"]
+    w1: Float[Array, "hidden d"]
+    w2: Float[Array, "d hidden"]
     ln1: LayerNorm | None
     ln2: LayerNorm | None
-    b_qkv: Float[Array, " 3d"] | None
+    b_qkv: Float[Array, " qkv"] | None
     b_out: Float[Array, " d"] | None
-    b1: Float[Array, " 4d"] | None
+    b1: Float[Array, " hidden"] | None
     b2: Float[Array, " d"] | None
     n_heads: int = eqx.field(static=True)
     logit_scale: float = eqx.field(static=True)
@@ -145,8 +158,8 @@ def transformer(
     use_bias: bool = False,
     std: float = 0.02,
     base_width: int = 1,
-    parameterisation: AbstractParameterisation = CompleteP(),
-    output_energy: AbstractOutputEnergy = CrossEntropy(),
+    parameterisation: AbstractParameterisation = _DEFAULT_PARAMETERISATION,
+    output_energy: AbstractOutputEnergy = _DEFAULT_OUTPUT_ENERGY,
     output_precision: float = 1.0,
     dtype=jnp.float32,
     key: PRNGKeyArray,

@@ -4,6 +4,7 @@ their settings, and averaging a metric over seeds without warnings for missing v
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,7 +31,10 @@ def nan_mean(arrays: Sequence, axis: int = 0) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def group(items: Iterable, key: Callable[[object], Hashable]) -> dict:
+_Item = TypeVar("_Item")
+
+
+def group(items: Iterable[_Item], key: Callable[[_Item], Hashable]) -> dict:
     """`items` grouped by `key(item)`, in order of first appearance."""
     groups: dict = {}
     for item in items:

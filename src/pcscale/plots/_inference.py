@@ -41,7 +41,7 @@ class _Panels:
         and returns whether it drew anything."""
         with styled():
             figure, axes = panel_grid(len(self.keys), columns=self.columns, sharex=True)
-            for axis, (parameterisation, h) in zip(axes, self.keys):
+            for axis, (parameterisation, h) in zip(axes, self.keys, strict=True):  # one panel per key
                 by_mode = {m: self.cells[(parameterisation, h, m)] for m in self.modes
                            if (parameterisation, h, m) in self.cells}
                 if not panel(axis, by_mode):

@@ -74,7 +74,7 @@ def _cosine_heatmaps(grid: _Grid, out_dir: Path, describe: str, mode: str = "loc
     low = float(finite.min()) if finite.size else 0.0
     with styled():
         figure, axes = panel_grid(len(times), columns=3)
-        for axis, t, values in zip(axes, times, maps):
+        for axis, t, values in zip(axes, times, maps, strict=True):  # one panel per time
             heatmap(axis, values, rows=grid.depths, columns=grid.widths, row_label=ROW_LABEL,
                     column_label=COLUMN_LABEL, vmin=min(low, 0.999), vmax=1.0, fmt="{:.3f}",
                     colourbar_label=COSINE)
@@ -99,7 +99,7 @@ def _gap_vs_theory(grid: _Grid, out_dir: Path, describe: str) -> Path:
     ]
     with styled():
         figure, axes = panel_grid(len(panels), columns=2, size=(4.0, 3.0))
-        for axis, (values, title, vmin, vmax, label) in zip(axes, panels):
+        for axis, (values, title, vmin, vmax, label) in zip(axes, panels, strict=True):
             heatmap(axis, values, rows=grid.depths, columns=grid.widths, row_label=ROW_LABEL,
                     column_label=COLUMN_LABEL, log=True, vmin=vmin, vmax=vmax, fmt="{:.2g}",
                     colourbar_label=label)
@@ -152,7 +152,7 @@ def _energy_loss(grid: _Grid, out_dir: Path, describe: str) -> Path:
     ]
     with styled():
         figure, axes = panel_grid(len(panels), columns=3)
-        for axis, (values, title, vmin, vmax) in zip(axes, panels):
+        for axis, (values, title, vmin, vmax) in zip(axes, panels, strict=True):
             heatmap(axis, values, rows=grid.depths, columns=grid.widths, row_label=ROW_LABEL,
                     column_label=COLUMN_LABEL, log=True, vmin=vmin, vmax=vmax, fmt="{:.3g}",
                     colourbar_label=title)

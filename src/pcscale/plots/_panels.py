@@ -85,7 +85,7 @@ def _positive(values: np.ndarray) -> np.ndarray:
 def curves(
     axis,
     x,
-    series: Mapping[str, Sequence[float]],
+    series: Mapping[str, Sequence[float] | np.ndarray],
     *,
     colours: Sequence | None = None,
     linestyle: str = "-",
@@ -122,7 +122,7 @@ def curves(
         raise ValueError(f"`colours` has {len(colours)} entries for {len(series)} series; give one colour "
                          "per series.")
     lines = []
-    for (label, y), colour in zip(series.items(), colours):
+    for (label, y), colour in zip(series.items(), colours, strict=False):  # colours may be more
         y = np.asarray(y, dtype=float)
         if y.shape != x.shape:
             raise ValueError(f"series {label!r} has shape {y.shape} but `x` has shape {x.shape}; give one y "
@@ -148,7 +148,7 @@ def spans_decades(*arrays, factor: float = 20.0) -> bool:
         return False
     values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays])
     values = values[np.isfinite(values) & (values > 0)]
-    return bool(values.size) and values.max() > factor * values.min()
+    return bool(values.size) and bool(values.max() > factor * values.min())
 
 
 def value_ticks(axis, values) -> None:

@@ -83,7 +83,7 @@ def plot_run(run_dir, *, out_dir=None) -> list[Path]:
     if isinstance(run_dir, RunResults):
         run = run_dir
     elif isinstance(run_dir, (str, os.PathLike)):
-        run = load_run(run_dir)
+        run = load_run(Path(run_dir))
     else:
         raise TypeError(f"`run_dir` must be a results folder (str or path) or a RunResults, got "
                         f"{type(run_dir).__name__}.")

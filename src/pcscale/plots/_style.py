@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .._files import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 
 def pyplot():
@@ -21,7 +25,9 @@ def pyplot():
     # Jupyter's inline backend, a desktop with a display) is left alone.
     backend = matplotlib.get_backend().lower()
     interactive_gui = backend in ("tkagg", "qtagg", "qt5agg", "gtk3agg", "gtk4agg", "wxagg")
-    headless = sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    headless = (
+        sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    )
     if "MPLBACKEND" not in os.environ and interactive_gui and headless:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -29,7 +35,7 @@ def pyplot():
     return plt
 
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "figure.dpi": 110,
     "savefig.dpi": 150,
     # No "tight" bounding box: every figure lays itself out (constrained or tight

@@ -68,17 +68,17 @@ class _Family:
     def curves_of(self, members) -> dict:
         """One entry per curve key value: label → the cells (seeds) of that curve."""
         by_key = group(members, lambda r: tuple(r.cell.settings[k] for k in self.layout.curve_keys))
-        return {", ".join(_value(k, v) for k, v in zip(self.layout.curve_keys, key)): cells
+        return {", ".join(_value(k, v) for k, v in zip(self.layout.curve_keys, key, strict=True)): cells
                 for key, cells in by_key.items()}
 
     def title(self, key: tuple) -> str:
-        settings = dict(zip(self.group_keys, key))
+        settings = dict(zip(self.group_keys, key, strict=True))
         words = ["skips" if settings["skips"] else "no skips"]
         words += [_value(k, settings[k]) for k in self.shown_keys]
         return ", ".join(words)
 
     def slug(self, key: tuple) -> str:
-        settings = dict(zip(self.group_keys, key))
+        settings = dict(zip(self.group_keys, key, strict=True))
         words = ["skips" if settings["skips"] else "noskips"]
         words += [f"{SYMBOLS[k].replace('γ0', 'g')}{settings[k]:g}" for k in self.shown_keys]
         return "-".join(words)
@@ -111,7 +111,8 @@ def _per_group(family: _Family, out_dir: Path, name: str, title: str, draw) -> P
     """One panel per group; `draw(axis, curves_of_group, colours)` fills a panel."""
     with styled():
         figure, axes = panel_grid(max(len(family.groups), 1), columns=2, size=(4.2, 3.1))
-        for axis, (key, members) in zip(axes, family.groups.items()):
+        # One panel more than groups when there are none (it says so).
+        for axis, (key, members) in zip(axes, family.groups.items(), strict=False):
             by_curve = family.curves_of(members)
             draw(axis, by_curve, layer_colours(len(by_curve)))
             axis.set_title(family.title(key))
@@ -143,8 +144,8 @@ def _gap_vs_theory(family: _Family, out_dir: Path) -> Path:
         lines = group(members, lambda r: tuple(r.cell.settings[k] for k in series_keys))
         palette = layer_colours(len(lines)) if len(lines) > 1 else ["tab:blue"]
         drawn = False
-        for (key, cells), colour in zip(lines.items(), palette):
-            label = ", ".join(_value(k, v) for k, v in zip(series_keys, key))
+        for (key, cells), colour in zip(lines.items(), palette, strict=False):  # one colour at least
+            label = ", ".join(_value(k, v) for k, v in zip(series_keys, key, strict=True))
             ordered = sorted(cells, key=lambda r: r.cell.settings[x_key])
             points = group(ordered, lambda r: r.cell.settings[x_key])
             x = np.array(list(points), dtype=float)
@@ -181,7 +182,7 @@ def _energy_loss(family: _Family, out_dir: Path) -> list[Path]:
         with_dmft = ""
         with styled():
             figure, axes = panel_grid(len(by_curve), sharex=True)
-            for axis, (label, cells) in zip(axes, by_curve.items()):
+            for axis, (label, cells) in zip(axes, by_curve.items(), strict=True):
                 series = {"F*": mean_metric(cells, "pc_energy"), "PC loss": mean_metric(cells, "pc_loss"),
                           "BP loss": mean_metric(cells, "bp_loss")}
                 dmft = family.dmft_for(cells)

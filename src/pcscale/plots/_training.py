@@ -96,11 +96,12 @@ def _layer_cosine(widths: _Widths, out_dir: Path) -> Path:
     note = "" if len(chosen) == len(widths.tracked) else f" ({len(chosen)} of {len(widths.tracked)} layers)"
     with styled():
         figure, axes = panel_grid(max(len(chosen), 1), sharex=True, sharey=True)
-        for axis, index in zip(axes, chosen):
+        # One panel more than layers when none is tracked (it says so).
+        for axis, index in zip(axes, chosen, strict=False):
             layer = widths.tracked[index]
             name = widths.layer_labels[index] if index < len(widths.layer_labels) else f"layer {layer}"
-            lockstep = widths.series(lambda c: _layer_metric(c, "layer_cosine_lockstep", layer))
-            trajectory = widths.series(lambda c: _layer_metric(c, "layer_cosine_trajectory", layer))
+            lockstep = widths.series(lambda c, layer=layer: _layer_metric(c, "layer_cosine_lockstep", layer))
+            trajectory = widths.series(lambda c, layer=layer: _layer_metric(c, "layer_cosine_trajectory", layer))
             if not _cosine_pair(axis, widths, lockstep, trajectory, legend=axis is axes[0]):
                 no_data(axis)
             axis.set_title(name)
@@ -119,9 +120,9 @@ def _layer_profile(widths: _Widths, out_dir: Path) -> Path:
     last = len(widths.t) - 1
     with styled():
         figure, axes = panel_grid(2, columns=2, size=(max(3.4, 0.35 * len(x) + 1.5), 3.0), sharey=True)
-        for axis, t in zip(axes, (0, last)):
-            series = widths.series(lambda c: np.array([_layer_metric(c, "layer_cosine_lockstep", layer)[t]
-                                                       for layer in widths.tracked]))
+        for axis, t in zip(axes, (0, last), strict=True):
+            series = widths.series(lambda c, t=t: np.array([_layer_metric(c, "layer_cosine_lockstep", layer)[t]
+                                                            for layer in widths.tracked]))
             if not curves(axis, x, series, colours=widths.colours, marker="o", markersize=3,
                           legend=axis is axes[0]):
                 no_data(axis)
@@ -144,8 +145,8 @@ def _energy_loss(widths: _Widths, out_dir: Path) -> Path:
     ]
     with styled():
         figure, axes = panel_grid(len(panels), columns=2, sharex=True)
-        for axis, (name, title, log_y) in zip(axes, panels):
-            series = widths.series(lambda c: mean_metric(c, name))
+        for axis, (name, title, log_y) in zip(axes, panels, strict=True):
+            series = widths.series(lambda c, name=name: mean_metric(c, name))
             log_y = log_y and spans_decades(*series.values())
             first = axis is axes[0]
             if not curves(axis, widths.t, series, colours=widths.colours, log_y=log_y, legend=first):
@@ -160,7 +161,7 @@ def _inference(widths: _Widths, out_dir: Path) -> Path:
     with styled():
         figure, axes = panel_grid(2, columns=2, sharex=True)
         residual_axis, steps_axis = axes
-        for (width, cells), colour in zip(widths.by_width.items(), widths.colours):
+        for (width, cells), colour in zip(widths.by_width.items(), widths.colours, strict=True):
             label = widths.label(width, cells)
             residual = mean_metric(cells, "relative_residual")
             steps = mean_metric(cells, "inference_steps")
@@ -187,7 +188,7 @@ def _cosine_vs_iterations(widths: _Widths, out_dir: Path) -> Path:
     with styled():
         figure, (axis,) = panel_grid(1, size=SINGLE_PANEL)
         drawn, budgets_drawn = False, []
-        for (width, cells), colour in zip(widths.by_width.items(), widths.colours):
+        for (width, cells), colour in zip(widths.by_width.items(), widths.colours, strict=True):
             budgets = np.asarray(cells[0].info.get("iteration_sweep", []), float)
             cosines = nan_mean([np.asarray(r.info.get("cosine_vs_iterations", []), float) for r in cells])
             if budgets.size and cosines.shape == budgets.shape:

@@ -36,8 +36,9 @@ class AbstractLinearSolve(eqx.Module):
 
     @abc.abstractmethod
     def solve(self, model: PCModel, x: Array, y: Array, z0: tuple) -> tuple[tuple, Array, Array, Array]:
-        """From the feedforward activities `z0`: activities, steps, Hessian-vector products used, and whether it succeeded
-        (for the direct methods: whether the solution is finite)."""
+        """From the feedforward activities `z0`: activities, steps, Hessian-vector products
+        used, and whether it succeeded (for the direct methods: whether the solution is
+        finite)."""
 
 
 class Propagation(AbstractLinearSolve):
@@ -58,7 +59,7 @@ class Propagation(AbstractLinearSolve):
             errors.append(u)
         errors.reverse()
         activities, z = [], x
-        for layer, error in zip(model.layers[:-1], errors):
+        for layer, error in zip(model.layers[:-1], errors, strict=True):  # one error per hidden layer
             z = jax.vmap(layer)(z) + error
             activities.append(z)
         zero = jnp.zeros((), jnp.int32)

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._equilibrium import IterativeInference, inference_method
 from .._model import PCModel
@@ -57,7 +57,7 @@ class CoordCheck(eqx.Module):
     converged: tuple[float, ...]
 
 
-def spread(values: Sequence[Array]) -> Float[Array, "..."]:
+def spread(values: Sequence[Array]) -> Float[Array, " ..."]:
     """max/min over sizes of a per-size scale (e.g. `CoordCheck.update`), elementwise:
     1 for a perfectly size-independent scale. NaN where every size is exactly zero
     (a map without weights has no update to compare).
@@ -93,10 +93,10 @@ def _measure_step(model, opt_state, x, y, optimiser, method):
     errors = model.errors(found.activities, x)
     own = [
         jax.vmap(after)(z_prev) - before
-        for after, z_prev, before in zip(new.layers, inputs, inputs[1:] + (output,))
+        for after, z_prev, before in zip(new.layers, inputs, inputs[1:] + (output,), strict=True)
     ]
     new_inputs = (x,) + tuple(jax.vmap(new.activities_one)(x))
-    change = [after - before for before, after in zip(inputs[1:], new_inputs[1:])]
+    change = [after - before for before, after in zip(inputs[1:], new_inputs[1:], strict=True)]
     scales = (
         _rms(inputs[1:]), _rms([jnp.reshape(output, -1)])[0], _rms(errors), _rms(change), _rms(own[:-1]),
         _rms(own[-1:])[0], found.stats.result == RESULTS.converged,
@@ -114,8 +114,8 @@ def _measure_final(model, x, y):
 def coord_check(
     make_model: Callable[..., PCModel],
     sizes: Sequence[int],
-    x: Array,
-    y: Array,
+    x: ArrayLike,
+    y: ArrayLike,
     *,
     optimiser: AbstractOptimiser,
     solver: AbstractInferenceSolver | Callable[[PCModel], AbstractInferenceSolver] | None = None,
@@ -213,7 +213,7 @@ def _solver_for(model, x, solver) -> IterativeInference:
 
 
 def _collect(records, final_activation, final_output) -> dict[str, Array]:
-    activation, output, error, update, own, output_update, _ = (list(column) for column in zip(*records))
+    activation, output, error, update, own, output_update, _ = (list(column) for column in zip(*records, strict=True))
     return {
         "activation": jnp.stack(activation + [final_activation]),
         "output": jnp.stack(output + [final_output]),

@@ -8,6 +8,7 @@ import warnings
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
@@ -154,7 +155,7 @@ def _solve(x, y, eta, gamma0, tolerance, iterations, depth: int, steps: int, ret
 
 def dmft(
     x: Float[ArrayLike, "samples input"],
-    y: Float[ArrayLike, "samples *outputs"],
+    y: Float[ArrayLike, " samples *outputs"],
     *,
     depth: int,
     learning_rate: float,

@@ -111,15 +111,15 @@ def jacobi_sweep(phis, gammas, rs, qs, deltas, boundaries, coupling):
     # A Python loop, not vmap: batched triangular solves (LAPACK under a parallel batch
     # map) deadlocked inside a lax loop on a 2-core CPU with jax 0.10.
     updated = [
-        _layer(below_phi[l], below_r[l], above_gamma[l], above_q[l], deltas, coupling, causal)
-        for l in range(len(phis))
+        _layer(below_phi[ell], below_r[ell], above_gamma[ell], above_q[ell], deltas, coupling, causal)
+        for ell in range(len(phis))
     ]
-    return tuple(list(parts) for parts in zip(*updated))
+    return tuple(list(parts) for parts in zip(*updated, strict=True))
 
 
 def relative_change(old, new):
     """The largest entry change of any Φ_ℓ or Γ_ℓ over that kernel's largest entry."""
-    changes = [jnp.max(jnp.abs(b - a)) / jnp.max(jnp.abs(a)) for a, b in zip(old, new)]
+    changes = [jnp.max(jnp.abs(b - a)) / jnp.max(jnp.abs(a)) for a, b in zip(old, new, strict=True)]
     return jnp.max(jnp.stack(changes))
 
 
@@ -191,15 +191,15 @@ def solve_causally(y, gamma0, coupling, rate, boundaries, hidden: int, exact_ste
         gradient_known = jnp.repeat(time <= t, d)
 
         r_below = jnp.zeros((P, T * d), dtype)  # R_0 = 0
-        for l in range(H):
-            phi_row = _block(phi_input if l == 0 else phis[l - 1], t, P)  # Φ_{ℓ−1}[(t, ·), ·]
+        for ell in range(H):
+            phi_row = _block(phi_input if ell == 0 else phis[ell - 1], t, P)  # Φ_{ℓ−1}[(t, ·), ·]
             drive = jnp.einsum("msn,snk->msk", phi_row.reshape(P, T, P), past).reshape(P, T * d)
-            r_row = (r_below + coupling * drive) @ psis[l]  # U_ℓ[t] Ψ_ℓ; U_ℓ[t] needs Ψ_ℓ's rows < t
-            rs[l] = _set_block(rs[l], t, r_row)
-            b_column = vs[l] @ phi_row.T  # B[a, t] for a < t: V's later rows are still zero
-            bs[l] = jax.lax.dynamic_update_slice_in_dim(bs[l], b_column, t * P, axis=1)
-            row = phi_row + r_row @ bs[l] + b_column.T @ rs[l].T + (r_row @ ms[l]) @ rs[l].T
-            phis[l] = _set_symmetric(phis[l], t, jnp.where(feature_known, row, 0))
+            r_row = (r_below + coupling * drive) @ psis[ell]  # U_ℓ[t] Ψ_ℓ; U_ℓ[t] needs Ψ_ℓ's rows < t
+            rs[ell] = _set_block(rs[ell], t, r_row)
+            b_column = vs[ell] @ phi_row.T  # B[a, t] for a < t: V's later rows are still zero
+            bs[ell] = jax.lax.dynamic_update_slice_in_dim(bs[ell], b_column, t * P, axis=1)
+            row = phi_row + r_row @ bs[ell] + b_column.T @ rs[ell].T + (r_row @ ms[ell]) @ rs[ell].T
+            phis[ell] = _set_symmetric(phis[ell], t, jnp.where(feature_known, row, 0))
             r_below = r_row
         deltas = state["deltas"]
         if exact_steps:
@@ -209,19 +209,19 @@ def solve_causally(y, gamma0, coupling, rate, boundaries, hidden: int, exact_ste
 
         q_above = jnp.zeros((d, T * P), dtype)  # Q_{H+1} = 0
         unit = jnp.kron(jax.nn.one_hot(t, T, dtype=dtype)[None], jnp.eye(d, dtype=dtype))
-        for l in reversed(range(H)):
-            gamma_row = _block(gamma_output if l == H - 1 else gammas[l + 1], t, d)  # Γ_{ℓ+1}[(t, ·), ·]
+        for ell in reversed(range(H)):
+            gamma_row = _block(gamma_output if ell == H - 1 else gammas[ell + 1], t, d)  # Γ_{ℓ+1}[(t, ·), ·]
             drive = jnp.einsum("ksj,snj->ksn", gamma_row.reshape(d, T, d), past).reshape(d, T * P)
             v_row = q_above + coupling * drive
-            vs[l] = _set_block(vs[l], t, v_row)
-            b_row = v_row @ (phi_input if l == 0 else phis[l - 1])  # B[t, s] for s ≤ t
-            bs[l] = _set_block(bs[l], t, b_row)
-            m_row = b_row @ vs[l].T + jnp.where(gradient_known, gamma_row, 0)
-            ms[l] = _set_symmetric(ms[l], t, m_row)
-            psi_row = unit + v_row @ rs[l]
-            psis[l] = _set_block(psis[l], t, psi_row)
-            q_above = psi_row @ vs[l]
-            gammas[l] = _set_symmetric(gammas[l], t, jnp.where(gradient_known, psi_row @ ms[l] @ psis[l].T, 0))
+            vs[ell] = _set_block(vs[ell], t, v_row)
+            b_row = v_row @ (phi_input if ell == 0 else phis[ell - 1])  # B[t, s] for s ≤ t
+            bs[ell] = _set_block(bs[ell], t, b_row)
+            m_row = b_row @ vs[ell].T + jnp.where(gradient_known, gamma_row, 0)
+            ms[ell] = _set_symmetric(ms[ell], t, m_row)
+            psi_row = unit + v_row @ rs[ell]
+            psis[ell] = _set_block(psis[ell], t, psi_row)
+            q_above = psi_row @ vs[ell]
+            gammas[ell] = _set_symmetric(gammas[ell], t, jnp.where(gradient_known, psi_row @ ms[ell] @ psis[ell].T, 0))
 
         if not exact_steps:  # K(t) from the equal-time blocks, then one first-order step
 
@@ -238,5 +238,5 @@ def solve_causally(y, gamma0, coupling, rate, boundaries, hidden: int, exact_ste
     state = jax.lax.fori_loop(0, T, step, state)
     # The sweep's format: Rᵀ, and Q = ΨV.
     rs = [r.T for r in state["r"]]
-    qs = [psi @ v for psi, v in zip(state["psi"], state["v"])]
+    qs = [psi @ v for psi, v in zip(state["psi"], state["v"], strict=True)]
     return state["phi"], state["gamma"], rs, qs, state["deltas"][:T]

@@ -52,7 +52,7 @@ def batch_hvp(model: PCModel, x: Array, y: Array, z: Activities):
     return hvp
 
 
-def _inputs(model, x, y, z, dtype, function):
+def _inputs(model, x, y, z, dtype, function) -> tuple[PCModel, Array, Array, Activities | None]:
     """Checked, dtype-cast arguments; shapes are validated at trace time inside the
     jitted functions by `_traced`."""
     check_model(model, function, nonlinear_ok=True)
@@ -222,7 +222,9 @@ def _spectrum(model, x, y, z, iterations, key):
         min_eigenvalue=ritz.smallest,
         # An indefinite Hessian (a nonlinear network away from equilibrium) has no
         # condition number in the SPD sense.
-        condition_number=jnp.where(ritz.smallest > 0, ritz.largest / jnp.where(ritz.smallest > 0, ritz.smallest, 1.0), jnp.nan),
+        condition_number=jnp.where(
+            ritz.smallest > 0, ritz.largest / jnp.where(ritz.smallest > 0, ritz.smallest, 1.0), jnp.nan
+        ),
         max_bound=ritz.largest_bound,
         min_bound=ritz.smallest_bound,
         iterations=ritz.iterations,

@@ -110,10 +110,10 @@ def nonlinear_rescaling_of(model: PCModel, x: Array, y: Array) -> NonlinearResca
         prediction, gram, curvature = jacobian.prediction, jacobian.gram, jacobian.curvature
     losses, e = _output_gradient(model, prediction, y)
     eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
-    system = eye + lam * jnp.einsum("bij,bjk->bik", curvature, gram)
+    system = eye[None] + lam * jnp.einsum("bij,bjk->bik", curvature, gram)
     u = jnp.linalg.solve(system, e[..., None])[..., 0]  # (I + λH_iK_i)⁻¹e_i
     drop = 0.5 * lam**2 * jnp.mean(jnp.einsum("bi,bij,bj->b", e, gram, u))
-    return NonlinearRescaling(matrix=eye / lam + gram, gram=gram, feedforward_energy=lam * jnp.mean(losses),
+    return NonlinearRescaling(matrix=eye[None] / lam + gram, gram=gram, feedforward_energy=lam * jnp.mean(losses),
                               energy_drop=drop, precision=lam)
 
 

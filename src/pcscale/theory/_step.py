@@ -3,7 +3,7 @@ that uses it."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -16,6 +16,7 @@ from .._linear import check_model, input_shape
 from .._model import PCModel
 from .._single_step import pc_step
 from .._solution import RESULTS, InferenceStats
+from .._step import PCStepMetrics
 from ._closed_form import _rescaling_jit, closed_form_value_and_grad, linear_loss
 from ._structure import warn_if_unresolved
 
@@ -98,8 +99,13 @@ def closed_form_step(
     **Returns:** `(model, opt_state, ClosedFormStepMetrics)`.
     """
     check_model(model, "closed_form_step")
-    new_model, opt_state, metrics = pc_step(model, opt_state, x, y, optimiser=optimiser, solver=ClosedForm())
-    gaps = metrics.diagnostics
+    # Without `return_activities` the step returns three values, and ClosedForm's
+    # diagnostics are always its RescalingGaps.
+    new_model, opt_state, metrics = cast(
+        tuple[PCModel, PyTree, PCStepMetrics],
+        pc_step(model, opt_state, x, y, optimiser=optimiser, solver=ClosedForm()),
+    )
+    gaps = cast(RescalingGaps, metrics.diagnostics)
     warn_if_unresolved(lambda: gaps.spectral_gap, model, "closed_form_step")
     return new_model, opt_state, ClosedFormStepMetrics(metrics.energy, metrics.loss, metrics.grad_norm,
                                                       gaps.spectral_gap, gaps.trace_gap, metrics.updated)

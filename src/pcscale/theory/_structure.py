@@ -6,12 +6,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import overload
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from .._custom_types import BatchX, BatchY
 from .._linear import check_model
 from .._model import PCModel
 from .._validation import as_float_array
@@ -36,6 +39,18 @@ def enable_float64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+@overload
+def cast_model(model: PCModel, x: BatchX, y: BatchY, dtype) -> tuple[PCModel, Array, Array]: ...
+
+
+@overload
+def cast_model(model: PCModel, x: BatchX, y: None, dtype) -> tuple[PCModel, Array, None]: ...
+
+
+@overload
+def cast_model(model: PCModel, x: None, y: None, dtype) -> tuple[PCModel, None, None]: ...
+
+
 def cast_model(model: PCModel, x, y, dtype):
     """The model and data in `dtype` (None: the model's own dtype)."""
     x = as_float_array(x, "x") if x is not None else None
@@ -48,7 +63,7 @@ def cast_model(model: PCModel, x, y, dtype):
         raise ValueError(f"`dtype` must be a floating dtype, got {dtype!r}; e.g. dtype=jnp.float64.") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"`dtype` must be a floating dtype, got {dtype}; e.g. dtype=jnp.float64.")
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+    if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "`dtype` is float64 but JAX's 64-bit mode is off, so the computation would "
             "silently run in float32; call pcscale.theory.enable_float64() (or "
@@ -66,7 +81,7 @@ def cast_model(model: PCModel, x, y, dtype):
     return model, x, y
 
 
-def prepare(model, x, y, dtype, function: str):
+def prepare(model, x, y, dtype, function: str) -> tuple[PCModel, Array, Array]:
     """Checked, dtype-cast model and data for a linear-theory entry point. Shapes and
     finiteness are validated inside the jitted computation (`validated`), so that they
     are checked at trace time and on device rather than re-traced on every call."""
