@@ -49,9 +49,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+from _common import environment, time_calls, write_json  # noqa: E402
 
 import pcscale  # noqa: E402
-from _common import environment, time_calls, write_json  # noqa: E402
 
 RTOL = 1e-6
 BETA = 0.3

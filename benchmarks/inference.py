@@ -65,9 +65,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
+from _common import environment, time_calls, write_json  # noqa: E402
 
 import pcscale  # noqa: E402
-from _common import environment, time_calls, write_json  # noqa: E402
 
 OUTPUT_DIM = 10
 RTOL = 1e-6

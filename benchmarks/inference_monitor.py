@@ -35,9 +35,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import pcscale  # noqa: E402
 from _common import environment, time_calls, write_json  # noqa: E402
 from inference import build  # noqa: E402
+
+import pcscale  # noqa: E402
 
 SIZES = {
     "small": dict(width=32, depth=8, batch=8, input_dim=20, gd_steps=2_000),

@@ -33,10 +33,10 @@ jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from _common import environment, time_calls, write_json  # noqa: E402
 
 import pcscale  # noqa: E402
 import pcscale.data  # noqa: E402
-from _common import environment, time_calls, write_json  # noqa: E402
 
 RTOL = 1e-6
 TARGET = 1.5

@@ -47,9 +47,9 @@ def measure(count: int, repeats: int) -> dict:
     """Throughput on the first `count` devices of this process, both ways."""
     import equinox as eqx
     import jax
+    from _common import time_calls
 
     import pcscale as pc
-    from _common import time_calls
 
     devices = jax.devices()[:count]
     batch = WORKLOAD["batch"]
@@ -128,7 +128,6 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))
     import jax
-
     from _common import environment, write_json
 
     if args.real:

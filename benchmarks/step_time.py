@@ -20,9 +20,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from _common import WARMUP, environment, time_calls, write_json
 
 import pcscale
-from _common import WARMUP, environment, time_calls, write_json
 from pcscale._precise import FULL_PRECISION
 
 # Both cases: MSE on one-hot targets, float32, Adam(1e-3) on the weights, and a fixed

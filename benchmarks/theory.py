@@ -31,9 +31,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import WARMUP, environment, time_calls, write_json  # noqa: E402
 
 import pcscale  # noqa: E402
-from _common import WARMUP, environment, time_calls, write_json  # noqa: E402
 from pcscale import theory  # noqa: E402
 
 INPUT_DIM, OUTPUT_DIM, BATCH = 3072, 10, 64

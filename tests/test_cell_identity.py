@@ -11,8 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from pcscale import cli
-from pcscale import experiments as ex
+from pcscale import cli, experiments as ex
 
 # The smallest width-depth-linear: two cells of one step each.
 SMALL = ["widths=4,8", "hidden_layers=1", "seeds=0", "steps=1", "batch=4"]

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_data_readers import write_cifar10, write_idx
 
 import pcscale.data as data
 from pcscale.data import _download
-from test_data_readers import write_cifar10, write_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import SOLVER_IDS, all_solvers, data, hand_energy, mup_multipliers, tree_allclose, weights_of
 
 import pcscale as pc
-from helpers import SOLVER_IDS, all_solvers, data, hand_energy, mup_multipliers, tree_allclose, weights_of
 
 D, C = 6, 3
 

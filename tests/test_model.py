@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cross_entropy, data, hand_energy, hand_forward, mse, mup_multipliers, weights_of
 
 import pcscale as pc
-from helpers import cross_entropy, data, hand_energy, hand_forward, mse, mup_multipliers, weights_of
 
 D, N, C, L = 12, 32, 5, 5
 

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cross_entropy
 
 import pcscale as pc
-from helpers import cross_entropy
 
 C_IN, WIDTH, CLASSES = 3, 4, 5
 ACTIVATIONS = {"tanh": (jnp.tanh, 5.0 / 3.0), "relu": (jax.nn.relu, math.sqrt(2.0))}

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cross_entropy
 
 import pcscale as pc
-from helpers import cross_entropy
 
 V, D, HEADS, BLOCKS, T, BATCH, MAX_LEN = 7, 8, 2, 2, 5, 3, 6
 HIGHEST = jax.lax.Precision.HIGHEST

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import data, hand_energy, hand_forward, mup_multipliers, weights_of
 
 import pcscale as pc
-from helpers import data, hand_energy, hand_forward, mup_multipliers, weights_of
 from pcscale import _monitor
 
 D, N, C, DEPTH, B = 6, 32, 3, 8, 4  # tanh residual MLP, H = 7 hidden layers

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import pcscale as pc
-from pcscale import cli
-from pcscale import experiments as ex
+from pcscale import cli, experiments as ex
 from pcscale.experiments import _names
 from pcscale.experiments._config import config_fields
 from pcscale.experiments._registry import _registry

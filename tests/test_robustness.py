@@ -19,8 +19,7 @@ import optax
 import pytest
 
 import pcscale as pc
-from pcscale import cli
-from pcscale import experiments as ex
+from pcscale import cli, experiments as ex
 from pcscale._health import LOSS_GROWTH_LIMIT, final_failure, step_failure
 from pcscale.experiments._folder import LOCK_FILE, FolderLock
 

@@ -16,11 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SOLVER_IDS, all_solvers, annotations_unchecked
 
 import pcscale as pc
-from helpers import SOLVER_IDS, all_solvers, annotations_unchecked
-from pcscale import cli
-from pcscale import experiments as ex
+from pcscale import cli, experiments as ex
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 4, reason="needs 4 devices: XLA_FLAGS=--xla_force_host_platform_device_count=4"

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SOLVER_IDS, all_solvers, data, solver_matrix
 
 import pcscale as pc
-from helpers import SOLVER_IDS, all_solvers, data, solver_matrix
 
 # Each solver's defaults for the stopping fields, as before they were declared once.
 DEFAULTS = {

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import LINE_SEARCH_FLOOR, data, hand_energy, has_skips, mup_multipliers, solver_matrix, weights_of
 
 import pcscale as pc
-from helpers import LINE_SEARCH_FLOOR, data, hand_energy, has_skips, mup_multipliers, solver_matrix, weights_of
 
 D, N, C, DEPTH, B = 6, 10, 3, 4, 5
 

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import data, hand_energy, weights_of
 from jax.flatten_util import ravel_pytree
 
 import pcscale as pc
-from helpers import data, hand_energy, weights_of
 from pcscale import theory
 
 D = 5

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import data, hand_energy, hand_forward, weights_of
 
 import pcscale as pc
-from helpers import data, hand_energy, hand_forward, weights_of
 from pcscale import theory
 
 D = 5

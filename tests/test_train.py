@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import data, hand_energy, hand_forward, mse, mup_multipliers, weights_of
 
 import pcscale as pc
-from helpers import data, hand_energy, hand_forward, mse, mup_multipliers, weights_of
 
 D, N, C, L = 6, 16, 3, 4
 

@@ -19,9 +19,8 @@ from pcscale.experiments import (
     residual_mlp,
     saddle,
     toy,
+    width_depth_linear as wdl,
 )
-from pcscale.experiments import width_depth_linear as wdl
-from pcscale.experiments._trace import PER_LAYER, SCALARS
 from pcscale.experiments._claims import (
     apart,
     below,
@@ -37,6 +36,7 @@ from pcscale.experiments._claims import (
     theory_shrinks,
     width_stable,
 )
+from pcscale.experiments._trace import PER_LAYER, SCALARS
 from pcscale.experiments._verdict import Support, Verdict, negate, report
 
 YES, NO, CANNOT = Support.YES, Support.NO, Support.CANNOT_TELL
