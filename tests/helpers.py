@@ -130,8 +130,9 @@ def annotations_unchecked():
     block: for a call that tests pcscale's own validation of a wrongly typed argument."""
     import jaxtyping
 
+    before = jaxtyping.config.jaxtyping_disable
     jaxtyping.config.update("jaxtyping_disable", True)
     try:
         yield
     finally:
-        jaxtyping.config.update("jaxtyping_disable", False)
+        jaxtyping.config.update("jaxtyping_disable", before)

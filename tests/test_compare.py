@@ -27,6 +27,13 @@ def test_cosines_and_ratios_match_hand_values():
     assert bool(alignment.defined) and bool(alignment.layer_defined.all())
 
 
+def test_gradients_of_models_of_different_depths_are_refused_not_truncated():
+    shallow = pc.nn.mlp(2, 3, 2, 3, key=jax.random.PRNGKey(0))
+    deep = pc.nn.mlp(2, 3, 2, 4, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="`pc_grads` has 3 layers and `bp_grads` 4"):
+        pc.compare_gradients(shallow, deep)
+
+
 def test_zero_gradient_gives_nan_and_a_flag_not_zero():
     model = pc.nn.mlp(2, 2, 2, 2, dtype=jnp.float64, key=jax.random.PRNGKey(0))
     a = _model_like(model, [jnp.zeros((2, 2)), jnp.ones((2, 2))])

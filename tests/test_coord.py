@@ -150,7 +150,7 @@ def test_save_load_and_plot(tmp_path):
     assert len(figure.axes) == 6 and all(len(axis.lines) == 2 for axis in figure.axes)
 
 
-def test_bad_arguments_are_rejected(tmp_path):
+def test_bad_arguments_are_rejected(tmp_path, unchecked):
     x, y = jnp.ones((2, 3)), jnp.ones((2, 1))
 
     def make(width, key):

@@ -141,7 +141,7 @@ def test_roles_as_a_function_of_the_path_and_keeping_values():
     assert [s.multiplier for s in kept.scalings] == pytest.approx([1 / math.sqrt(8), 1 / math.sqrt(32), 1.0])
 
 
-def test_bad_roles_and_modules_are_rejected():
+def test_bad_roles_and_modules_are_rejected(unchecked):
     base, target = TwoLayerBranch(4, key=KEY), TwoLayerBranch(8, key=KEY)
     shape = pc.NetworkShape(width=8, depth=3)
     with pytest.raises(ValueError, match="several hidden matrices.*branch_outputs"):

@@ -10,6 +10,7 @@ import pytest
 from helpers import data
 
 import pcscale as pc
+from pcscale._infer import summed_energy_and_grad
 
 GN = pc.GaussNewtonPreconditioner()
 
@@ -92,7 +93,7 @@ def test_the_preconditioner_is_the_inverse_of_a_hand_built_gauss_newton_matrix(c
     # Away from the feedforward state, so that every error is non-zero.
     z = tuple(a + 0.3 * jax.random.normal(jax.random.key(9 + i), a.shape)
               for i, a in enumerate(model.init_activities(x)))
-    fn = pc._infer.summed_energy_and_grad(model, x, y)
+    fn = summed_energy_and_grad(model, x, y)
     r = tuple(jax.random.normal(jax.random.key(20 + i), a.shape) for i, a in enumerate(z))
     applied = GN.at(model, fn, z).apply(r)
     for sample in range(x.shape[0]):

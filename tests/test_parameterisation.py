@@ -106,7 +106,7 @@ def test_uniform_init_has_the_default_bound():
 
 
 @pytest.mark.parametrize("alpha", [0.4, 1.1, -1.0, True, "0.5"])
-def test_alpha_outside_range_is_rejected(alpha, unchecked):
+def test_alpha_outside_range_is_rejected(alpha):
     with pytest.raises(ValueError, match=r"alpha.*\[1/2, 1\].*got"):
         pc.DepthMuP(alpha=alpha)
 
@@ -241,7 +241,7 @@ def test_transformer_depth_factors_for_a_general_alpha():
     assert s.multiplier == pytest.approx(NB**-0.5)
 
 
-def test_new_role_fields_are_validated():
+def test_new_role_fields_are_validated(unchecked):
     with pytest.raises(ValueError, match="gain.*got 0"):
         WeightRole(Role.HIDDEN, fan_in=4, gain=0)
     with pytest.raises(ValueError, match="std.*got -1"):

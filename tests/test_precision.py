@@ -233,7 +233,7 @@ def test_auto_solver_certifies_in_float64_below_the_float32_floor(problem):
         (lambda: pc.MixedPrecision(solver=pc.MixedPrecision()), "solver"),
     ],
 )
-def test_bad_settings_are_rejected_with_the_argument_named(make, match):
+def test_bad_settings_are_rejected_with_the_argument_named(make, match, unchecked):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
 

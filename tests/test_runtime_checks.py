@@ -1,6 +1,6 @@
 """The test run checks annotations at run time: pcscale is imported through jaxtyping's
-import hook with beartype (`--jaxtyping-packages` in pyproject.toml), and JAX's implicit
-rank promotion is an error (tests/conftest.py). These tests fail if either is switched off."""
+import hook with beartype, and JAX's implicit rank promotion is an error (both set in
+tests/conftest.py). These tests fail if either is switched off."""
 
 import jax
 import jax.numpy as jnp

@@ -371,7 +371,7 @@ def test_auto_solver_follows_the_documented_rule():
         (lambda: pc.ODEFlow(dt0=0.0), "dt0"),
     ],
 )
-def test_bad_solver_settings_are_rejected_with_the_argument_named(make, match):
+def test_bad_solver_settings_are_rejected_with_the_argument_named(make, match, unchecked):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
 

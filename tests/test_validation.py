@@ -79,7 +79,7 @@ def test_unknown_activation():
         pc.nn.mlp(D, N, C, L, activation="swish", key=jax.random.PRNGKey(0))
 
 
-def test_unknown_parameterisation_object():
+def test_unknown_parameterisation_object(unchecked):
     with pytest.raises(TypeError, match="parameterisation"):
         pc.nn.mlp(D, N, C, L, parameterisation="mupc", key=jax.random.PRNGKey(0))
 
@@ -97,7 +97,7 @@ def test_bad_solver_settings(kwargs, pattern, unchecked):
         pc.GradientDescent(**kwargs)
 
 
-def test_bad_optimiser_settings(model):
+def test_bad_optimiser_settings(model, unchecked):
     with pytest.raises(ValueError, match="learning_rate"):
         pc.Adam(-1.0)
     with pytest.raises(TypeError, match="config"):

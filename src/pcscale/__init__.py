@@ -6,13 +6,11 @@ and listings start in a fraction of a second. Everything else behaves as eager i
 `from pcscale import infer`, `pcscale.nn`, `dir(pcscale)`.
 """
 
-import ast
-import importlib
-import importlib.metadata
-from pathlib import Path
+import importlib as _importlib
+import importlib.metadata as _metadata
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the one list of public names (read at run time by `_exports` below)
+if TYPE_CHECKING:  # the public names, for type checkers and the API reference
     from . import nn as nn, theory as theory
     from ._compare import (
         EquilibriumComparison as EquilibriumComparison,
@@ -100,28 +98,44 @@ if TYPE_CHECKING:  # the one list of public names (read at run time by `_exports
 
 
 try:
-    __version__ = importlib.metadata.version("pcscale")
-except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+    __version__ = _metadata.version("pcscale")
+except _metadata.PackageNotFoundError:  # pragma: no cover - source checkout
     __version__ = "0.0.0"
 
 
-def _exports() -> dict[str, str]:
-    """Public name → the module that defines it, read from the `if TYPE_CHECKING:` imports
-    of this file, so that the names are listed once (and type checkers and the API
-    reference read the same list)."""
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
-    guarded = next(node for node in tree.body if isinstance(node, ast.If)
-                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
-    found = {}
-    for node in guarded.body:
-        assert isinstance(node, ast.ImportFrom)
-        for alias in node.names:
-            module = "." * node.level + (node.module or "")
-            found[alias.asname or alias.name] = module if node.module else "." + alias.name
-    return found
-
-
-_EXPORTS = _exports()
+# Where each public name lives ("." holds the sub-packages), for loading on first use.
+# The same names as the TYPE_CHECKING imports above, which type checkers and the API
+# reference read; tests/test_lazy_exports.py checks that the two lists agree.
+_EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    ".": ("nn", "theory"),
+    "._compare": ("EquilibriumComparison", "GradientAlignment", "compare_at_equilibrium", "compare_gradients"),
+    "._energy": ("MSE", "AbstractOutputEnergy", "CrossEntropy", "gaussian_energy"),
+    "._equilibrium": ("AbstractInferenceMethod", "Equilibrium", "IterativeInference", "inference_method"),
+    "._gradients": ("bp_gradients", "pc_gradients"),
+    "._health": ("TrainingFailure",),
+    "._infer": ("infer",),
+    "._layer": ("PCLayer",),
+    "._model": ("PCModel",),
+    "._optimiser": ("SGD", "AbstractOptimiser", "Adam", "FromOptax", "make_optimiser"),
+    "._parameterisation": (
+        "NTP", "SP", "AbstractParameterisation", "AdamRule", "CompleteP", "DepthMuP", "Init", "InitStdRule",
+        "MuP", "MuPC", "NetworkShape", "Role", "Scaling", "WeightRole",
+    ),
+    "._parameterised": ("Parameterised",),
+    "._precision": ("residual_floor",),
+    "._sharding": ("make_data_mesh", "replicate", "shard_batch"),
+    "._single_step": ("bp_step", "pc_step"),
+    "._solution": ("RESULTS", "InferenceSolution", "InferenceStats"),
+    "._solver": (
+        "LBFGS", "SOLVERS", "AbstractInferenceSolver", "AbstractPreconditioner", "ConjugateGradient", "Cost",
+        "DepthPreconditioner", "GaussNewtonPreconditioner", "GradientDescent", "MixedPrecision", "Nesterov",
+        "NewtonKrylov", "ODEFlow", "OptaxSolver", "OptimistixSolver", "Preconditioning", "RoundingArmijo",
+        "auto_solver", "make_solver",
+    ),
+    "._step": ("BPStepMetrics", "ComparisonMetrics", "PCStepMetrics", "ReferenceCheck"),
+    "._train": ("TrainingRun", "train"),
+}
+_EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
 # Type checkers read the TYPE_CHECKING imports above, which are these names.
 __all__ = sorted(_EXPORTS)  # pyright: ignore[reportUnsupportedDunderAll]
 
@@ -130,11 +144,11 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pcscale' has no attribute {name!r}")
-    loaded = importlib.import_module(module, __name__)
-    value = loaded if module == "." + name else getattr(loaded, name)
+    loaded = _importlib.import_module(module if module != "." else "." + name, __name__)
+    value = loaded if module == "." else getattr(loaded, name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({name for name in globals() if not name.startswith("_")} | set(__all__) | {"__version__"})

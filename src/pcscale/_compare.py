@@ -67,7 +67,12 @@ def compare_gradients(pc_grads: PCModel, bp_grads: PCModel) -> GradientAlignment
 
     **Returns:** a [`GradientAlignment`][pcscale.GradientAlignment].
     """
-    per_layer = [_dot_and_norms(a, b) for a, b in zip(pc_grads.layers, bp_grads.layers, strict=False)]
+    if len(pc_grads.layers) != len(bp_grads.layers):
+        raise ValueError(
+            f"`pc_grads` has {len(pc_grads.layers)} layers and `bp_grads` {len(bp_grads.layers)}: compare "
+            "two gradients of the same model."
+        )
+    per_layer = [_dot_and_norms(a, b) for a, b in zip(pc_grads.layers, bp_grads.layers, strict=True)]
     dots, norms_a, norms_b = (jnp.stack(values) for values in zip(*per_layer, strict=True))
     layer_cos, layer_ratio, layer_defined = _cosine_and_ratio(dots, norms_a, norms_b)
     dot = jnp.sum(dots)

@@ -14,13 +14,18 @@ import functools
 import json
 import re
 import sys
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 
 @functools.cache
 def _catalogue() -> dict[str, Any]:
-    return json.loads((Path(__file__).parent / "_catalogue.json").read_text(encoding="utf-8"))
+    try:
+        return json.loads(resources.files("pcscale").joinpath("_catalogue.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing or unreadable: ask the registries (imports JAX)
+        from .experiments._catalogue import build
+
+        return build()
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:

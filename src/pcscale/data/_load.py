@@ -198,7 +198,7 @@ def _imagenet_batch(path: Path):
 def _digits(split: str):
     """The 8 × 8 digits shipped in the package (digits.npz; source and licence in
     DIGITS_NOTICE.txt beside it): scikit-learn's `load_digits`, without scikit-learn."""
-    with np.load(Path(__file__).with_name("digits.npz")) as archive:
+    with resources.files("pcscale.data").joinpath("digits.npz").open("rb") as file, np.load(file) as archive:
         images = (archive["images"] / 16.0).astype(np.float32)  # grey levels 0 … 16
         labels = archive["labels"].astype(np.int64)
     # A fixed split (the set ships none): the last 297 digits are the test set.

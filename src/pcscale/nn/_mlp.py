@@ -22,10 +22,6 @@ from .._parameterisation import (
 from ._activation import identity, resolve_activation
 from ._checks import check_dtype, check_key, check_parameterisation, positive_int
 
-# Default arguments: one shared instance each, created once (they are immutable eqx.Modules).
-_DEFAULT_PARAMETERISATION = SP()
-_DEFAULT_OUTPUT_ENERGY = MSE()
-
 
 class Linear(eqx.Module):
     """y = W·x for one unbatched vector; the multiplier and the bias live in the
@@ -113,10 +109,10 @@ def mlp(
     output_dim: int,
     depth: int,
     *,
-    parameterisation: AbstractParameterisation = _DEFAULT_PARAMETERISATION,
+    parameterisation: AbstractParameterisation = SP(),
     activation: str | Callable[[Array], Array] = "tanh",
     use_bias: bool = False,
-    output_energy: AbstractOutputEnergy = _DEFAULT_OUTPUT_ENERGY,
+    output_energy: AbstractOutputEnergy = MSE(),
     output_precision: float = 1.0,
     dtype=jnp.float32,
     key: PRNGKeyArray,
@@ -134,10 +130,10 @@ def residual_mlp(
     output_dim: int,
     depth: int,
     *,
-    parameterisation: AbstractParameterisation = _DEFAULT_PARAMETERISATION,
+    parameterisation: AbstractParameterisation = SP(),
     activation: str | Callable[[Array], Array] = "tanh",
     use_bias: bool = False,
-    output_energy: AbstractOutputEnergy = _DEFAULT_OUTPUT_ENERGY,
+    output_energy: AbstractOutputEnergy = MSE(),
     output_precision: float = 1.0,
     dtype=jnp.float32,
     key: PRNGKeyArray,

@@ -21,10 +21,6 @@ from ._checks import check_dtype, check_key, check_parameterisation, positive_in
 KERNEL = 3
 STAGES = 3
 
-# Default arguments: one shared instance each, created once (they are immutable eqx.Modules).
-_DEFAULT_PARAMETERISATION = SP()
-_DEFAULT_OUTPUT_ENERGY = CrossEntropy()
-
 
 class Conv2d(eqx.Module):
     """A 3×3 (any odd k×k) convolution of one unbatched (C, H, W) image, stride 1, padding
@@ -97,8 +93,8 @@ def resnet(
     n_res: int = 3,
     activation: str | Callable[[Array], Array] = "tanh",
     gain: float | None = None,
-    parameterisation: AbstractParameterisation = _DEFAULT_PARAMETERISATION,
-    output_energy: AbstractOutputEnergy = _DEFAULT_OUTPUT_ENERGY,
+    parameterisation: AbstractParameterisation = SP(),
+    output_energy: AbstractOutputEnergy = CrossEntropy(),
     output_precision: float = 1.0,
     dtype=jnp.float32,
     key: PRNGKeyArray,

@@ -21,10 +21,6 @@ from ._custom import parameterise
 MLP_RATIO = 4
 LAYER_NORM_EPS = 1e-5
 
-# Default arguments: one shared instance each, created once (they are immutable eqx.Modules).
-_DEFAULT_PARAMETERISATION = CompleteP()
-_DEFAULT_OUTPUT_ENERGY = CrossEntropy()
-
 
 class Embedding(eqx.Module):
     """Token plus position embedding of one sequence: wte[token_t] + wpe[t]."""
@@ -158,8 +154,8 @@ def transformer(
     use_bias: bool = False,
     std: float = 0.02,
     base_width: int = 1,
-    parameterisation: AbstractParameterisation = _DEFAULT_PARAMETERISATION,
-    output_energy: AbstractOutputEnergy = _DEFAULT_OUTPUT_ENERGY,
+    parameterisation: AbstractParameterisation = CompleteP(),
+    output_energy: AbstractOutputEnergy = CrossEntropy(),
     output_precision: float = 1.0,
     dtype=jnp.float32,
     key: PRNGKeyArray,
