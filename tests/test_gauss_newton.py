@@ -131,12 +131,15 @@ def test_the_certified_equilibrium_is_newton_krylovs(name, build, energy):
     u, v = _flat(g_gn), _flat(g_nk)
     assert float(u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v))) > 0.999999
     np.testing.assert_allclose(_flat(every.activities), _flat(nk.activities), rtol=1e-8, atol=1e-10)
-    # The counts follow from the construction: per Newton step one linearisation and two
-    # passes per application (one more than the HVPs), and d_y backward passes for J at
+    # The counts follow from the construction: per Newton step one linearisation, two
+    # passes per application (one more than the HVPs) and one pass setting up the line
+    # search's path; one forward pass per line-search trial (every gradient but the
+    # solve's first and each step's linearisation); and d_y backward passes for J at
     # every step it is built (the first, then every `refresh`).
     outputs = 5
     for solution, builds in ((every, int(every.steps)), (gn, 1 + (int(gn.steps) - 1) // 5)):
-        expected = int(solution.steps) * 3 + 2 * int(solution.hvp_evals) + builds * outputs
+        steps, trials = int(solution.steps), int(solution.grad_evals) - int(solution.steps) - 1
+        expected = steps * 4 + 2 * int(solution.hvp_evals) + trials + builds * outputs
         assert int(solution.vjp_evals) == expected
         assert int(solution.evaluations) == int(solution.grad_evals) + int(solution.hvp_evals) + expected
 
@@ -175,3 +178,32 @@ def test_it_is_refused_where_it_cannot_be_rebuilt():
         GN.apply(model, model.init_activities(jnp.ones((2, 3))))
     with pytest.raises(ValueError, match="refresh"):
         pc.GaussNewtonPreconditioner(refresh=0)
+
+
+@pytest.mark.parametrize("build", [pc.nn.residual_mlp, pc.nn.mlp], ids=["residual", "mlp"])
+def test_the_line_search_path_moves_the_errors_linearly_with_the_given_tangent(build):
+    """Newton–Krylov's trials lie on t ↦ z(ε̄ + t·δ): along it the errors, written out
+    here from the layers, are exactly ε̄ + t·δ with δ = A·d, and its tangent at t = 0 is
+    the direction d (checked by a central difference)."""
+    from pcscale._error_coordinates import error_path
+
+    model = build(7, 16, 3, 4, parameterisation=pc.MuPC(), activation="tanh", dtype=jnp.float64,
+                  key=jax.random.key(8))
+    x, _ = data(jax.random.key(9), 5, 7, 3, one_hot=True)
+    keys = jax.random.split(jax.random.key(10), 2 * model.num_hidden)
+    ff = model.init_activities(x)
+    z = tuple(a + 0.3 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(ff, keys[::2], strict=True))
+    d = tuple(0.5 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(z, keys[1::2], strict=True))
+
+    def hand_errors(states):
+        inputs = (x,) + tuple(states)
+        return tuple(s - jax.vmap(layer)(prev) for layer, prev, s in zip(model.layers[:-1], inputs[:-1], states))
+
+    _, delta = jax.jvp(hand_errors, (z,), (d,))
+    path = error_path(model, z, d)
+    for t in (0.0, 0.3, 1.0, -0.7):
+        expected = tuple(e + t * dl for e, dl in zip(hand_errors(z), delta, strict=True))
+        np.testing.assert_allclose(_flat(hand_errors(path(jnp.asarray(t)))), _flat(expected), rtol=1e-12, atol=1e-12)
+    h = 1e-5
+    tangent = (_flat(path(jnp.asarray(h))) - _flat(path(jnp.asarray(-h)))) / (2 * h)
+    np.testing.assert_allclose(tangent, _flat(d), rtol=1e-7, atol=1e-8)

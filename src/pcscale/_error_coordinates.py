@@ -35,6 +35,46 @@ def _rollout_one(model: PCModel, z_bar: Activities, delta: Activities) -> tuple[
     return tuple(states), model.layers[-1](states[-1])
 
 
+def error_path(model: PCModel, z: Activities, direction: Activities) -> _Path:
+    """The curve t ↦ z(ε̄ + t·δ) through the batched states `z` (errors ε̄) whose tangent
+    at t = 0 is `direction`: δ = A·direction (A = ∂ε/∂z, one linearised pass), and each
+    point is a nonlinear forward pass that keeps the errors ε̄ + t·δ. To first order it is
+    the straight line z + t·direction; unlike the line, it moves the errors only along δ,
+    so the energy along it, ½‖ε̄ + t·δ‖² + λ·ℓ(y, ŷ(t)), departs from a quadratic in t
+    through the output term alone."""
+    z = tuple(z)
+    if not z:  # no hidden layer: nothing to move
+        return _Path(jax.tree_util.Partial(_stay, z), 0)
+
+    def errors(states):
+        return (states[0],) + tuple(
+            states[i] - jax.vmap(model.layers[i])(states[i - 1]) for i in range(1, len(states))
+        )
+
+    _, delta = jax.jvp(errors, (z,), (tuple(direction),))
+
+    return _Path(jax.tree_util.Partial(_along, model, z, delta), 1)
+
+
+def _stay(z: Activities, t: Array) -> Activities:
+    return z
+
+
+def _along(model: PCModel, z: Activities, delta: Activities, t: Array) -> Activities:
+    scaled = tuple(t * d for d in delta)
+    return jax.vmap(lambda zb, d: _rollout_one(model, zb, d)[0])(z, scaled)
+
+
+class _Path(eqx.Module):
+    """A curve t ↦ z(t) of batched states, and the linear passes it took to set up."""
+
+    at: jax.tree_util.Partial
+    passes: int = eqx.field(static=True)
+
+    def __call__(self, t: Array) -> Activities:
+        return self.at(t)
+
+
 class LinearisedState(eqx.Module):
     """The error-to-state map linearised at a batch of states z̄.
 

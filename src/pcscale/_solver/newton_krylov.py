@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax.tree_utils as otu
 from jaxtyping import Array, Bool, Float
 
+from .._error_coordinates import error_path
 from ._base import cost, to_float
 from ._krylov import conjugate_gradient
 from ._preconditioner import AbstractKrylovSolver
@@ -37,7 +38,17 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
     Each step linearises the activity gradient at the current point (`jax.linearize`,
     forward-over-reverse, so a Hessian-vector product costs about two gradients and no
     Hessian is ever formed), solves H·d = −∇F approximately by conjugate gradients, and
-    takes the step z + t·d with a backtracking line search (t = 1, ½, ¼ …).
+    takes a step along d with a backtracking line search (t = 1, ½, ¼ …).
+
+    The trials follow the curve z(t) = z(ε̄ + t·δ) in error coordinates (z_l =
+    f_l(z_{l−1}) + ε_l; δ = A·d the errors' change along d, A = ∂ε/∂z), whose tangent
+    at t = 0 is d: each trial is one forward pass that moves every error by t·δ and lets
+    the layers above follow. On the straight line z + t·d the errors of every layer
+    change nonlinearly in t; along the curve only the output loss does. Measured on the
+    tanh μPC residual MLP of docs/inference.md (B = 64, rtol 1e-6, with the Gauss–Newton
+    preconditioner), this cut the Newton steps at N = 64 from 20 to 13 (L = 32) and from
+    26 to 19 (L = 64), and at N = 256, L = 64 from 8 to 6; both paths agree to first order,
+    so the quadratic convergence near the equilibrium is kept.
 
     - The inner solve stops at relative residual η_k = min(`forcing`,
       √(‖g_k‖/‖g_0‖)) (an Eisenstat–Walker-type forcing term: loose far from the
@@ -121,6 +132,9 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         direction = inner.solution
         slope = otu.tree_vdot(grad, direction)
         rounding = 64 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
+        # Trials along the error-coordinate curve through z with tangent `direction`
+        # (see the class docstring); one linearised pass to set it up.
+        path = error_path(model, z, direction)
 
         def cond(carry):
             *_, accepted, tries = carry
@@ -128,7 +142,7 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
 
         def body(carry):
             t, _, _, _, _, tries = carry
-            trial = otu.tree_add_scale(z, t, direction)
+            trial = path(t)
             trial_energy, trial_grad = fn(trial)
             trial_norm = otu.tree_norm(trial_grad)
             finite = jnp.isfinite(trial_energy) & jnp.isfinite(trial_norm)
@@ -150,7 +164,9 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         state = _NewtonState(state.tolerance, state.initial_residual, ~accepted, preconditioning.state)
         # The preconditioner is applied once per inner iteration and once at the start.
         passes = preconditioning.setup_passes + preconditioning.passes_per_apply * (inner.steps + 1)
-        return new_z, new_energy, new_grad, state, cost(gradients=1 + tries, hvps=inner.steps, vjps=passes)
+        # Besides: the pass that sets up the path, and each trial's forward pass along it.
+        used = cost(gradients=1 + tries, hvps=inner.steps, vjps=passes + path.passes + tries)
+        return new_z, new_energy, new_grad, state, used
 
     def stalled(self, state):
         return state.stalled
