@@ -25,6 +25,7 @@ DEFAULTS = {
     pc.LBFGS: (1e-6, 10_000),
     pc.OptimistixSolver: (1e-6, 10_000),
     pc.MixedPrecision: (1e-6, 50),
+    pc.ErrorCoordinates: (1e-6, 10_000),
 }
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the public names, for type checkers and the API reference
     )
     from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
     from ._health import TrainingFailure as TrainingFailure
-    from ._infer import infer as infer
+    from ._infer import error_residual as error_residual, infer as infer
     from ._layer import PCLayer as PCLayer
     from ._model import PCModel as PCModel
     from ._optimiser import (
@@ -75,6 +75,7 @@ if TYPE_CHECKING:  # the public names, for type checkers and the API reference
         ConjugateGradient as ConjugateGradient,
         Cost as Cost,
         DepthPreconditioner as DepthPreconditioner,
+        ErrorCoordinates as ErrorCoordinates,
         GaussNewtonPreconditioner as GaussNewtonPreconditioner,
         GradientDescent as GradientDescent,
         MixedPrecision as MixedPrecision,
@@ -113,7 +114,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "._equilibrium": ("AbstractInferenceMethod", "Equilibrium", "IterativeInference", "inference_method"),
     "._gradients": ("bp_gradients", "pc_gradients"),
     "._health": ("TrainingFailure",),
-    "._infer": ("infer",),
+    "._infer": ("error_residual", "infer"),
     "._layer": ("PCLayer",),
     "._model": ("PCModel",),
     "._optimiser": ("SGD", "AbstractOptimiser", "Adam", "FromOptax", "make_optimiser"),
@@ -128,8 +129,8 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "._solution": ("RESULTS", "InferenceSolution", "InferenceStats"),
     "._solver": (
         "LBFGS", "SOLVERS", "AbstractInferenceSolver", "AbstractPreconditioner", "ConjugateGradient", "Cost",
-        "DepthPreconditioner", "GaussNewtonPreconditioner", "GradientDescent", "MixedPrecision", "Nesterov",
-        "NewtonKrylov", "ODEFlow", "OptaxSolver", "OptimistixSolver", "Preconditioning", "RoundingArmijo",
+        "DepthPreconditioner", "ErrorCoordinates", "GaussNewtonPreconditioner", "GradientDescent", "MixedPrecision",
+        "Nesterov", "NewtonKrylov", "ODEFlow", "OptaxSolver", "OptimistixSolver", "Preconditioning", "RoundingArmijo",
         "auto_solver", "make_solver",
     ),
     "._step": ("BPStepMetrics", "ComparisonMetrics", "PCStepMetrics", "ReferenceCheck"),

@@ -189,3 +189,70 @@ def woodbury_solve(jacobian: OutputJacobian, precision: float, g: Activities) ->
     s = jnp.linalg.solve(system, rhs[..., None])[..., 0]
     correction = jacobian.apply_transpose(s)
     return tuple(g_l - precision * c_l for g_l, c_l in zip(g, correction, strict=False))
+
+
+# ------------------------------------------------- inference in error coordinates
+def _states_one(model: PCModel, x: Array, errors: Activities) -> Activities:
+    """z(ε) of one sample: z_l = f_l(z_{l−1}) + ε_l from z_0 = x."""
+    states, z = [], x
+    for layer, error in zip(model.layers[:-1], errors, strict=True):
+        z = layer(z) + error
+        states.append(z)
+    return tuple(states)
+
+
+def _errors_one(model: PCModel, x: Array, z: Activities) -> Activities:
+    """ε(z) of one sample: ε_l = z_l − f_l(z_{l−1}), z_0 = x."""
+    inputs = (x,) + tuple(z)
+    return tuple(z_l - layer(prev) for layer, prev, z_l in zip(model.layers[:-1], inputs[:-1], z, strict=True))
+
+
+def _straight(z: Activities, direction: Activities, t: Array) -> Activities:
+    return tuple(a + t * d for a, d in zip(z, direction, strict=True))
+
+
+class ErrorEnergy:
+    """Σ_i F_i as a function of the errors ε (E(ε) = Σ_i F_i(z(ε))), with the same calling
+    convention as the state-space energy the solvers receive: calling it returns the
+    value and the gradient ∇_ε E (by backpropagation through the forward map z(ε));
+    `value` is the energy alone; `trial_path` the straight line in ε. Also maps between
+    the coordinates: `free(z)` the errors of the states z, `states(ε)`, and
+    `state_gradient(ε, g)` = ∇_z F at z(ε) from g = ∇_ε E there (Aᵀ·g, A = ∂ε/∂z: one
+    forward and one linear backward pass, `residual_passes`)."""
+
+    residual_passes = 2
+
+    def __init__(self, model: PCModel, x: Array, y: Array):
+        self.model, self.x, self.y = model, x, y
+
+        def total(errors: Activities) -> Array:
+            return jnp.sum(jax.vmap(model.energy_one)(self.states(errors), x, y))
+
+        self.value = total
+        self._value_and_grad = jax.value_and_grad(total)
+
+    def __call__(self, errors: Activities) -> tuple[Array, Activities]:
+        return self._value_and_grad(tuple(errors))
+
+    def trial_path(self, model: PCModel, errors: Activities, direction: Activities) -> _Path:
+        del model  # the straight line in ε is the curve error_path draws in z
+        return _Path(jax.tree_util.Partial(_straight, tuple(errors), tuple(direction)), 0)
+
+    def states(self, errors: Activities) -> Activities:
+        return jax.vmap(lambda xi, ei: _states_one(self.model, xi, ei))(self.x, tuple(errors))
+
+    def free(self, z: Activities) -> Activities:
+        return jax.vmap(lambda xi, zi: _errors_one(self.model, xi, zi))(self.x, tuple(z))
+
+    def state_gradient(self, errors: Activities, grad: Activities) -> Activities:
+        _, pullback = jax.vjp(self.free, self.states(errors))
+        (state_grad,) = pullback(tuple(grad))
+        return state_grad
+
+
+def error_residual(model: PCModel, z: Activities, x: Array, y: Array) -> Array:
+    """‖∇_ε Σ_i F_i‖, the residual in error coordinates, at the batched states `z`
+    (A⁻ᵀ·∇_z F: one linear backward pass after the gradient). For validated inputs."""
+    grad = jax.grad(lambda u: jnp.sum(jax.vmap(model.energy_one)(u, x, y)))(tuple(z))
+    delta = linearise(model, z).transpose(grad)
+    return jnp.sqrt(sum(jnp.sum(d * d) for d in delta))

@@ -11,14 +11,14 @@ from jax.sharding import NamedSharding
 from jaxtyping import Array
 
 from ._custom_types import Activities, BatchX, BatchY
-from ._error_coordinates import output_curvature
+from ._error_coordinates import ErrorEnergy, error_path, error_residual as _error_residual, output_curvature
 from ._model import PCModel
 from ._monitor import progress_stride, read_clock, report_progress, solve_token, start_clock
 from ._precise import precise_jit
 from ._precision import warn_if_uncertifiable
 from ._sharding import follow_batch, pin
 from ._solution import RESULTS, InferenceSolution, InferenceStats
-from ._solver import AbstractInferenceSolver, GradientDescent, MixedPrecision
+from ._solver import AbstractInferenceSolver, ErrorCoordinates, GradientDescent, MixedPrecision
 from ._solver._base import with_traced_numbers
 from ._solver.mixed_precision import solve_mixed
 from ._validation import as_float_array, validated
@@ -44,6 +44,22 @@ class SummedEnergy:
 
     def __call__(self, z: Activities) -> tuple[Array, Activities]:
         return self._value_and_grad(z)
+
+    def trial_path(self, model: PCModel, z: Activities, direction: Activities):
+        """The curve a line search tries along `direction` (see `error_path`)."""
+        return error_path(model, z, direction)
+
+    # The free variables are the states themselves (ErrorEnergy's are the errors).
+    residual_passes = 0
+
+    def free(self, z: Activities) -> Activities:
+        return z
+
+    def states(self, z: Activities) -> Activities:
+        return z
+
+    def state_gradient(self, z: Activities, grad: Activities) -> Activities:
+        return grad
 
 
 # A descent solver that ends unconverged above (1 + BACKWARDS_MARGIN) × its initial
@@ -96,10 +112,21 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
     if isinstance(solver, MixedPrecision):
         return solve_mixed(model, x, y, solver, z0, sharding, _solve)
     batch = x.shape[0]
-    fn = summed_energy_and_grad(model, x, y)
+    # The loop's stopping rules are `solver`'s; its steps are `stepper`'s, taken in the
+    # states or, for ErrorCoordinates, in the errors (`fn` is then the energy of the
+    # errors, and every residual is mapped back to the states: two passes each).
+    in_errors = isinstance(solver, ErrorCoordinates)
+    stepper = solver.solver if in_errors else solver
+    fn = ErrorEnergy(model, x, y) if in_errors else summed_energy_and_grad(model, x, y)
     z = pin(jax.vmap(model.activities_one)(x) if z0 is None else tuple(z0), sharding)
+    z = pin(fn.free(z), sharding)
+    residual_passes = fn.residual_passes
+
+    def residual_of(z, grad):
+        return otu.tree_norm(fn.state_gradient(z, grad))
+
     energy0, grad0 = fn(z)
-    residual0 = otu.tree_norm(grad0)
+    residual0 = residual_of(z, grad0)
     # From a warm start `z0` the tolerance (and the reported initial energy and residual)
     # stay relative to the feedforward state, at one more gradient evaluation, so that a
     # warm and a cold solve certify the same thing; divergence and stalls are judged
@@ -108,31 +135,34 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
     if z0 is None or relative_to_start:
         energy_ff, residual_ff, ff_evals = energy0, residual0, 0
     else:
-        energy_ff, grad_ff = fn(pin(jax.vmap(model.activities_one)(x), sharding))
+        states_ff = pin(jax.vmap(model.activities_one)(x), sharding)
+        energy_ff, grad_ff = summed_energy_and_grad(model, x, y)(states_ff)
         residual_ff, ff_evals = otu.tree_norm(grad_ff), 1
     tolerance = solver.atol + solver.rtol * residual_ff
     threshold = solver.divergence_factor * jnp.maximum(energy0, jnp.finfo(energy0.dtype).tiny)
     status0 = jnp.where(residual0 <= tolerance, _CONVERGED, _RUNNING)
     zero = jnp.array(0, dtype=jnp.int32)
     window = solver.window
-    margin = type(solver).stall_margin
+    margin = type(stepper).stall_margin
     clock0 = start_clock() if solver.max_time is not None else None
     token = solve_token(energy0) if solver.progress else None
-    stride = progress_stride(model, z, type(solver).step_cost) if solver.progress else None
+    stride = progress_stride(model, z, type(stepper).step_cost) if solver.progress else None
     progress0 = _Progress(residual0, energy0, zero)
     # Solver states may hold non-array parts (e.g. Optimistix's linear operators): only
     # the arrays travel through the loop.
-    state0, static = eqx.partition(solver.init(model, fn, z, energy0, grad0, tolerance), eqx.is_array)
-    carry = (zero, z, energy0, grad0, residual0, state0, (zero + 1, zero, zero), status0, progress0, clock0)
+    state0, static = eqx.partition(stepper.init(model, fn, z, energy0, grad0, tolerance), eqx.is_array)
+    carry = (
+        zero, z, energy0, grad0, residual0, state0, (zero + 1, zero, zero + residual_passes), status0, progress0, clock0
+    )
 
     def verify(z, energy, grad, residual):
         """Re-evaluate a recurrence's claim of convergence from the energy itself."""
-        if solver.exact_values:
+        if stepper.exact_values:
             return energy, grad, residual, zero
 
         def evaluate():
             energy, grad = fn(z)
-            return energy, grad, otu.tree_norm(grad), zero + 1
+            return energy, grad, residual_of(z, grad), zero + 1
 
         return jax.lax.cond(residual <= tolerance, evaluate, lambda: (energy, grad, residual, zero))
 
@@ -143,11 +173,11 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
     def body(carry):
         step, z, energy, grad, _, state, (grads, hvps, vjps), _, progress, clock = carry
         state = eqx.combine(state, static)
-        z, energy, grad, state, used = solver.step(model, fn, z, energy, grad, state)
+        z, energy, grad, state, used = stepper.step(model, fn, z, energy, grad, state)
         z, grad = pin(z, sharding), pin(grad, sharding)
-        stuck = solver.stalled(state)
+        stuck = stepper.stalled(state)
         state, _ = eqx.partition(state, eqx.is_array)
-        energy, grad, residual, checks = verify(z, energy, grad, otu.tree_norm(grad))
+        energy, grad, residual, checks = verify(z, energy, grad, residual_of(z, grad))
         step = step + 1
         progress = _progressed(progress, step, residual, energy, margin)
         stuck = stuck | ((window > 0) & (step - progress.step >= window))
@@ -161,30 +191,30 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
             status = jnp.where((status == _RUNNING) & (clock.elapsed > solver.max_time), _OUT_OF_TIME, status)
         diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
         status = jnp.where(diverged, _DIVERGED, status)
-        counts = (grads + used.gradients + checks, hvps + used.hvps, vjps + used.vjps)
+        counts = (grads + used.gradients + checks, hvps + used.hvps, vjps + used.vjps + residual_passes * (1 + checks))
         return step, z, energy, grad, residual, state, counts, status, progress, clock
 
     carry = jax.lax.while_loop(cond, body, carry)
     steps, z, energy, _, residual, _, (grads, hvps, vjps), status, _, _ = carry
-    if not solver.exact_values:
+    if not stepper.exact_values:
         # A run that did not converge reports the true energy and residual at its final
         # activities, not the recurrence's.
         def final():
             energy, grad = fn(z)
-            residual = otu.tree_norm(grad)
+            residual = residual_of(z, grad)
             diverged = ~jnp.isfinite(energy) | ~jnp.isfinite(residual) | (energy > threshold)
             met = jnp.where(residual <= tolerance, _CONVERGED, status)
             return energy, residual, jnp.where(diverged, _DIVERGED, met), zero + 1
 
         keep = lambda: (energy, residual, status, zero)  # noqa: E731
         energy, residual, status, checks = jax.lax.cond(status == _CONVERGED, keep, final)
-        grads = grads + checks
+        grads, vjps = grads + checks, vjps + residual_passes * checks
     # A descent solver (`descends`) that ends unconverged (budget, stall or time) both
     # measurably above its initial energy and with a larger residual than at its start
     # has gone backwards: that is divergence (typically a bounded oscillation, e.g.
     # momentum with too large a step on a saturating network), not slowness. Tested at
     # the end only, as momentum methods may rise on the way down.
-    if solver.descends:
+    if stepper.descends:
         margin = BACKWARDS_MARGIN * jnp.abs(energy0) + 64 * jnp.finfo(energy0.dtype).eps * jnp.abs(energy0)
         backwards = (status != _CONVERGED) & (energy > energy0 + margin) & (residual > residual0)
         status = jnp.where(backwards, _DIVERGED, status)
@@ -192,7 +222,7 @@ def _solve(model, x, y, solver, z0, sharding, relative_to_start=False) -> Infere
         energy=energy / batch, initial_energy=energy_ff / batch, residual=residual, initial_residual=residual_ff,
         steps=steps, grad_evals=grads + ff_evals, hvp_evals=hvps, vjp_evals=vjps, result=result_of(status),
     )
-    return InferenceSolution(activities=z, stats=stats)
+    return InferenceSolution(activities=fn.states(z), stats=stats)
 
 
 def result_of(status) -> RESULTS:
@@ -264,3 +294,26 @@ def infer(
     y, z0, sharding = follow_batch(x, y, z0)
     warn_if_uncertifiable(model, x, y, solver)  # the tolerance is relative to the feedforward state
     return _infer_jit(model, x, y, with_traced_numbers(solver), z0, sharding)
+
+
+@precise_jit
+def _error_residual_jit(model, z, x, y):
+    return _error_residual(model, z, x, y)
+
+
+def error_residual(model: PCModel, z: Activities, x: BatchX, y: BatchY) -> Array:
+    """The residual in error coordinates, ‖∇_ε Σ_i F_i‖, at the activities `z`.
+
+    With z_l = f_l(z_{l−1}) + ε_l the energy is a function E(ε) of the errors too
+    ([`ErrorCoordinates`][pcscale.ErrorCoordinates]), and ∇_ε E = A⁻ᵀ·∇_z F with
+    A = ∂ε/∂z. Both vanish at the same points; every solver certifies the state-space
+    residual ‖∇_z Σ_i F_i‖ (`InferenceStats.residual`), and this gives the other one,
+    e.g. to compare with error-based PC's own reports.
+
+    **Arguments:** a [`PCModel`][pcscale.PCModel], activities `z` (a tuple, batch on
+    axis 0 of each), inputs `x` and targets `y`.
+    """
+    if not isinstance(model, PCModel):
+        raise TypeError(f"`model` must be a PCModel, got {type(model).__name__}.")
+    x, y = validated(model, as_float_array(x, "x"), as_float_array(y, "y"), z)
+    return _error_residual_jit(model, tuple(z), x, y)

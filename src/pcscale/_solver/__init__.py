@@ -16,6 +16,7 @@ from ._registry import (
 )
 from .auto import auto_solver as auto_solver
 from .conjugate_gradient import ConjugateGradient as ConjugateGradient
+from .error_coordinates import ErrorCoordinates as ErrorCoordinates
 from .gauss_newton import GaussNewtonPreconditioner as GaussNewtonPreconditioner
 from .gradient_descent import GradientDescent as GradientDescent
 from .mixed_precision import MixedPrecision as MixedPrecision

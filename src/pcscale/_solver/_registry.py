@@ -19,6 +19,7 @@ from ._base import AbstractInferenceSolver
 from ._preconditioner import DepthPreconditioner
 from .auto import auto_solver
 from .conjugate_gradient import ConjugateGradient
+from .error_coordinates import ErrorCoordinates
 from .gauss_newton import GaussNewtonPreconditioner
 from .gradient_descent import GradientDescent
 from .mixed_precision import MixedPrecision
@@ -101,6 +102,13 @@ SOLVERS: Mapping[str, RegisteredSolver] = types.MappingProxyType({
     "gauss-newton": RegisteredSolver(
         NewtonKrylov, lambda s: NewtonKrylov(rtol=s.rtol, preconditioner=GaussNewtonPreconditioner()),
         "Newton–Krylov preconditioned by the exact Gauss–Newton inverse (Woodbury, error coordinates)"),
+    "epc": RegisteredSolver(
+        ErrorCoordinates,
+        lambda s: ErrorCoordinates(GradientDescent(step_size=s.step_size), rtol=s.rtol),
+        "error-based PC: gradient descent on the errors ε, β = step_size per sample"),
+    "epc-newton": RegisteredSolver(
+        ErrorCoordinates, lambda s: ErrorCoordinates(NewtonKrylov(), rtol=s.rtol),
+        "Newton–Krylov on the errors ε (no preconditioner needed there)"),
     "lbfgs": RegisteredSolver(LBFGS, lambda s: LBFGS(rtol=s.rtol), "limited-memory BFGS (Optimistix)"),
     "bfgs": RegisteredSolver(OptimistixSolver, _bfgs, "dense BFGS through the Optimistix adaptor"),
     "ode": RegisteredSolver(ODEFlow, lambda s: ODEFlow(rtol=s.rtol), "the gradient flow, by Diffrax's Tsit5"),
@@ -108,7 +116,7 @@ SOLVERS: Mapping[str, RegisteredSolver] = types.MappingProxyType({
         MixedPrecision, _mixed, "Newton–Krylov in the model's dtype, certified in float64 (64-bit mode)"),
 })
 """Every inference solver by name, read-only: "auto", "gd", "nesterov", "momentum", "cg",
-"newton", "gauss-newton", "lbfgs", "bfgs", "ode" and "mixed". Each entry holds the solver
+"newton", "gauss-newton", "epc", "epc-newton", "lbfgs", "bfgs", "ode" and "mixed". Each entry holds the solver
 class it builds (`solver_class`, None for "auto", which chooses among the others), how it
 is built from a tolerance and step size (`build`) and a one-line `summary`. The command
 line's `--solver` choices and the experiments' `solver` setting are its keys; build one

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import optax.tree_utils as otu
 from jaxtyping import Array, Bool, Float
 
-from .._error_coordinates import error_path
 from ._base import cost, to_float
 from ._krylov import conjugate_gradient
 from ._preconditioner import AbstractKrylovSolver
@@ -134,7 +133,7 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         rounding = 64 * jnp.finfo(energy.dtype).eps * jnp.abs(energy)
         # Trials along the error-coordinate curve through z with tangent `direction`
         # (see the class docstring); one linearised pass to set it up.
-        path = error_path(model, z, direction)
+        path = fn.trial_path(model, z, direction)  # a straight line when `z` are the errors
 
         def cond(carry):
             *_, accepted, tries = carry
