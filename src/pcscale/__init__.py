@@ -96,6 +96,11 @@ if TYPE_CHECKING:  # the public names, for type checkers and the API reference
         ReferenceCheck as ReferenceCheck,
     )
     from ._train import TrainingRun as TrainingRun, train as train
+    from ._variances import (
+        depth_stable_precisions as depth_stable_precisions,
+        with_learnt_variances as with_learnt_variances,
+        with_precisions as with_precisions,
+    )
 
 
 try:
@@ -135,6 +140,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     ),
     "._step": ("BPStepMetrics", "ComparisonMetrics", "PCStepMetrics", "ReferenceCheck"),
     "._train": ("TrainingRun", "train"),
+    "._variances": ("depth_stable_precisions", "with_learnt_variances", "with_precisions"),
 }
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
 # Type checkers read the TYPE_CHECKING imports above, which are these names.

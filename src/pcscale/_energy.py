@@ -1,6 +1,7 @@
 """Energies of one unbatched activity against its prediction.
 
-Hidden layers use the Gaussian energy ½‖z − μ‖² (unit precision). The output term is
+Hidden layers use the Gaussian energy ½‖z − μ‖² (at unit precision; a layer may weight it,
+see `PCLayer.error_energy`). The output term is
 one of the [`AbstractOutputEnergy`][pcscale.AbstractOutputEnergy] subclasses; the model
 multiplies it by the output precision λ.
 """

@@ -123,7 +123,10 @@ class OutputJacobian(eqx.Module):
 
     - `rows`: Jᵀ as activities with a leading output axis: `rows[l][k, i]` is
       ∂ŷ_{i,k}/∂ε_{i,l} (k over the d_y flattened outputs, i over the batch).
-    - `gram`: K = J·Jᵀ per sample, shape (B, d_y, d_y).
+    - `gram`: K = J·Π⁻¹·Jᵀ per sample, shape (B, d_y, d_y), Π the hidden errors'
+      precisions (K = J·Jᵀ at unit precisions).
+    - `inverse_precisions`: Π⁻¹ per hidden layer, each a float or an array of the
+      layer's batched activity shape.
     - `curvature`: H_ℓ = ∂²ℓ/∂ŷ² per sample at ŷ, shape (B, d_y, d_y) (I for MSE,
       diag(p) − ppᵀ for cross-entropy with one-hot targets).
     - `prediction`: ŷ, batched.
@@ -133,6 +136,7 @@ class OutputJacobian(eqx.Module):
     gram: Float[Array, "batch out out"]
     curvature: Float[Array, "batch out out"]
     prediction: Array
+    inverse_precisions: tuple
 
     def apply(self, delta: Activities) -> Float[Array, "batch out"]:
         """J·δ per sample, flattened outputs (from the stored rows)."""
@@ -157,38 +161,60 @@ def output_curvature(model: PCModel, prediction: Array, y: Array) -> Float[Array
     return jax.vmap(hessian)(prediction, y)
 
 
-def jacobian_at(state: LinearisedState, z: Activities, curvature: Array) -> OutputJacobian:
+def inverse_precisions(model: PCModel, z: Activities) -> tuple:
+    """Π⁻¹ of every hidden error at the batched states `z`: a float per layer (1.0 at unit
+    precision), or an array of the layer's batched shape for a learnt variance."""
+    result = []
+    for layer, z_l in zip(model.layers[:-1], z, strict=True):
+        precision = layer.error_precision(tuple(z_l.shape[1:]))
+        if isinstance(precision, float):
+            result.append(1.0 / precision)
+        else:
+            result.append(jnp.broadcast_to(1.0 / precision, z_l.shape))
+    return tuple(result)
+
+
+def jacobian_at(
+    state: LinearisedState, z: Activities, curvature: Array, inverse: tuple | None = None
+) -> OutputJacobian:
     """The [`OutputJacobian`][] from a [`LinearisedState`][] at the batched states `z` and
-    the output curvature H_ℓ there: d_y linear backward passes, run as one batched pass."""
+    the output curvature H_ℓ there: d_y linear backward passes, run as one batched pass.
+    `inverse`: the hidden errors' inverse precisions ([`inverse_precisions`][]); default
+    all 1."""
     prediction = state.prediction
     out_shape = prediction.shape[1:]
     size = math.prod(out_shape)
     basis = jnp.eye(size, dtype=prediction.dtype).reshape((size,) + out_shape)
     zeros = jax.tree.map(jnp.zeros_like, tuple(z))
     rows = jax.vmap(lambda e: state.transpose(zeros, jnp.broadcast_to(e, prediction.shape)))(basis)
+    if inverse is None:
+        inverse = (1.0,) * len(rows)
     # One row per hidden layer (callers skip networks without any), so the sum is an array.
-    gram = cast(Array, sum(jnp.einsum("kb...,mb...->bkm", r, r) for r in rows))
-    return OutputJacobian(rows, gram, curvature, prediction)
+    gram = cast(Array, sum(jnp.einsum("kb...,mb...->bkm", r * w, r) for r, w in zip(rows, inverse, strict=True)))
+    return OutputJacobian(rows, gram, curvature, prediction, tuple(inverse))
 
 
 def output_jacobian(model: PCModel, z: Activities, y: Array) -> OutputJacobian:
     """The [`OutputJacobian`][] of `model` at the batched states `z` (e.g. the feedforward
     activities), with targets `y` (only the output energy's curvature reads them)."""
     state = linearise(model, z)
-    return jacobian_at(state, z, output_curvature(model, state.prediction, y))
+    return jacobian_at(state, z, output_curvature(model, state.prediction, y), inverse_precisions(model, tuple(z)))
 
 
 def woodbury_solve(jacobian: OutputJacobian, precision: float, g: Activities) -> Activities:
-    r"""(I + λ·Jᵀ H_ℓ J)⁻¹·g per sample by the Woodbury identity,
-    g − λ·Jᵀ (I + λ·H_ℓ K)⁻¹ H_ℓ J·g: one d_y × d_y solve per sample (valid for a
-    singular H_ℓ such as cross-entropy's)."""
+    r"""(Π + λ·Jᵀ H_ℓ J)⁻¹·g per sample by the Woodbury identity,
+    u − λ·Π⁻¹Jᵀ (I + λ·H_ℓ K)⁻¹ H_ℓ J·u with u = Π⁻¹g and K = JΠ⁻¹Jᵀ: one d_y × d_y
+    solve per sample (valid for a singular H_ℓ such as cross-entropy's). Π, the hidden
+    errors' precisions, is I unless the model sets them."""
     size = jacobian.gram.shape[-1]
     eye = jnp.eye(size, dtype=jacobian.gram.dtype)
+    inverse = jacobian.inverse_precisions
+    u = tuple(g_l * w for g_l, w in zip(g, inverse, strict=True))
     system = eye[None] + precision * jnp.einsum("bij,bjk->bik", jacobian.curvature, jacobian.gram)
-    rhs = jnp.einsum("bij,bj->bi", jacobian.curvature, jacobian.apply(g))
+    rhs = jnp.einsum("bij,bj->bi", jacobian.curvature, jacobian.apply(u))
     s = jnp.linalg.solve(system, rhs[..., None])[..., 0]
     correction = jacobian.apply_transpose(s)
-    return tuple(g_l - precision * c_l for g_l, c_l in zip(g, correction, strict=False))
+    return tuple(u_l - precision * w * c_l for u_l, w, c_l in zip(u, inverse, correction, strict=True))
 
 
 # ------------------------------------------------- inference in error coordinates

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, PyTree
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
 
 from ._parameterisation import Init, Scaling
+from ._validation import is_finite_real
 
 
 def identity(z: Array) -> Array:
@@ -42,6 +44,15 @@ class PCLayer(eqx.Module):
       one axis: `bias`, gains inside `module`). Only the optimiser scales are read.
     - `skip`: add the incoming activity (residual layer). Shapes must match.
     - `activation`: φ, applied to the incoming activity before `module`. Default identity.
+    - `precision`: π > 0, the fixed precision of this layer's prediction error
+      ε = z − f(z_prev) in the energy, (π/2)·‖ε‖². Default 1. Hidden layers only: the
+      output term is weighted by the model's `output_precision` λ.
+    - `log_variance`: None (default), or a learnable log-variance s of the error, a
+      scalar array (one variance for the layer) or one of the layer's output shape (one
+      per unit). The energy term becomes (π/2)·Σ_k e^{−s_k}·ε_k² + ½·Σ_k s_k (the
+      Gaussian's log-determinant; a scalar s counts once per unit), and s is a parameter
+      like the weights: the PC update descends ∂F/∂s, whose zero is e^{s} = the mean of
+      ε² over the batch (and the units, for a scalar). Hidden layers only.
     """
 
     module: PyTree
@@ -52,8 +63,21 @@ class PCLayer(eqx.Module):
     )
     skip: bool = eqx.field(static=True, default=False)
     activation: Callable[[Array], Array] = eqx.field(static=True, default=identity)
+    precision: float = eqx.field(static=True, default=1.0, kw_only=True)
+    log_variance: Array | None = eqx.field(default=None, kw_only=True)
 
     def __check_init__(self):
+        if isinstance(self.precision, bool) or not (is_finite_real(self.precision) and self.precision > 0):
+            raise ValueError(
+                f"`precision` must be a positive finite float, got {self.precision!r}; the default is 1.0."
+            )
+        if self.log_variance is not None and not (
+            eqx.is_inexact_array(self.log_variance) and jnp.ndim(self.log_variance) <= 3
+        ):
+            raise TypeError(
+                f"`log_variance` must be None or a floating array (a scalar, or the layer's output "
+                f"shape), got {type(self.log_variance).__name__}; e.g. log_variance=jnp.zeros(())."
+            )
         if not isinstance(self.scaling, Scaling):
             raise TypeError(f"`scaling` must be a pcscale.Scaling, got {type(self.scaling).__name__}.")
         if not isinstance(self.vector_scaling, Scaling):
@@ -93,6 +117,22 @@ class PCLayer(eqx.Module):
         if self.bias is not None:
             out = out + self.bias
         return z + out if self.skip else out
+
+    def error_energy(self, z: Array, prediction: Array) -> Float[Array, ""]:
+        """This layer's term of the energy for one sample: (π/2)·‖z − f(z_prev)‖², with
+        the learnt variance and its log-determinant when `log_variance` is set."""
+        squared = (z - prediction) ** 2
+        if self.log_variance is None:
+            return 0.5 * self.precision * jnp.sum(squared)
+        s = jnp.broadcast_to(self.log_variance, squared.shape)
+        return 0.5 * self.precision * jnp.sum(jnp.exp(-s) * squared) + 0.5 * jnp.sum(s)
+
+    def error_precision(self, shape: tuple[int, ...]) -> Array | float:
+        """The precision of each unit of this layer's error, for an error of per-sample
+        `shape`: π·e^{−s} broadcast to it, or the float π without a learnt variance."""
+        if self.log_variance is None:
+            return self.precision
+        return self.precision * jnp.exp(-jnp.broadcast_to(self.log_variance, shape))
 
     def parameter_scalings(self) -> PyTree:
         """The [`Scaling`][pcscale.Scaling] of each array leaf of the layer, as a pytree

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree, Shaped
 
 from ._custom_types import Activities, BatchX, BatchY
-from ._energy import AbstractOutputEnergy, gaussian_energy
+from ._energy import AbstractOutputEnergy
 from ._layer import PCLayer
 from ._precise import full_precision
 from ._validation import as_float_array, cast_to, check_one_hot, check_x, check_y, validated
@@ -22,7 +22,10 @@ class PCModel(eqx.Module):
     The free activities are z_1 … z_H (H = L − 1), z_l being the output of map l;
     z_0 = x is clamped. Per sample,
 
-    $$F_i = \sum_{l=1}^{H} \tfrac12\|z_l - f_l(z_{l-1})\|^2 + \lambda\,\ell(y, f_L(z_H)),$$
+    $$F_i = \sum_{l=1}^{H} \tfrac{\pi_l}{2}\|z_l - f_l(z_{l-1})\|^2 + \lambda\,\ell(y, f_L(z_H)),$$
+
+    with π_l the `precision` of layer l (1 unless set; a layer may also learn a
+    variance, see [`PCLayer`][pcscale.PCLayer]),
 
     and `energy` returns the batch mean F = (1/B)·Σ_i F_i. The feedforward pass
     `model(x)` *is* the backpropagation network, and its loss `loss(x, y)` is the batch
@@ -68,6 +71,14 @@ class PCModel(eqx.Module):
                 "build them with a floating dtype, e.g. dtype=jnp.float32 in the pcscale.nn "
                 "builders, or cast the weights with .astype(jnp.float32)."
             )
+        last = self.layers[-1]
+        if last.precision != 1.0 or last.log_variance is not None:
+            raise ValueError(
+                "the last layer's `precision` and `log_variance` must stay at their defaults (1.0, None), "
+                f"got precision={last.precision!r}, log_variance={last.log_variance!r}: the output term is "
+                "weighted by the model's `output_precision` λ instead; e.g. PCModel(layers, MSE(), "
+                "output_precision=2.0)."
+            )
         precision = self.output_precision
         if not (isinstance(precision, (int, float)) and precision > 0 and precision < float("inf")):
             raise ValueError(
@@ -85,6 +96,12 @@ class PCModel(eqx.Module):
     def num_hidden(self) -> int:
         """H = L − 1, the number of free activities."""
         return len(self.layers) - 1
+
+    @property
+    def unit_precisions(self) -> bool:
+        """Whether every hidden error has precision 1 and no learnt variance (the energy
+        of the docstring, without the per-layer weights)."""
+        return all(layer.precision == 1.0 and layer.log_variance is None for layer in self.layers[:-1])
 
     # -------------------------------------------------------- unbatched maths
     # One sample at a time (no batch axis), for `jax.vmap` and for writing new energies,
@@ -108,12 +125,13 @@ class PCModel(eqx.Module):
         return tuple(activities)
 
     def layer_energies_one(self, z: Activities, x: Array, y: Array) -> Float[Array, " L"]:
-        """The L terms of F for one sample: ½‖z_l − f_l(z_{l−1})‖² for l = 1 … H, then
+        """The L terms of F for one sample: (π_l/2)·‖z_l − f_l(z_{l−1})‖² for l = 1 … H
+        (`PCLayer.error_energy`, with a learnt variance where set), then
         λ·ℓ(y, f_L(z_H)) (no batch axis, not validated)."""
         inputs = (x,) + tuple(z)
         # `z` is not validated here, so its length is not guaranteed to be H.
         terms = [
-            gaussian_energy(z_l, layer(z_prev))
+            layer.error_energy(z_l, layer(z_prev))
             for layer, z_prev, z_l in zip(self.layers[:-1], inputs[:-1], z, strict=False)
         ]
         prediction = self.layers[-1](inputs[-1])

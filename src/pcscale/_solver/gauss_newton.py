@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
-from .._error_coordinates import OutputJacobian, jacobian_at, linearise, woodbury_solve
+from .._error_coordinates import OutputJacobian, inverse_precisions, jacobian_at, linearise, woodbury_solve
 from ._preconditioner import AbstractPreconditioner, Preconditioning
 
 # Above this many outputs per sample the d_y × d_y systems and the d_y backward passes
@@ -36,7 +36,9 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
 
     $$(I + \lambda J^\top H_\ell J)^{-1} g = g - \lambda J^\top (I + \lambda H_\ell J J^\top)^{-1} H_\ell J g,$$
 
-    a d_y × d_y solve (valid for the singular cross-entropy H_ℓ). Mapped back to the
+    a d_y × d_y solve (valid for the singular cross-entropy H_ℓ). With per-layer
+    precisions Π ([`PCLayer`][pcscale.PCLayer]'s `precision`, `log_variance`) the matrix
+    is Π + λ·JᵀH_ℓJ, inverted alike with JΠ⁻¹Jᵀ in place of JJᵀ. Mapped back to the
     activities, M⁻¹ = A⁻¹ (I + λJᵀH_ℓJ)⁻¹ A⁻ᵀ, A = ∂ε/∂z: one linear backward pass
     (A⁻ᵀ), the Woodbury solve, and one linear forward pass (A⁻¹). M is the activity
     Hessian without its curvature terms (the output residual times the curvature of ŷ,
@@ -94,7 +96,7 @@ class GaussNewtonPreconditioner(AbstractPreconditioner):
 
     @staticmethod
     def _jacobian(model, fn, state, z) -> OutputJacobian:
-        return jacobian_at(state, z, fn.output_curvature(state.prediction))
+        return jacobian_at(state, z, fn.output_curvature(state.prediction), inverse_precisions(model, tuple(z)))
 
     def at(self, model, fn, z, memory=None) -> Preconditioning:
         if not tuple(z):  # no hidden layer: nothing to precondition

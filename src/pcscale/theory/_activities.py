@@ -43,7 +43,8 @@ class AbstractLinearSolve(eqx.Module):
 
 class Propagation(AbstractLinearSolve):
     r"""Exact, via the rescaling S: at equilibrium the hidden errors are
-    ε*_ℓ = G_ℓᵀS⁻¹r (r = y − ŷ of the feedforward pass), so one backward pass of S⁻¹r
+    ε*_ℓ = Π_ℓ⁻¹G_ℓᵀS⁻¹r (r = y − ŷ of the feedforward pass; Π_ℓ the layer's error
+    precision, I unless set), so one backward pass of S⁻¹r
     through the transposed layers gives every ε*_ℓ, and one forward pass
     z*_ℓ = f_ℓ(z*_{ℓ−1}) + ε*_ℓ the activities. Cost O(L·(B + d_y)·N²): the cheapest
     exact method at any size."""
@@ -56,7 +57,10 @@ class Propagation(AbstractLinearSolve):
         errors = []
         for index in range(model.depth - 1, 0, -1):
             u = jax.vmap(transpose_of(model.layers[index], hidden[index - 1], index))(u)
-            errors.append(u)
+            # ε*_ℓ = Π_ℓ⁻¹G_ℓᵀS⁻¹r: the propagated u_ℓ = G_ℓᵀS⁻¹r scaled by the layer's
+            # inverse precision (1 unless set).
+            precision = model.layers[index - 1].error_precision(tuple(hidden[index - 1].shape))
+            errors.append(u / jnp.broadcast_to(precision, u.shape))
         errors.reverse()
         activities, z = [], x
         for layer, error in zip(model.layers[:-1], errors, strict=True):  # one error per hidden layer

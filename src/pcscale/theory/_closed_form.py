@@ -56,10 +56,11 @@ class Rescaling(eqx.Module):
 
 
 def accumulate(model: PCModel, shape: tuple[int, ...], *, end_to_end: bool = False):
-    """Σ_ℓ G_ℓG_ℓᵀ by one backward accumulation: the d_y rows of G_H = A_L come from
-    transposing the readout on the output basis, then G_ℓ = G_{ℓ+1}·A_{ℓ+1} (one
-    d_y × N by N × N product per layer, O(L·d_y·N²) in all) with each Gram added as it
-    is formed. Works for any linear layer maps (a conv layer is transposed the same way).
+    """Σ_ℓ G_ℓΠ_ℓ⁻¹G_ℓᵀ (Π_ℓ the precision of ε_ℓ; I unless set) by one backward
+    accumulation: the d_y rows of G_H = A_L come from transposing the readout on the
+    output basis, then G_ℓ = G_{ℓ+1}·A_{ℓ+1} (one d_y × N by N × N product per layer,
+    O(L·d_y·N²) in all) with each Gram added as it is formed. Works for any linear
+    layer maps (a conv layer is transposed the same way).
 
     With `end_to_end`, one more step through the input layer also returns
     G_0 = A_L⋯A_1, the whole network as a d_y × D matrix (shaped (d_y, *input shape)),
@@ -74,7 +75,10 @@ def accumulate(model: PCModel, shape: tuple[int, ...], *, end_to_end: bool = Fal
     for index in range(model.depth - 1, 0, -1):
         rows = jax.vmap(transpose_of(model.layers[index], inputs[index], index))(rows)
         flat = rows.reshape(size, -1)
-        gram = gram + flat @ flat.T
+        # G_l Π_l⁻¹ G_lᵀ, Π_l the precision of the error of z_l (made by layers[index − 1]).
+        inverse = 1.0 / jnp.ravel(jnp.broadcast_to(
+            model.layers[index - 1].error_precision(tuple(inputs[index].shape)), inputs[index].shape))
+        gram = gram + (flat * inverse[None, :]) @ flat.T
     if not end_to_end:
         return gram, None
     return gram, jax.vmap(transpose_of(model.layers[0], inputs[0], 0))(rows)
