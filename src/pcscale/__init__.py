@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the public names, for type checkers and the API reference
     )
     from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
     from ._health import TrainingFailure as TrainingFailure
+    from ._incremental import IncrementalMetrics as IncrementalMetrics, ipc_step as ipc_step
     from ._infer import error_residual as error_residual, infer as infer
     from ._layer import PCLayer as PCLayer
     from ._model import PCModel as PCModel
@@ -119,6 +120,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "._equilibrium": ("AbstractInferenceMethod", "Equilibrium", "IterativeInference", "inference_method"),
     "._gradients": ("bp_gradients", "pc_gradients"),
     "._health": ("TrainingFailure",),
+    "._incremental": ("IncrementalMetrics", "ipc_step"),
     "._infer": ("error_residual", "infer"),
     "._layer": ("PCLayer",),
     "._model": ("PCModel",),
