@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the public names, for type checkers and the API reference
     )
     from ._gradients import bp_gradients as bp_gradients, pc_gradients as pc_gradients
     from ._health import TrainingFailure as TrainingFailure
+    from ._hybrid import Amortiser as Amortiser, HybridMetrics as HybridMetrics, hybrid_step as hybrid_step
     from ._incremental import IncrementalMetrics as IncrementalMetrics, ipc_step as ipc_step
     from ._infer import error_residual as error_residual, infer as infer
     from ._layer import PCLayer as PCLayer
@@ -120,6 +121,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "._equilibrium": ("AbstractInferenceMethod", "Equilibrium", "IterativeInference", "inference_method"),
     "._gradients": ("bp_gradients", "pc_gradients"),
     "._health": ("TrainingFailure",),
+    "._hybrid": ("Amortiser", "HybridMetrics", "hybrid_step"),
     "._incremental": ("IncrementalMetrics", "ipc_step"),
     "._infer": ("error_residual", "infer"),
     "._layer": ("PCLayer",),
