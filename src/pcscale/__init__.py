@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the public names, for type checkers and the API reference
     from . import nn as nn, theory as theory
+    from ._bidirectional import (
+        BidirectionalModel as BidirectionalModel,
+        BidirectionalSolution as BidirectionalSolution,
+        BidirectionalStepMetrics as BidirectionalStepMetrics,
+        ancestral_sample as ancestral_sample,
+        bpc_step as bpc_step,
+        infer_bidirectional as infer_bidirectional,
+    )
     from ._compare import (
         EquilibriumComparison as EquilibriumComparison,
         GradientAlignment as GradientAlignment,
@@ -116,6 +124,10 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - source checkout
 # reference read; tests/test_lazy_exports.py checks that the two lists agree.
 _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     ".": ("nn", "theory"),
+    "._bidirectional": (
+        "BidirectionalModel", "BidirectionalSolution", "BidirectionalStepMetrics", "ancestral_sample", "bpc_step",
+        "infer_bidirectional",
+    ),
     "._compare": ("EquilibriumComparison", "GradientAlignment", "compare_at_equilibrium", "compare_gradients"),
     "._energy": ("MSE", "AbstractOutputEnergy", "CrossEntropy", "gaussian_energy"),
     "._equilibrium": ("AbstractInferenceMethod", "Equilibrium", "IterativeInference", "inference_method"),

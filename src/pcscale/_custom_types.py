@@ -1,6 +1,6 @@
 """jaxtyping aliases shared by all modules."""
 
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree, Shaped
@@ -14,4 +14,15 @@ RealScalar: TypeAlias = float | np.floating | np.integer
 BatchX: TypeAlias = Shaped[ArrayLike, " batch *input"]
 BatchY: TypeAlias = Shaped[ArrayLike, " batch *output"]  # integer one-hot labels are accepted
 
-__all__ = ["Activities", "Array", "BatchX", "BatchY", "Float", "PyTree", "RealScalar"]
+__all__ = ["Activities", "Array", "BatchX", "BatchY", "EnergyModel", "Float", "PyTree", "RealScalar"]
+
+
+@runtime_checkable
+class EnergyModel(Protocol):
+    """What the inference loop needs of a model: the energy of one sample's free states
+    and their starting point. A [`PCModel`][pcscale.PCModel] is one; so is the clamped
+    view of a bidirectional model."""
+
+    def energy_one(self, z: Activities, x: Array, y: Array) -> Array: ...
+
+    def activities_one(self, x: Array) -> Activities: ...

@@ -237,6 +237,11 @@ def _straight(z: Activities, direction: Activities, t: Array) -> Activities:
     return tuple(a + t * d for a, d in zip(z, direction, strict=True))
 
 
+def straight_path(z: Activities, direction: Activities) -> _Path:
+    """The line t ↦ z + t·direction."""
+    return _Path(jax.tree_util.Partial(_straight, tuple(z), tuple(direction)), 0)
+
+
 class ErrorEnergy:
     """Σ_i F_i as a function of the errors ε (E(ε) = Σ_i F_i(z(ε))), with the same calling
     convention as the state-space energy the solvers receive: calling it returns the
@@ -262,7 +267,7 @@ class ErrorEnergy:
 
     def trial_path(self, model: PCModel, errors: Activities, direction: Activities) -> _Path:
         del model  # the straight line in ε is the curve error_path draws in z
-        return _Path(jax.tree_util.Partial(_straight, tuple(errors), tuple(direction)), 0)
+        return straight_path(errors, direction)
 
     def states(self, errors: Activities) -> Activities:
         return jax.vmap(lambda xi, ei: _states_one(self.model, xi, ei))(self.x, tuple(errors))

@@ -10,8 +10,14 @@ import optax.tree_utils as otu
 from jax.sharding import NamedSharding
 from jaxtyping import Array
 
-from ._custom_types import Activities, BatchX, BatchY
-from ._error_coordinates import ErrorEnergy, error_path, error_residual as _error_residual, output_curvature
+from ._custom_types import Activities, BatchX, BatchY, EnergyModel
+from ._error_coordinates import (
+    ErrorEnergy,
+    error_path,
+    error_residual as _error_residual,
+    output_curvature,
+    straight_path,
+)
 from ._model import PCModel
 from ._monitor import progress_stride, read_clock, report_progress, solve_token, start_clock
 from ._precise import precise_jit
@@ -34,20 +40,26 @@ class SummedEnergy:
     outputs flattened; for Gauss–Newton preconditioners). Solvers receive the model
     separately, as an explicit argument of `init` and `step`."""
 
-    def __init__(self, model: PCModel, x: Array, y: Array):
+    def __init__(self, model: EnergyModel, x: Array, y: Array):
         def total(z: Activities) -> Array:
             return jnp.sum(jax.vmap(model.energy_one)(z, x, y))
 
         self.value = total
         self._value_and_grad = jax.value_and_grad(total)
-        self.output_curvature = lambda prediction: output_curvature(model, prediction, y)
+        def curvature(prediction: Array) -> Array:
+            if not isinstance(model, PCModel):
+                raise TypeError("the output curvature (Gauss–Newton) is defined for a PCModel only.")
+            return output_curvature(model, prediction, y)
+
+        self.output_curvature = curvature
 
     def __call__(self, z: Activities) -> tuple[Array, Activities]:
         return self._value_and_grad(z)
 
-    def trial_path(self, model: PCModel, z: Activities, direction: Activities):
-        """The curve a line search tries along `direction` (see `error_path`)."""
-        return error_path(model, z, direction)
+    def trial_path(self, model: EnergyModel, z: Activities, direction: Activities):
+        """The curve a line search tries along `direction`: `error_path` for a PCModel,
+        the straight line for any other energy."""
+        return error_path(model, z, direction) if isinstance(model, PCModel) else straight_path(z, direction)
 
     # The free variables are the states themselves (ErrorEnergy's are the errors).
     residual_passes = 0
@@ -66,25 +78,28 @@ class SummedEnergy:
 # energy, with a larger residual than at its start, has diverged.
 BACKWARDS_MARGIN = 1e-3
 
-def summed_energy_and_grad(model: PCModel, x: Array, y: Array) -> SummedEnergy:
+def summed_energy_and_grad(model: EnergyModel, x: Array, y: Array) -> SummedEnergy:
     """value_and_grad of Σ_i F_i in the activities; its gradient is the stack of
     per-sample gradients ∇_{z_i} F_i."""
     return SummedEnergy(model, x, y)
 
 
 def solve_activities(
-    model: PCModel,
+    model: EnergyModel,
     x: Array,
     y: Array,
     solver: AbstractInferenceSolver,
     z0: Activities | None = None,
     sharding: NamedSharding | None = None,
+    relative_to_start: bool = False,
 ) -> InferenceSolution:
     """The inference loop, for already-validated inputs (callable inside jit). With a
     batch `sharding` (static; from `batch_sharding(x)`), the activities and their
     gradients are pinned to it at every step, so that they stay split over the devices
-    and only the scalar reductions (energy, residual norm, inner products) cross them."""
-    return _solve(model, x, y, solver, z0, sharding)
+    and only the scalar reductions (energy, residual norm, inner products) cross them.
+    With `relative_to_start` the tolerance is relative to the residual at `z0` (for
+    models without a feedforward state)."""
+    return _solve(model, x, y, solver, z0, sharding, relative_to_start)
 
 
 class _Progress(eqx.Module):

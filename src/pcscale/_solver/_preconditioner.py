@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import equinox as eqx
 
-from .._custom_types import Activities
+from .._custom_types import Activities, EnergyModel
 from .._model import PCModel
 from ._base import AbstractInferenceSolver
 
@@ -98,6 +98,13 @@ def _identity(r: Activities) -> Activities:
     return r
 
 
+def _structured(model: EnergyModel) -> PCModel:
+    """`model` as the PCModel a preconditioner reads its structure from."""
+    if not isinstance(model, PCModel):
+        raise TypeError(f"preconditioners read a PCModel's layers; got {type(model).__name__}.")
+    return model
+
+
 class AbstractKrylovSolver(AbstractInferenceSolver):
     """A solver whose iterations are Krylov (conjugate-gradient) steps on the activity
     Hessian, and so can be preconditioned: the keyword-only `preconditioner` is None
@@ -112,16 +119,17 @@ class AbstractKrylovSolver(AbstractInferenceSolver):
                 f"{type(self.preconditioner).__name__}; e.g. pcscale.DepthPreconditioner()."
             )
 
-    def preconditioning(self, model: PCModel) -> Callable[[Activities], Activities]:
+    def preconditioning(self, model: EnergyModel) -> Callable[[Activities], Activities]:
         """r ↦ M⁻¹·r for `model` (the identity without a preconditioner), for a
         preconditioner that does not depend on the point."""
         preconditioner = self.preconditioner
         if preconditioner is None:
             return _identity
-        return lambda r: preconditioner.apply(model, r)
+        pc_model = _structured(model)
+        return lambda r: preconditioner.apply(pc_model, r)
 
-    def preconditioning_at(self, model: PCModel, fn, z: Activities, state: Any = None) -> Preconditioning:
+    def preconditioning_at(self, model: EnergyModel, fn, z: Activities, state: Any = None) -> Preconditioning:
         """The [`Preconditioning`][pcscale.Preconditioning] at the activities `z`."""
         if self.preconditioner is None:
             return Preconditioning(_identity)
-        return self.preconditioner.at(model, fn, z, state)
+        return self.preconditioner.at(_structured(model), fn, z, state)
