@@ -45,6 +45,13 @@ if TYPE_CHECKING:  # the public names, for type checkers and the API reference
     from ._infer import error_residual as error_residual, infer as infer
     from ._layer import PCLayer as PCLayer
     from ._model import PCModel as PCModel
+    from ._monte_carlo import (
+        MonteCarloSamples as MonteCarloSamples,
+        MonteCarloStepMetrics as MonteCarloStepMetrics,
+        effective_sample_size as effective_sample_size,
+        mcpc_sample as mcpc_sample,
+        mcpc_step as mcpc_step,
+    )
     from ._optimiser import (
         SGD as SGD,
         AbstractOptimiser as AbstractOptimiser,
@@ -138,6 +145,9 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "._infer": ("error_residual", "infer"),
     "._layer": ("PCLayer",),
     "._model": ("PCModel",),
+    "._monte_carlo": (
+        "MonteCarloSamples", "MonteCarloStepMetrics", "effective_sample_size", "mcpc_sample", "mcpc_step",
+    ),
     "._optimiser": ("SGD", "AbstractOptimiser", "Adam", "FromOptax", "make_optimiser"),
     "._parameterisation": (
         "NTP", "SP", "AbstractParameterisation", "AdamRule", "CompleteP", "DepthMuP", "Init", "InitStdRule",
