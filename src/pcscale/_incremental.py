@@ -63,8 +63,12 @@ def _ipc(model, opt_state, x, y, z0, optimiser, step_size, iterations: int, refe
     z = jax.vmap(model.activities_one)(x) if start is None else start
     loss = jnp.mean(jax.vmap(lambda xi, yi: model.output_energy(model.forward_one(xi), yi))(x, y))
 
+    # Only arrays travel through the scan (a model may hold functions, e.g. activations).
+    params, static = eqx.partition(model, eqx.is_array)
+
     def iteration(carry, _):
-        model, opt_state, z = carry
+        params, opt_state, z = carry
+        model = eqx.combine(params, static)
         energy_sum, z_grad = summed_energy_and_grad(model, x, y)(z)
         energy, grads = energy_gradients(model, z, x, y)
         drift = None
@@ -74,10 +78,11 @@ def _ipc(model, opt_state, x, y, z0, optimiser, step_size, iterations: int, refe
         finite = jnp.isfinite(energy_sum) & jnp.isfinite(residual)
         new_model, opt_state, grad_norm, accept = guarded_update(model, opt_state, grads, optimiser, finite)
         new_z = otu.tree_where(finite, otu.tree_add_scale(z, -step_size, z_grad), z)
-        return (new_model, opt_state, new_z), (energy, residual, grad_norm, accept, drift)
+        return (eqx.filter(new_model, eqx.is_array), opt_state, new_z), (energy, residual, grad_norm, accept, drift)
 
-    (model, opt_state, z), (energy, residual, grad_norm, updated, drift) = jax.lax.scan(
-        iteration, (model, opt_state, tuple(z)), None, length=iterations)
+    (params, opt_state, z), (energy, residual, grad_norm, updated, drift) = jax.lax.scan(
+        iteration, (params, opt_state, tuple(z)), None, length=iterations)
+    model = eqx.combine(params, static)
     diverged = ~jnp.all(jnp.isfinite(energy) & jnp.isfinite(residual))
     return model, opt_state, IncrementalMetrics(energy, residual, grad_norm, updated, drift, loss, diverged), z
 
