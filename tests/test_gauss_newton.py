@@ -207,3 +207,14 @@ def test_the_line_search_path_moves_the_errors_linearly_with_the_given_tangent(b
     h = 1e-5
     tangent = (_flat(path(jnp.asarray(h))) - _flat(path(jnp.asarray(-h)))) / (2 * h)
     np.testing.assert_allclose(tangent, _flat(d), rtol=1e-7, atol=1e-8)
+
+
+def test_a_float32_model_stays_float32_with_a_kept_jacobian():
+    """With 64-bit mode on, the Jacobian kept between Newton steps (refresh > 1) must
+    carry the model's dtype: a float64 placeholder once turned every product float64."""
+    model = pc.nn.residual_mlp(12, 32, 5, 4, parameterisation=pc.MuPC(), activation="tanh", dtype=jnp.float32,
+                               key=jax.random.key(11))
+    x, y = data(jax.random.key(12), 6, 12, 5, dtype=jnp.float32)
+    solution = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-4, preconditioner=pc.GaussNewtonPreconditioner()))
+    assert solution.result == pc.RESULTS.converged
+    assert all(a.dtype == jnp.float32 for a in solution.activities)

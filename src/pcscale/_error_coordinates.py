@@ -136,7 +136,7 @@ class OutputJacobian(eqx.Module):
     gram: Float[Array, "batch out out"]
     curvature: Float[Array, "batch out out"]
     prediction: Array
-    inverse_precisions: tuple
+    inverse_precisions: tuple[Array, ...]
 
     def apply(self, delta: Activities) -> Float[Array, "batch out"]:
         """J·δ per sample, flattened outputs (from the stored rows)."""
@@ -161,16 +161,18 @@ def output_curvature(model: PCModel, prediction: Array, y: Array) -> Float[Array
     return jax.vmap(hessian)(prediction, y)
 
 
-def inverse_precisions(model: PCModel, z: Activities) -> tuple:
-    """Π⁻¹ of every hidden error at the batched states `z`: a float per layer (1.0 at unit
-    precision), or an array of the layer's batched shape for a learnt variance."""
+def inverse_precisions(model: PCModel, z: Activities) -> tuple[Array, ...]:
+    """Π⁻¹ of every hidden error at the batched states `z`, in their dtype: a scalar array
+    per layer for a fixed precision (1 at unit precision), or an array of the layer's
+    batched shape for a learnt variance. Arrays either way, so that a Jacobian kept
+    between Newton steps has the types of a rebuilt one."""
     result = []
     for layer, z_l in zip(model.layers[:-1], z, strict=True):
         precision = layer.error_precision(tuple(z_l.shape[1:]))
         if isinstance(precision, float):
-            result.append(1.0 / precision)
+            result.append(jnp.asarray(1.0 / precision, z_l.dtype))
         else:
-            result.append(jnp.broadcast_to(1.0 / precision, z_l.shape))
+            result.append(jnp.broadcast_to(1.0 / precision, z_l.shape).astype(z_l.dtype))
     return tuple(result)
 
 
@@ -188,9 +190,10 @@ def jacobian_at(
     zeros = jax.tree.map(jnp.zeros_like, tuple(z))
     rows = jax.vmap(lambda e: state.transpose(zeros, jnp.broadcast_to(e, prediction.shape)))(basis)
     if inverse is None:
-        inverse = (1.0,) * len(rows)
+        inverse = tuple(jnp.ones((), r.dtype) for r in rows)
     # One row per hidden layer (callers skip networks without any), so the sum is an array.
-    gram = cast(Array, sum(jnp.einsum("kb...,mb...->bkm", r * w, r) for r, w in zip(rows, inverse, strict=True)))
+    gram = cast(Array, sum(jnp.einsum("kb...,mb...->bkm", r * jnp.broadcast_to(w, r.shape[1:])[None], r)
+                           for r, w in zip(rows, inverse, strict=True)))
     return OutputJacobian(rows, gram, curvature, prediction, tuple(inverse))
 
 

@@ -13,6 +13,7 @@ from . import (
     coord_check,
     gamma0_sweep,
     inference_convergence,
+    pc_variants,
     residual_mlp,
     resnet_cnn,
     saddle,
@@ -38,7 +39,7 @@ def _registry(experiments: Sequence[Experiment]) -> dict[str, Experiment]:
 EXPERIMENTS: dict[str, Experiment] = _registry([
     module.EXPERIMENT for module in (
         width_depth_linear, toy, toy_sp, gamma0_sweep, saddle, inference_convergence, residual_mlp,
-        resnet_cnn, transformer, coord_check,
+        resnet_cnn, transformer, coord_check, pc_variants,
     )
 ])
 """Every experiment of the paper by name (the names `pcscale list` prints), each an

@@ -52,8 +52,11 @@ class CellResult:
 
     @property
     def failure(self) -> TrainingFailure | None:
-        """The training failure of the cell (its trace's), or None."""
-        return None if self.trace is None else self.trace.failure
+        """The training failure of the cell (its trace's, or for a cell without a trace
+        the one its `info["failure"]` records), or None."""
+        if self.trace is None:
+            return TrainingFailure.from_json(self.info.get("failure"))
+        return self.trace.failure
 
 
 def trace_of(result: CellResult) -> Trace:

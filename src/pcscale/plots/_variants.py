@@ -1,0 +1,44 @@
+"""Figure of `pc-variants`: test accuracy per epoch of every method, beside the time per
+epoch relative to BP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._panels import finish, no_data, panel_grid, styled
+
+
+def plot_variants(run, out_dir: Path) -> list[Path]:
+    """Test accuracy (feedforward pass) against epoch for every method, and each method's
+    mean time per epoch over BP's (failed cells drawn dashed and marked)."""
+    results = {r.cell.settings["method"]: r.info for r in run.results}
+    with styled():
+        figure, (accuracy, cost) = panel_grid(2, columns=2)
+        if not results:
+            no_data(accuracy)
+            no_data(cost)
+        for method, info in results.items():
+            values = info["history"]["test_accuracy"]
+            failed = bool(info.get("failure"))
+            accuracy.plot(np.arange(1, len(values) + 1), values, marker="o", linestyle="--" if failed else "-",
+                          label=method + (" (failed)" if failed else ""))
+        accuracy.set_xlabel("epoch")
+        accuracy.set_ylabel("test accuracy (feedforward)")
+        if results:
+            accuracy.legend()
+        bp = results.get("bp")
+        if bp is not None:
+            base = float(np.mean(bp["history"]["seconds"]))
+            names = list(results)
+            ratios = [float(np.mean(results[m]["history"]["seconds"])) / base for m in names]
+            cost.bar(names, ratios, color="tab:blue")
+            cost.axhline(1.0, color="black", linewidth=0.8)
+            cost.set_ylabel("time per epoch / BP's")
+        else:
+            no_data(cost, "no BP cell to compare with")
+        c = run.config
+        title = (f"pc-variants: μPC tanh residual MLP N = {c.width}, L = {c.hidden_layers + 1} on {c.dataset}, "
+                 f"B = {c.batch}, {c.epochs} epochs")
+        return [finish(figure, Path(out_dir) / "variants.png", title)]
