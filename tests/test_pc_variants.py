@@ -61,6 +61,6 @@ def test_the_figure_is_drawn_from_the_run(small_run):
     from pcscale.plots import plot_run
 
     folder, _ = small_run
-    paths = plot_run(folder, folder / "figures")
+    paths = plot_run(folder, out_dir=folder / "figures")
     assert [p.name for p in paths] == ["variants.png"]
     assert paths[0].stat().st_size > 10_000
