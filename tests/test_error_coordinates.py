@@ -151,3 +151,21 @@ def test_error_coordinates_refuses_what_it_cannot_run(unchecked):
         pc.ErrorCoordinates(pc.ErrorCoordinates())
     with pytest.raises(TypeError, match="solver"):
         pc.ErrorCoordinates("gd")
+
+
+def test_without_hidden_layers_the_residual_in_the_errors_is_zero():
+    model = pc.nn.mlp(4, 8, 2, 1, dtype=jnp.float64, key=jax.random.key(7))
+    x, y = data(jax.random.key(8), 3, 4, 2)
+    assert float(pc.error_residual(model, (), x, y)) == 0.0
+
+
+def test_newton_on_the_errors_counts_no_forward_pass_for_its_straight_trials():
+    """In the errors the line search moves on a straight line, so its trials cost no
+    forward pass beyond their gradient: the linear passes are the two per residual map
+    (at the start, per step and per final check) and none for the trials."""
+    model = _network(depth=4)
+    x, y = data(jax.random.key(9), 4, 10, 4)
+    solution = pc.infer(model, x, y, solver=pc.ErrorCoordinates(pc.NewtonKrylov(), rtol=1e-8))
+    assert solution.result == pc.RESULTS.converged
+    # No preconditioner: no passes of its own, and the straight path sets up with none.
+    assert int(solution.vjp_evals) == 2 * (1 + int(solution.steps))

@@ -32,8 +32,11 @@ def test_every_method_beats_chance_after_one_epoch(small_run):
         assert by_method[method]["certified_share"][-1] == 1.0
     assert by_method["epc"]["test_accuracy"][-1] == pytest.approx(by_method["pc"]["test_accuracy"][-1], abs=0.02)
     summary = ex.summary(run)
-    for method in methods:
-        assert f"\\n{method:>6}" in repr(summary) or method in summary
+    rows = [line.split() for line in summary.splitlines()]
+    for method in methods:  # one table row per method, with its accuracy and status
+        row = next(r for r in rows if r and r[0] == method)
+        assert float(row[1]) == pytest.approx(by_method[method]["test_accuracy"][-1], abs=1e-4)
+        assert row[-1] == "ok"
     best = max((m for m in by_method if m != "bp"), key=lambda m: by_method[m]["test_accuracy"][-1])
     assert f"Best of the PC family here: {best}" in summary
 

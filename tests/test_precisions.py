@@ -159,3 +159,30 @@ def test_depth_stable_precisions_and_refusals(unchecked):
         pc.PCLayer(model.layers[0].module, precision=0.0)
     with pytest.raises(TypeError, match="log_variance"):
         pc.PCLayer(model.layers[0].module, log_variance=1.0)
+
+
+def test_what_reads_the_energys_structure_treats_learnt_variances_honestly(unchecked):
+    """The closed forms omit the log-determinant term, so they refuse learnt variances;
+    the PC–BP comparison leaves the variances out (BP has no counterpart); a variance
+    learns at the optimiser's base rate under every parameterisation; a bidirectional
+    model refuses maps with precisions it would not use."""
+    base = pc.nn.residual_mlp(5, 8, 3, 4, parameterisation=pc.MuPC(), activation="linear", dtype=jnp.float64,
+                              key=jax.random.key(9))
+    learnt = pc.with_learnt_variances(base, initial=2.0)
+    x, y = data(jax.random.key(10), 4, 5, 3)
+    with pytest.raises(ValueError, match="fixed precisions only"):
+        pc.theory.equilibrium_energy(learnt, x, y)
+    with pytest.raises(ValueError, match="fixed precisions only"):
+        pc.theory.nonlinear_rescaling(learnt, x, y)
+    z = pc.infer(learnt, x, y, solver=pc.NewtonKrylov(rtol=1e-10)).activities
+    _, pc_grads = pc.pc_gradients(learnt, z, x, y)
+    _, bp_grads = pc.bp_gradients(learnt, x, y)
+    weights = [_flat([layer.module]) for layer in pc_grads.layers], [_flat([layer.module]) for layer in bp_grads.layers]
+    u, v = jnp.concatenate(weights[0]), jnp.concatenate(weights[1])
+    expected = float(u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v)))
+    assert float(pc.compare_gradients(pc_grads, bp_grads).cosine) == pytest.approx(expected, rel=1e-12)
+    for layer in learnt.layers[:-1]:
+        scaling = layer.parameter_scalings().log_variance
+        assert (scaling.sgd_lr_scale, scaling.adam_lr_scale, scaling.weight_decay_scale) == (1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="precisions"):
+        pc.BidirectionalModel(up=pc.with_precisions(base, hidden=2.0), down=None, gen_weight=0.0)

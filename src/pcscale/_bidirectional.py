@@ -80,6 +80,14 @@ class BidirectionalModel(eqx.Module):
             if maps is None and value != 0:
                 raise ValueError(f"`{name}` must be 0 without the maps it weights, got {value!r}.")
         _weight(self.prior_precision, "prior_precision")
+        for name in ("up", "down"):
+            maps = getattr(self, name)
+            if maps is not None and not maps.unit_precisions:
+                raise ValueError(
+                    f"`{name}` carries per-layer precisions or learnt variances, which the bidirectional "
+                    "energy does not use (its terms are weighted by disc_weight and gen_weight); build it "
+                    "without them."
+                )
 
     @property
     def depth(self) -> int:

@@ -38,9 +38,17 @@ class GradientAlignment(eqx.Module):
     layer_defined: Bool[Array, " L"]
 
 
+def _weights(layer_grads):
+    """A layer's gradient without its learnt log-variance (a PC-only parameter: BP's
+    gradient there is 0, and it is not a weight the two methods share)."""
+    if getattr(layer_grads, "log_variance", None) is None:
+        return layer_grads
+    return eqx.tree_at(lambda g: g.log_variance, layer_grads, None)
+
+
 def _dot_and_norms(a, b) -> tuple[Array, Array, Array]:
-    leaves_a = jax.tree.leaves(eqx.filter(a, eqx.is_array))
-    leaves_b = jax.tree.leaves(eqx.filter(b, eqx.is_array))
+    leaves_a = jax.tree.leaves(eqx.filter(_weights(a), eqx.is_array))
+    leaves_b = jax.tree.leaves(eqx.filter(_weights(b), eqx.is_array))
     if len(leaves_a) != len(leaves_b):
         raise ValueError("the two gradients have different structures; compare gradients of the same model.")
     if not leaves_a:
@@ -64,6 +72,8 @@ def _cosine_and_ratio(dot, norm_a, norm_b):
 def compare_gradients(pc_grads: PCModel, bp_grads: PCModel) -> GradientAlignment:
     """Cosine similarities and norm ratios of two gradients of the same
     [`PCModel`][pcscale.PCModel] (e.g. from `eqx.filter_grad`), overall and per layer.
+    Learnt log-variances (`PCLayer.log_variance`) are left out: they are PC's own
+    parameters, with no BP counterpart.
 
     **Returns:** a [`GradientAlignment`][pcscale.GradientAlignment].
     """

@@ -44,7 +44,7 @@ def error_path(model: PCModel, z: Activities, direction: Activities) -> _Path:
     through the output term alone."""
     z = tuple(z)
     if not z:  # no hidden layer: nothing to move
-        return _Path(jax.tree_util.Partial(_stay, z), 0)
+        return _Path(jax.tree_util.Partial(_stay, z), 0, 0)
 
     def errors(states):
         return (states[0],) + tuple(
@@ -53,7 +53,7 @@ def error_path(model: PCModel, z: Activities, direction: Activities) -> _Path:
 
     _, delta = jax.jvp(errors, (z,), (tuple(direction),))
 
-    return _Path(jax.tree_util.Partial(_along, model, z, delta), 1)
+    return _Path(jax.tree_util.Partial(_along, model, z, delta), 1, 1)
 
 
 def _stay(z: Activities, t: Array) -> Activities:
@@ -66,10 +66,12 @@ def _along(model: PCModel, z: Activities, delta: Activities, t: Array) -> Activi
 
 
 class _Path(eqx.Module):
-    """A curve t ↦ z(t) of batched states, and the linear passes it took to set up."""
+    """A curve t ↦ z(t) of batched states, the linear passes it took to set up, and the
+    forward passes each point costs (0 on a straight line)."""
 
     at: jax.tree_util.Partial
     passes: int = eqx.field(static=True)
+    trial_passes: int = eqx.field(static=True)
 
     def __call__(self, t: Array) -> Activities:
         return self.at(t)
@@ -242,7 +244,7 @@ def _straight(z: Activities, direction: Activities, t: Array) -> Activities:
 
 def straight_path(z: Activities, direction: Activities) -> _Path:
     """The line t ↦ z + t·direction."""
-    return _Path(jax.tree_util.Partial(_straight, tuple(z), tuple(direction)), 0)
+    return _Path(jax.tree_util.Partial(_straight, tuple(z), tuple(direction)), 0, 0)
 
 
 class ErrorEnergy:
@@ -287,6 +289,8 @@ class ErrorEnergy:
 def error_residual(model: PCModel, z: Activities, x: Array, y: Array) -> Array:
     """‖∇_ε Σ_i F_i‖, the residual in error coordinates, at the batched states `z`
     (A⁻ᵀ·∇_z F: one linear backward pass after the gradient). For validated inputs."""
+    if not tuple(z):  # no hidden layer: no errors, nothing to move
+        return jnp.zeros((), x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else model.dtype)
     grad = jax.grad(lambda u: jnp.sum(jax.vmap(model.energy_one)(u, x, y)))(tuple(z))
     delta = linearise(model, z).transpose(grad)
     return jnp.sqrt(sum(jnp.sum(d * d) for d in delta))

@@ -41,9 +41,9 @@ class IncrementalMetrics(eqx.Module):
       PC would); None without one.
     - `loss`: the feedforward (BP) loss 𝓛(θ) before the first iteration.
     - `diverged`: whether the energy or its activity gradient became non-finite; from
-      that iteration on nothing is updated (the returned model and activities are the
-      last finite ones), so a too-large `step_size` or learning rate is reported, not
-      propagated.
+      that iteration on nothing is updated (no update is taken from a non-finite point;
+      the last update, taken from a finite one, may itself have overshot), so a
+      too-large `step_size` or learning rate is reported, not propagated.
     """
 
     energy: Float[Array, " T"]

@@ -12,6 +12,8 @@ from jaxtyping import Array, Float, PyTree
 from ._parameterisation import Init, Scaling
 from ._validation import is_finite_real
 
+VARIANCE_SCALING = Scaling(init=Init.ZEROS, init_std=0.0, weight_decay_scale=0.0)
+
 
 def identity(z: Array) -> Array:
     """φ(z) = z: the default activation of a PCLayer (linear networks)."""
@@ -51,8 +53,9 @@ class PCLayer(eqx.Module):
       scalar array (one variance for the layer) or one of the layer's output shape (one
       per unit). The energy term becomes (π/2)·Σ_k e^{−s_k}·ε_k² + ½·Σ_k s_k (the
       Gaussian's log-determinant; a scalar s counts once per unit), and s is a parameter
-      like the weights: the PC update descends ∂F/∂s, whose zero is e^{s} = the mean of
-      ε² over the batch (and the units, for a scalar). Hidden layers only.
+      like the weights (at the optimiser's base rate under every parameterisation): the
+      PC update descends ∂F/∂s, whose zero is e^{s} = π times the mean of ε² over the
+      batch (and the units, for a scalar). Hidden layers only.
     """
 
     module: PyTree
@@ -140,7 +143,8 @@ class PCLayer(eqx.Module):
 
         A `module` with its own `parameter_scalings()` (a
         [`Parameterised`][pcscale.Parameterised]) gives those of its leaves; otherwise
-        matrices get `scaling` and vectors `vector_scaling`."""
+        matrices get `scaling` and vectors `vector_scaling`; a learnt `log_variance`
+        gets `VARIANCE_SCALING` (the optimiser's base rates, no weight decay)."""
 
         def pick(leaf):
             return self.scaling if jax.numpy.ndim(leaf) >= 2 else self.vector_scaling
@@ -149,4 +153,8 @@ class PCLayer(eqx.Module):
         own = getattr(self.module, "parameter_scalings", None)
         if callable(own):
             scalings = eqx.tree_at(lambda layer: layer.module, scalings, own())
+        if self.log_variance is not None:
+            # A variance is neither a weight nor a bias: the optimiser's base rate, no decay,
+            # under every parameterisation.
+            scalings = eqx.tree_at(lambda layer: layer.log_variance, scalings, VARIANCE_SCALING)
         return scalings

@@ -18,6 +18,13 @@ def check_model(model, function: str, *, nonlinear_ok: bool = False) -> None:
     """Raise a clear error unless `model` is a PCModel the theory function supports."""
     if not isinstance(model, PCModel):
         raise TypeError(f"`model` must be a pcscale.PCModel, got {type(model).__name__}.")
+    learnt = [i for i, layer in enumerate(model.layers) if layer.log_variance is not None]
+    if learnt:
+        raise ValueError(
+            f"{function} supports fixed precisions only, but model.layers{learnt} learn a variance "
+            "(log_variance), whose log-determinant term the closed forms leave out; fix the precisions "
+            "instead (pcscale.with_precisions), or use the numerical tools (infer) for such a model."
+        )
     if nonlinear_ok:
         return
     if not isinstance(model.output_energy, MSE):

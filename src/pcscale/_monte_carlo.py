@@ -283,7 +283,9 @@ def mcpc_step(
     g = (1/S)·Σ_s ∇_θ F(z_s; θ),
 
     F the batch-mean energy (as [`pc_gradients`][pcscale.pc_gradients]): a Monte Carlo
-    estimate of ∇_θ E_{z ~ p(z | x, y)}[F(z; θ)]. The update is refused (weights and
+    estimate of E_{z ~ p(z | x, y)}[∇_θ F(z; θ)], the gradient with the distribution of
+    the activities held fixed (at τ = 1, that of −log p(x, y) up to a constant, for
+    data-independent normalisers). The update is refused (weights and
     optimiser state returned unchanged, `metrics.updated` False) if the chain diverged or
     the update is not finite.
 

@@ -63,8 +63,9 @@ def with_learnt_variances(
     """`model` with a learnt variance for every hidden error: the layer's term of the
     energy becomes (π_l/2)·Σ_k ε_k²/σ²_k + ½·Σ_k log σ²_k, and log σ² is a
     parameter (`PCLayer.log_variance`) that the PC update learns with the weights. At a
-    fixed point σ² is the mean of ε² over the batch (and the units, for one variance per
-    layer).
+    fixed point σ² is π_l times the mean of ε² over the batch (and the units, for one
+    variance per layer). With free hidden activities that fixed point is unstable
+    (docs/variants.md, "Learnt variances"); the linear theory refuses such a model.
 
     **Arguments:**
 

@@ -14,8 +14,9 @@ class ErrorCoordinates(AbstractInferenceSolver, rtol=1e-6, max_steps=10_000):
 
     Write the states as z_l = f_l(z_{l−1}) + ε_l (z_0 = x). The errors ε_1 … ε_H are free
     variables as good as the states (the map is a bijection for fixed weights), and the
-    energy becomes E(ε) = Σ_l ½‖ε_l‖² + λ·ℓ(y, ŷ(z(ε))), its gradient one forward and one
-    backward pass through the network. E(ε) = F(z(ε)), so the two have the same
+    energy becomes E(ε) = Σ_l (π_l/2)‖ε_l‖² + λ·ℓ(y, ŷ(z(ε))) (π_l = 1 unless the layers
+    carry precisions), its gradient one forward and one backward pass through the
+    network. E(ε) = F(z(ε)), so the two have the same
     stationary points and the same equilibria; what changes is the conditioning. In the
     states, a change at the output reaches layer l only after about L − l gradient
     steps; in the errors, every layer sees it at once. The first gradient step from the
@@ -30,8 +31,9 @@ class ErrorCoordinates(AbstractInferenceSolver, rtol=1e-6, max_steps=10_000):
 
     `ErrorCoordinates(GradientDescent(step_size=β), max_steps=T, rtol=0)` is the ePC
     paper's protocol (T gradient steps on the errors); `ErrorCoordinates(NewtonKrylov())`
-    is Newton in the errors, where the Hessian I + λ·JᵀH_ℓJ + (output curvature) has only
-    d_y eigenvalues away from 1 per sample, so the inner CG needs few iterations with no
+    is Newton in the errors, where the Gauss–Newton part Π + λ·JᵀH_ℓJ of the Hessian
+    differs from Π in only d_y directions per sample; near the equilibrium, where the
+    output's curvature term is small, the inner CG needs few iterations with no
     preconditioner.
 
     **Arguments:**

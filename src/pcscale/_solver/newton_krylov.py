@@ -164,7 +164,7 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         # The preconditioner is applied once per inner iteration and once at the start.
         passes = preconditioning.setup_passes + preconditioning.passes_per_apply * (inner.steps + 1)
         # Besides: the pass that sets up the path, and each trial's forward pass along it.
-        used = cost(gradients=1 + tries, hvps=inner.steps, vjps=passes + path.passes + tries)
+        used = cost(gradients=1 + tries, hvps=inner.steps, vjps=passes + path.passes + path.trial_passes * tries)
         return new_z, new_energy, new_grad, state, used
 
     def stalled(self, state):

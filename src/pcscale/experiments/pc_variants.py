@@ -39,9 +39,12 @@ MEANING = {
 @dataclasses.dataclass(frozen=True)
 class PCVariantsConfig:
     """Settings of `pc-variants` (`pcscale show-config pc-variants` lists each with its
-    meaning). Every method trains the same network from the same initial weights with
-    Adam (the μPC reference rule), on the same shuffled mini-batches; test accuracy is
-    that of the trained network's feedforward pass (for bPC, of its bottom-up network)."""
+    meaning). Every method trains the same network from the same initial weights on the
+    same shuffled mini-batches with Adam: the μPC reference rule for the PCModel, and
+    plain Adam at η/√(N·L) for the amortiser and the bidirectional model (not PCModels).
+    bPC's top term is Gaussian (½‖y − z_L‖², its energy), the others' cross-entropy.
+    Test accuracy is that of the trained network's feedforward pass (for bPC, of its
+    bottom-up network); times per epoch are the last epoch's (the first compiles)."""
 
     dataset: str = field("digits", "the image dataset (train and test splits)", choices=tuple(_names.IMAGE_DATASETS))
     data_root: str = field("", 'the folder datasets are read from; "" is $PCSCALE_DATA, or else the cache')
@@ -218,18 +221,18 @@ def summarise(config: PCVariantsConfig, results: list[CellResult]) -> str:
     by_method = {r.cell.settings["method"]: r.info for r in results}
     bp = by_method.get("bp")
     bp_accuracy = bp["history"]["test_accuracy"][-1] if bp else None
-    bp_time = float(np.mean(bp["history"]["seconds"])) if bp else None
+    bp_time = float(bp["history"]["seconds"][-1]) if bp else None
     rows = []
     for method, info in by_method.items():
         h = info["history"]
-        accuracy, seconds = h["test_accuracy"][-1], float(np.mean(h["seconds"]))
+        accuracy, seconds = h["test_accuracy"][-1], float(h["seconds"][-1])
         share = h["certified_share"][-1]
         rows.append([method, number(accuracy), number(accuracy - bp_accuracy) if bp_accuracy is not None else "—",
                      number(h["train_loss"][-1]), number(seconds),
                      number(seconds / bp_time) if bp_time else "—", number(h["evaluations_per_step"][-1]),
                      "—" if share is None else number(share), "FAILED" if info.get("failure") else "ok"])
-    header = ["method", "test acc.", "Δ vs BP", "train loss", "s/epoch", "time / BP", "evals/step", "certified",
-              "status"]
+    header = ["method", "test acc.", "Δ vs BP", "train loss", "s/epoch (last)", "time / BP", "evals/step",
+              "certified", "status"]
     lines = [f"pc-variants: μPC tanh residual MLP N = {config.width}, L = {config.hidden_layers + 1} on "
              f"{config.dataset} ({config.train_size} train / {config.test_size} test), B = {config.batch}, "
              f"{config.epochs} epochs; test accuracy by the feedforward pass", "", table(header, rows)]

@@ -25,12 +25,13 @@ from ._structure import cast_model, prepare, warn_if_unresolved
 class Rescaling(eqx.Module):
     r"""The rescaling matrix S of a linear PC network and the pieces it is made of.
 
-    S = I/λ + Σ_{ℓ=1}^{H} G_ℓG_ℓᵀ, with G_ℓ = A_L·A_{L−1}⋯A_{ℓ+1} the Jacobian of the
-    output with respect to hidden activity ℓ.
+    S = I/λ + Σ_{ℓ=1}^{H} G_ℓΠ_ℓ⁻¹G_ℓᵀ, with G_ℓ = A_L·A_{L−1}⋯A_{ℓ+1} the Jacobian of
+    the output with respect to hidden activity ℓ and Π_ℓ the precision of its error
+    (I unless the layer sets one).
 
     - `matrix`: S (d_y × d_y).
-    - `gram`: Σ_ℓ G_ℓG_ℓᵀ = S − I/λ, accumulated on its own so that a small gap is not
-      lost to cancellation.
+    - `gram`: Σ_ℓ G_ℓΠ_ℓ⁻¹G_ℓᵀ = S − I/λ, accumulated on its own so that a small gap
+      is not lost to cancellation.
     - `precision`: λ.
 
     Properties: `spectral_gap` = ‖S‖₂ − 1/λ (the largest eigenvalue of `gram`),

@@ -3,7 +3,8 @@ r"""The rescaling matrix of any PC network at its feedforward state, and the one
 nonlinear rescaling matrix").
 
 In error coordinates ε_l = z_l − f_l(z_{l−1}) the energy of one sample is
-E(ε) = ½‖ε‖² + λ·ℓ(y, ŷ(ε)). At the feedforward state ε = 0, with J = ∂ŷ/∂ε (d_y rows),
+E(ε) = ½‖ε‖² + λ·ℓ(y, ŷ(ε)) (with per-layer precisions Π, ½εᵀΠε; below, read I as Π
+and JJᵀ as JΠ⁻¹Jᵀ). At the feedforward state ε = 0, with J = ∂ŷ/∂ε (d_y rows),
 K = JJᵀ, e = ∂ℓ/∂ŷ and H_ℓ = ∂²ℓ/∂ŷ², the Gauss–Newton model of E is
 λℓ + λeᵀJδ + ½δᵀ(I + λJᵀH_ℓJ)δ, whose minimum is
 
