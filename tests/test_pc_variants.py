@@ -67,3 +67,13 @@ def test_the_figure_is_drawn_from_the_run(small_run):
     paths = plot_run(folder, out_dir=folder / "figures")
     assert [p.name for p in paths] == ["variants.png"]
     assert paths[0].stat().st_size > 10_000
+
+
+def test_every_parameterisation_trains(tmp_path):
+    """The variants are built from the parameterised builders: under SP too, one epoch
+    of certified PC and of ePC beats chance."""
+    run = ex.run("pc-variants", "quick", tmp_path, progress=False,
+                 overrides=SMALL + ["methods=pc,epc", "parameterisation=sp", "learning_rate=0.003"])
+    assert not run.failed
+    for result in run.results:
+        assert result.info["history"]["test_accuracy"][-1] > 0.2

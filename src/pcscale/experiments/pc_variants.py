@@ -1,5 +1,5 @@
 """`pc-variants` — the PC family against BP on a classification task: each variant trains
-the same μPC residual MLP with mini-batches over epochs, and its test accuracy (by a
+the same tanh residual MLP (μPC by default) with mini-batches over epochs, and its test accuracy (by a
 feedforward pass), cost and inference work are compared with its BP twin's."""
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class PCVariantsConfig:
     batch: int = field(64, "B: the mini-batch")
     epochs: int = field(2, "passes over the training samples")
     width: int = field(64, "N: the hidden width")
+    parameterisation: str = field("mupc", "the parameterisation of the network (and its optimiser's rule)",
+                                  choices=tuple(_names.PARAMETERISATIONS))
     hidden_layers: int = field(3, "H: hidden layers (L = H + 1 weight layers)")
     learning_rate: float = field(1.0, "Adam's η, scaled by the μPC reference rule η/√(N·L)")
     methods: tuple[str, ...] = field(METHODS, "the methods compared, one cell each", choices=METHODS)
@@ -113,7 +115,8 @@ class _Learner:
         self.amortiser_optimiser = optax.adam(scaled)
         self.amortiser_state = self.amortiser_optimiser.init(eqx.filter(self.amortiser, eqx.is_array))
         down = pc.nn.mlp(y_probe.shape[1], config.width, x_probe.shape[1], config.hidden_layers + 1,
-                         parameterisation=pc.MuPC(), activation="tanh", dtype=model.dtype,
+                         parameterisation=_names.parameterisation(config.parameterisation), activation="tanh",
+                         dtype=model.dtype,
                          key=jax.random.PRNGKey(config.seed + 2))
         self.bidirectional = pc.BidirectionalModel(up=model, down=down, disc_weight=1.0,
                                                    gen_weight=config.bpc_gen_weight)
@@ -179,8 +182,9 @@ def run_cell(config: PCVariantsConfig, cell: Cell, context: CellContext) -> Cell
     x_train, y_train = jnp.asarray(x_train, dtype), jnp.asarray(y_train, dtype)
     x_test, y_test = jnp.asarray(x_test, dtype), jnp.asarray(y_test, dtype)
     model = pc.nn.residual_mlp(x_train.shape[1], config.width, y_train.shape[1], config.hidden_layers + 1,
-                               parameterisation=pc.MuPC(), activation="tanh", output_energy=pc.CrossEntropy(),
-                               dtype=dtype, key=jax.random.PRNGKey(config.seed))
+                               parameterisation=_names.parameterisation(config.parameterisation),
+                               activation="tanh", output_energy=pc.CrossEntropy(), dtype=dtype,
+                               key=jax.random.PRNGKey(config.seed))
     batch = min(config.batch, len(x_train))
     learner = _Learner(method, config, model, x_train[:batch], y_train[:batch])
     rng = np.random.default_rng(config.seed)
@@ -233,9 +237,10 @@ def summarise(config: PCVariantsConfig, results: list[CellResult]) -> str:
                      "—" if share is None else number(share), "FAILED" if info.get("failure") else "ok"])
     header = ["method", "test acc.", "Δ vs BP", "train loss", "s/epoch (last)", "time / BP", "evals/step",
               "certified", "status"]
-    lines = [f"pc-variants: μPC tanh residual MLP N = {config.width}, L = {config.hidden_layers + 1} on "
-             f"{config.dataset} ({config.train_size} train / {config.test_size} test), B = {config.batch}, "
-             f"{config.epochs} epochs; test accuracy by the feedforward pass", "", table(header, rows)]
+    lines = [f"pc-variants: {config.parameterisation} tanh residual MLP N = {config.width}, "
+             f"L = {config.hidden_layers + 1} on {config.dataset} ({config.train_size} train / "
+             f"{config.test_size} test), B = {config.batch}, {config.epochs} epochs; "
+             "test accuracy by the feedforward pass", "", table(header, rows)]
     finished = {m: i["history"]["test_accuracy"][-1] for m, i in by_method.items() if not i.get("failure")}
     family = {m: a for m, a in finished.items() if m != "bp"}
     if family and bp_accuracy is not None:

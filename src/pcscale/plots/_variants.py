@@ -39,6 +39,6 @@ def plot_variants(run, out_dir: Path) -> list[Path]:
         else:
             no_data(cost, "no BP cell to compare with")
         c = run.config
-        title = (f"pc-variants: μPC tanh residual MLP N = {c.width}, L = {c.hidden_layers + 1} on {c.dataset}, "
-                 f"B = {c.batch}, {c.epochs} epochs")
+        title = (f"pc-variants: {c.parameterisation} tanh residual MLP N = {c.width}, L = {c.hidden_layers + 1} "
+                 f"on {c.dataset}, B = {c.batch}, {c.epochs} epochs")
         return [finish(figure, Path(out_dir) / "variants.png", title)]
