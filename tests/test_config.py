@@ -42,6 +42,9 @@ PRESET_DIGESTS = {
     "transformer/paper": "af2096404634c486",
     "coord-check/quick": "ce6db8b22b964469",
     "coord-check/paper": "8ea6745a9edf9ee8",
+    # Added with the experiment (issue 21), after the sub-configs:
+    "pc-variants/quick": "9812d49558fb225f",
+    "pc-variants/paper": "8d486b0fd0072a2d",
 }
 
 

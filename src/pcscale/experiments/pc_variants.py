@@ -67,7 +67,7 @@ class PCVariantsConfig:
     mcpc_burn_in: int = field(100, "mcpc: Langevin steps before the first kept sample")
     mcpc_temperature: float = field(0.01, "mcpc: τ, the Langevin noise's temperature")
     bpc_gen_weight: float = field(0.1, "bpc: α_g, the weight of the top-down (generative) term")
-    float64: bool = False
+    float64: bool = field(False, "compute in float64 (the run turns JAX's 64-bit mode on)")
     seed: int = field(0, "the seed of the subsets, the batches and the initialisation")
 
     def __post_init__(self):
