@@ -65,7 +65,7 @@ def with_learnt_variances(
     parameter (`PCLayer.log_variance`) that the PC update learns with the weights. At a
     fixed point σ² is π_l times the mean of ε² over the batch (and the units, for one
     variance per layer). With free hidden activities that fixed point is unstable
-    (docs/variants.md, "Learnt variances"); the linear theory refuses such a model.
+    (docs/pc_family.md, "Learnt variances"); the linear theory refuses such a model.
 
     **Arguments:**
 

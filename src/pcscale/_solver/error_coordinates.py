@@ -21,7 +21,7 @@ class ErrorCoordinates(AbstractInferenceSolver, rtol=1e-6, max_steps=10_000):
     states, a change at the output reaches layer l only after about L − l gradient
     steps; in the errors, every layer sees it at once. The first gradient step from the
     feedforward state (ε = 0) moves every ε_l by −β·λ·∂ℓ/∂z_l, the backpropagated error
-    (docs/variants.md derives the weight gradient that follows).
+    (docs/pc_family.md derives the weight gradient that follows).
 
     The stopping test is on the state-space residual ‖∇_z Σ_i F_i‖, like every other
     solver's, so that a solve in errors certifies the same thing as one in states; it
