@@ -1,8 +1,9 @@
 """Datasets, offline: readers for the standard on-disk formats, one `load` interface with
-the paper's preprocessing, offline defaults, and the paper's toy task. NumPy only (the
-toy task draws with a JAX key, as the paper does)."""
+the paper's preprocessing, offline defaults, the paper's toy task and augmentation. NumPy
+only at import (the toy task draws with a JAX key, as the paper does, and `augment` runs in
+JAX: both import it when called)."""
 
-from ._augment import reference_augment as reference_augment
+from ._augment import augment as augment, reference_augment as reference_augment
 from ._cifar import ImageArrays as ImageArrays, read_cifar as read_cifar
 from ._download import REMOTES as REMOTES, download as download
 from ._folder import read_image_folder as read_image_folder
@@ -22,11 +23,12 @@ from ._root import (
     default_cache as default_cache,
 )
 from ._text import TextCorpus as TextCorpus, decode as decode, encode as encode, read_text as read_text
+from ._tinyimagenet import read_tiny_imagenet as read_tiny_imagenet
 from ._toy import toy as toy
 
 __all__ = [
     "DATASETS", "ENVIRONMENT_VARIABLE", "REMOTES", "DatasetMissing", "ImageArrays", "ImageDataset",
-    "TextCorpus", "data_root", "decode", "default_cache", "download", "encode", "expected_path",
+    "TextCorpus", "augment", "data_root", "decode", "default_cache", "download", "encode", "expected_path",
     "load", "load_or_default", "read_cifar", "read_idx", "read_image_folder", "read_text",
-    "reference_augment", "text_batch", "toy",
+    "read_tiny_imagenet", "reference_augment", "text_batch", "toy",
 ]

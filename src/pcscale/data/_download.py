@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from .._files import atomic_path
-from ._load import CIFAR_FOLDERS, IMAGE_SETS, TEXT_SETS
+from ._load import CIFAR_FOLDERS, IMAGE_SETS, TEXT_SETS, TINY_IMAGENET_FOLDER
 from ._root import data_root
 
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -157,8 +157,9 @@ def download(name: str, root: str | os.PathLike | None = None, *, timeout: float
     archive copied into the dataset folder by hand is verified and unpacked instead. A
     failed or corrupt download leaves no partial file, no half-unpacked folder and no
     empty dataset folder (the root itself may have been created); files verified earlier
-    in the same call are kept. ImageNet is gated and cannot be downloaded; the
-    bundled defaults ("digits", "shakespeare-excerpt") need no download.
+    in the same call are kept. ImageNet is gated and cannot be downloaded, Tiny ImageNet
+    is fetched and unzipped by hand (the error says where); the bundled defaults
+    ("digits", "shakespeare-excerpt") need no download.
 
     **Arguments:** `name` ("mnist", "fashion-mnist", "cifar10", "cifar100",
     "tinyshakespeare"); `root` as for [`load`][pcscale.data.load]; `timeout` in seconds.
@@ -169,9 +170,16 @@ def download(name: str, root: str | os.PathLike | None = None, *, timeout: float
         raise TypeError(f"`name` must be a dataset name, got {name!r}; e.g. download('mnist', root).")
     if name not in REMOTES:
         if name in IMAGE_SETS or name in TEXT_SETS:
-            why = ("ImageNet is gated: request it from image-net.org and prepare a folder of class "
-                   "subfolders under <root>/imagenet/train (docs/data.md)") if name == "imagenet" else (
-                   f"{name!r} ships with pcscale and needs no download")
+            why = {
+                "imagenet": "ImageNet is gated: request it from image-net.org and prepare a folder of class "
+                            "subfolders under <root>/imagenet/train (docs/data.md)",
+                # A zip with no published checksum: fetched by hand, so that its source is the user's choice.
+                "tinyimagenet": f"download {TINY_IMAGENET_FOLDER}.zip by hand (the official copy is "
+                                f"http://cs231n.stanford.edu/{TINY_IMAGENET_FOLDER}.zip) and unzip it under "
+                                f"{data_root(root) / 'tinyimagenet'}, so that "
+                                f"{data_root(root) / 'tinyimagenet' / TINY_IMAGENET_FOLDER / 'wnids.txt'} exists "
+                                "(docs/data.md)",
+            }.get(name, f"{name!r} ships with pcscale and needs no download")
             raise ValueError(f"cannot download {name!r}: {why}.")
         raise ValueError(f"unknown dataset {name!r}; downloadable: {sorted(REMOTES)}.")
     folder = data_root(root) / (IMAGE_SETS.get(name) or TEXT_SETS[name]).folder

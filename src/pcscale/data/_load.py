@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ._bundled import DIGITS_SIZES, IMAGENET_POOL, check_labels, digits, imagenet_batch, unit
 from ._cifar import read_cifar
 from ._folder import read_image_folder
 from ._idx import read_idx
 from ._root import data_root, describe_root
 from ._text import TextCorpus, read_text
+from ._tinyimagenet import LazyImages, list_tiny_imagenet
 
 
 class DatasetMissing(FileNotFoundError):
@@ -55,7 +57,7 @@ class ImageDataset:
 @dataclasses.dataclass(frozen=True)
 class _Spec:
     folder: str
-    kind: str  # "idx", "cifar", "folder", "text", "digits", "bundled-text"
+    kind: str  # "idx", "cifar", "folder", "tinyimagenet", "text", "digits", "bundled-text"
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     classes: int = 10
@@ -69,6 +71,8 @@ IMAGE_SETS = {
     "cifar100": _Spec("cifar100", "cifar", (0.5,) * 3, (0.5,) * 3, 100, "CIFAR-100 python batches"),
     "imagenet": _Spec("imagenet", "folder", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000,
                       "a folder of class subfolders of images"),
+    "tinyimagenet": _Spec("tinyimagenet", "tinyimagenet", (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
+                          200, "Tiny ImageNet (official folder layout)"),
     "digits": _Spec("", "digits", (0.5,), (0.5,), 10, "the 8×8 digits shipped with pcscale (offline)"),
 }
 TEXT_SETS = {
@@ -77,7 +81,7 @@ TEXT_SETS = {
 }
 DATASETS = tuple(sorted(IMAGE_SETS) + sorted(TEXT_SETS))
 """The names [`load`][pcscale.data.load] accepts: the image sets ("cifar10", "cifar100",
-"digits", "fashion-mnist", "imagenet", "mnist") then the text corpora
+"digits", "fashion-mnist", "imagenet", "mnist", "tinyimagenet") then the text corpora
 ("shakespeare-excerpt", "tinyshakespeare")."""
 
 IDX_FILES = {
@@ -85,9 +89,8 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+TINY_IMAGENET_FOLDER = "tiny-imagenet-200"  # the top folder of the official tiny-imagenet-200.zip
 SPLITS = ("train", "test")
-IMAGENET_POOL = 1000  # docs/background.md §6.2: the first 1000 training images in stream order
-DIGITS_SIZES = {"train": 1500, "test": 297}  # the 1,797 bundled digits, split at 1,500
 
 
 def expected_path(name: str, root: Path, split: str = "train") -> Path:
@@ -101,6 +104,8 @@ def expected_path(name: str, root: Path, split: str = "train") -> Path:
         return root / spec.folder / CIFAR_FOLDERS[name]
     if spec.kind == "folder":
         return root / spec.folder / split
+    if spec.kind == "tinyimagenet":
+        return root / spec.folder / TINY_IMAGENET_FOLDER
     if spec.kind in ("digits", "bundled-text"):
         raise ValueError(f"{name!r} ships with pcscale: it has no files under the data root.")
     return root / spec.folder / "input.txt"
@@ -119,12 +124,13 @@ def _find_idx(folder: Path, stem: str, name: str, how: str) -> Path:
 
 def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
     """Images in [0, 1] (float32, (N, C, H, W)), int labels, class names and a source."""
-    if spec.kind in ("idx", "cifar", "folder") and not (root / spec.folder).is_dir():
+    if spec.kind in ("idx", "cifar", "folder", "tinyimagenet") and not (root / spec.folder).is_dir():
+        by_hand = {"folder": "; ImageNet is gated and must be prepared by hand.",
+                   "tinyimagenet": f"; download {TINY_IMAGENET_FOLDER}.zip by hand and unzip it in that folder."}
         raise DatasetMissing(
             f"{name}: no folder {root / spec.folder} (looked for {expected_path(name, root, split)}); the data "
             f"root was taken from {how}. Place the official files there (docs/data.md)"
-            + (", or fetch them with pcscale.data.download(name, root)." if spec.kind != "folder" else
-               "; ImageNet is gated and must be prepared by hand.")
+            + by_hand.get(spec.kind, ", or fetch them with pcscale.data.download(name, root).")
         )
     if spec.kind == "idx":
         folder = root / spec.folder
@@ -142,8 +148,8 @@ def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
                 f"{labels.dtype} labels; expected uint8 28×28 images and integer labels. Re-download the "
                 "official files."
             )
-        _check_labels(labels, spec.classes, labels_path)
-        return _unit(images[:, None]), labels.astype(np.int64), tuple(str(c) for c in range(10)), str(folder)
+        check_labels(labels, spec.classes, labels_path)
+        return unit(images[:, None]), labels.astype(np.int64), tuple(str(c) for c in range(10)), str(folder)
     if spec.kind == "cifar":
         folder = root / spec.folder / CIFAR_FOLDERS[name]
         if not folder.is_dir():
@@ -152,11 +158,11 @@ def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
                 f"python archive there, or fetch it with pcscale.data.download({name!r}, root)."
             )
         arrays = read_cifar(folder, split, classes=spec.classes)
-        return _unit(arrays.images), arrays.labels, arrays.class_names, str(folder)
+        return unit(arrays.images), arrays.labels, arrays.class_names, str(folder)
     if spec.kind == "folder":
         batch = root / spec.folder / f"{split}.npz"
         if batch.is_file():
-            return _imagenet_batch(batch)
+            return imagenet_batch(batch)
         folder = root / spec.folder / split
         if not folder.is_dir():
             raise FileNotFoundError(
@@ -165,56 +171,18 @@ def _read_arrays(name: str, spec: _Spec, root: Path, split: str, how: str):
                 "there; see docs/data.md."
             )
         arrays = read_image_folder(folder, size=224, resize=256, limit=IMAGENET_POOL)
-        return _unit(arrays.images), arrays.labels, arrays.class_names, str(folder)
-    return _digits(split)
-
-
-def _unit(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels to float32 in [0, 1]."""
-    return images.astype(np.float32) / 255.0
-
-
-def _imagenet_batch(path: Path):
-    """A pre-extracted batch: `images` uint8 (N, 3, 224, 224), already resized and cropped,
-    in the dataset's stream order, and `labels` (N,) standard class indices 0 … 999."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            images, labels = archive["images"], archive["labels"]
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(
-            f"{path} is not a pre-extracted ImageNet batch ({error}); it must be an .npz with `images` "
-            "uint8 (N, 3, 224, 224) and `labels` (N,) in 0 … 999 (docs/data.md)."
-        ) from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, 224, 224) or len(labels) != len(images):
-        raise ValueError(
-            f"{path}: `images` is {images.dtype} {images.shape} with {len(labels)} labels; expected uint8 "
-            "(N, 3, 224, 224) and N labels."
-        )
-    _check_labels(labels, 1000, path)
-    names = tuple(str(c) for c in range(1000))
-    return _unit(images[:IMAGENET_POOL]), labels[:IMAGENET_POOL].astype(np.int64), names, str(path)
-
-
-def _digits(split: str):
-    """The 8 × 8 digits shipped in the package (digits.npz; source and licence in
-    DIGITS_NOTICE.txt beside it): scikit-learn's `load_digits`, without scikit-learn."""
-    with resources.files("pcscale.data").joinpath("digits.npz").open("rb") as file, np.load(file) as archive:
-        images = (archive["images"] / 16.0).astype(np.float32)  # grey levels 0 … 16
-        labels = archive["labels"].astype(np.int64)
-    # A fixed split (the set ships none): the last 297 digits are the test set.
-    cut = DIGITS_SIZES["train"]
-    part = slice(0, cut) if split == "train" else slice(cut, None)
-    # The source as results folders record it since 0.1 (the same images as scikit-learn's),
-    # kept so that finished cells stay valid.
-    return images[part, None], labels[part], tuple(str(c) for c in range(10)), "scikit-learn (bundled)"
-
-
-def _check_labels(labels: np.ndarray, classes: int, path) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(
-            f"{path}: labels range over [{labels.min()}, {labels.max()}], expected [0, {classes}); the file "
-            "is corrupt or not the dataset it claims to be."
-        )
+        return unit(arrays.images), arrays.labels, arrays.class_names, str(folder)
+    if spec.kind == "tinyimagenet":
+        folder = expected_path(name, root)
+        if not folder.exists():
+            raise FileNotFoundError(
+                f"{name}: no folder {folder}; the data root was taken from {how}. Download "
+                f"{TINY_IMAGENET_FOLDER}.zip by hand and unzip it in {folder.parent} (docs/data.md)."
+            )
+        # Listed now, decoded when `load` indexes its subset: n images cost n decodes, not 100,000.
+        class_names, files, labels = list_tiny_imagenet(folder, split)
+        return LazyImages(files, unit), np.asarray(labels, dtype=np.int64), class_names, str(folder)
+    return digits(split)
 
 
 def _subset(total: int, n: int | None, seed: int, name: str) -> np.ndarray:
@@ -258,9 +226,13 @@ def load(
     | `"cifar10"` | `cifar10/cifar-10-batches-py/data_batch_1` … | [0,1], (x − 0.5)/0.5 per channel |
     | `"cifar100"` | `cifar100/cifar-100-python/train`, `test`, `meta` | as CIFAR-10, 100 fine labels |
     | `"imagenet"` | `imagenet/<split>/<class>/…` | first 1000 in stream order; side 256, crop 224, ImageNet mean/std |
+    | `"tinyimagenet"` | `tinyimagenet/tiny-imagenet-200/` ("test": its `val/`) | [0,1], Tiny ImageNet mean/std¹ |
     | `"digits"` | none: the 8×8 digits shipped with pcscale (scikit-learn's `load_digits` set) | [0,1], (x − 0.5)/0.5 |
     | `"tinyshakespeare"` | `tinyshakespeare/input.txt` | characters → ranks in the sorted vocabulary |
     | `"shakespeare-excerpt"` | none: ships with pcscale | as above |
+
+    ¹ Per channel, mean (0.4802, 0.4481, 0.3975) and std (0.2770, 0.2691, 0.2821); labels are
+    the ranks of the sorted WordNet ids ([`read_tiny_imagenet`][pcscale.data.read_tiny_imagenet]).
 
     **Arguments:**
 
