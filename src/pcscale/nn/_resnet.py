@@ -24,20 +24,36 @@ STAGES = 3
 
 class Conv2d(eqx.Module):
     """A 3×3 (any odd k×k) convolution of one unbatched (C, H, W) image, stride 1, padding
-    k//2 (the side is kept), no bias; the multiplier lives in the enclosing PCLayer."""
+    k//2 (the side is kept), no bias; the multiplier lives in the enclosing PCLayer.
+
+    `padding` (zero padding on every side, default k//2) and `stride` (default 1) set
+    other geometries: the VGG blocks use padding 0, the ResNet-18 downsampling blocks
+    stride 2 (padding 1 for 3×3, 0 for the 1×1 projection).
+    """
 
     weight: Float[Array, "out in k k"]
+    padding: int | None = eqx.field(static=True, default=None)
+    stride: int = eqx.field(static=True, default=1)
 
-    def __call__(self, x: Float[Array, "in height width"]) -> Float[Array, "out height width"]:
+    def __check_init__(self):
+        if self.padding is not None and (
+            isinstance(self.padding, bool) or not isinstance(self.padding, numbers.Integral) or self.padding < 0
+        ):
+            raise ValueError(f"`padding` must be None or a non-negative integer, got {self.padding!r}.")
+        if isinstance(self.stride, bool) or not isinstance(self.stride, numbers.Integral) or self.stride < 1:
+            raise ValueError(f"`stride` must be a positive integer, got {self.stride!r}.")
+
+    def __call__(self, x: Float[Array, "in height width"]) -> Float[Array, "out out_height out_width"]:
         if x.ndim != 3 or x.shape[0] != self.weight.shape[1]:
             raise ValueError(
                 f"the convolution expects one (channels, height, width) image with "
                 f"{self.weight.shape[1]} channels, got per-sample shape {tuple(x.shape)}; pass "
                 f"images shaped (batch, {self.weight.shape[1]}, height, width) (channel-major)."
             )
-        pad = self.weight.shape[-1] // 2
+        pad = self.weight.shape[-1] // 2 if self.padding is None else int(self.padding)
+        stride = int(self.stride)
         out = jax.lax.conv_general_dilated(
-            x[None], self.weight, window_strides=(1, 1), padding=((pad, pad), (pad, pad)),
+            x[None], self.weight, window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
             dimension_numbers=("NCHW", "OIHW", "NCHW"),
         )
         return out[0]
