@@ -45,6 +45,23 @@ PRESET_DIGESTS = {
     # Added with the experiment (issue 21), after the sub-configs:
     "pc-variants/quick": "9812d49558fb225f",
     "pc-variants/paper": "8d486b0fd0072a2d",
+    # Added with the benchmark suite (issue 22):
+    "bench-mlp-mnist/quick": "75aa73cd88ac34f2",
+    "bench-mlp-mnist/full": "c508290d80c2ac2a",
+    "bench-mlp-fashion/quick": "3073381d2cc87362",
+    "bench-mlp-fashion/full": "ef3a7a2647f318c1",
+    "bench-vgg5-cifar10/quick": "534d1d194233fdb2",
+    "bench-vgg5-cifar10/full": "13e889cb9495b9dc",
+    "bench-vgg7-cifar10/quick": "16b75d162edcad84",
+    "bench-vgg7-cifar10/full": "423ce91299dbb643",
+    "bench-vgg5-cifar100/quick": "a0f82d9b68bd6ef3",
+    "bench-vgg5-cifar100/full": "468998685a8cb940",
+    "bench-vgg7-tinyimagenet/quick": "20557ea54e4fc210",
+    "bench-vgg7-tinyimagenet/full": "6591cd2e09613130",
+    "bench-resnet18-cifar10/quick": "423028e4d77a1031",
+    "bench-resnet18-cifar10/full": "1b82f6a5d4b48720",
+    "bench-deep-resmlp-mnist/quick": "a999c1ad1650e431",
+    "bench-deep-resmlp-mnist/full": "ab7178aea35904ca",
 }
 
 

@@ -142,6 +142,27 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="number of processes")
     scale.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 … N-1")
 
+    bench = commands.add_parser(
+        "bench", help="the deep-PC benchmark suite: train one task by BP and the PC family, one results folder per "
+        "method, and print them side by side", parents=[debug], epilog=EXIT_CODES,
+    )
+    bench.add_argument("task", choices=_catalogue()["bench_tasks"], help="the task (docs/bench_suite.md)")
+    bench.add_argument("--method", dest="methods", action="append", default=[], metavar="METHOD",
+                       choices=_catalogue()["bench_methods"],
+                       help="a method to run (repeatable; default: every method of the preset): "
+                            + ", ".join(_catalogue()["bench_methods"]))
+    bench.add_argument("--preset", default="quick", help="quick (minutes on a laptop CPU) or full (one GPU)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field (pcscale show-config bench-TASK lists the keys)")
+    bench.add_argument("--out", help="the suite folder, one subfolder per method (default runs/bench/TASK-PRESET)")
+    bench_precision = bench.add_mutually_exclusive_group()
+    bench_precision.add_argument("--x64", action="store_true", default=None, help="compute in float64")
+    bench_precision.add_argument("--x32", dest="x64", action="store_false", help="compute in float32")
+    bench.add_argument("--force", action="store_true",
+                       help="delete results of a different config in a method's folder instead of refusing")
+    bench.add_argument("--no-plot", action="store_true", help="do not draw the figures")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress")
+
     plot = commands.add_parser("plot", help="draw the figures of a results folder (PNG, into RUN_DIR/figures)",
                                parents=[debug])
     plot.add_argument("run_dir")
@@ -183,6 +204,8 @@ def _experiment_command(args, parser) -> int:
         return 1 if run.failed else 0
     if args.command == "plot":
         return _plot(args.run_dir, args.out)
+    if args.command == "bench":
+        return _bench(args)
     _join_hosts(args, parser)
     import jax
 
@@ -253,6 +276,32 @@ def _plot(run_dir, out) -> int:
         return 0
     for path in paths:
         print(f"figure: {path}")
+    return 0
+
+
+def _bench(args) -> int:
+    import jax
+
+    from . import experiments
+    from .experiments._bench_suite import experiment_name, run_suite
+    from .experiments._registry import resolve_config
+    from .experiments._runner import needs_float64
+
+    config = resolve_config(experiment_name(args.task), args.preset, overrides=args.overrides, float64=args.x64)
+    if needs_float64(config):
+        jax.config.update("jax_enable_x64", True)
+    suite = run_suite(args.task, methods=args.methods, preset=args.preset, out=args.out, overrides=args.overrides,
+                      float64=args.x64, force=args.force, progress=not args.no_progress)
+    print(experiments.summary(suite))
+    if suite.reused:
+        print(f"\n({len(suite.reused)} finished cells reused from {suite.out_dir}, {len(suite.computed)} computed)")
+    print(f"\nresults: {suite.out_dir}")
+    if not args.no_plot:
+        _plot(suite.out_dir, None)
+    if suite.failed:
+        print(f"\npcscale bench: {len(suite.failed)} of {len(suite.results)} cells failed (see FAILED above); exit "
+              "status 1.", file=sys.stderr)
+        return 1
     return 0
 
 

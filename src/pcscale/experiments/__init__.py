@@ -5,6 +5,7 @@ shell: `pcscale run width-depth-linear --preset quick`."""
 
 from __future__ import annotations
 
+from ._bench_suite import load_suite as load_suite, run_suite as run_suite
 from ._coord_files import (
     coord_check_from_record as coord_check_from_record,
     coord_check_record as coord_check_record,
@@ -33,6 +34,6 @@ from ._trace import Trace as Trace
 __all__ = [
     "EXPERIMENTS", "Cell", "CellContext", "CellResult", "ClosedForm", "ConfigMismatch",
     "Experiment", "FolderInUse", "Parallel", "RunResults", "Trace", "coord_check_from_record",
-    "coord_check_record", "get", "load_coord_check", "load_run", "run", "run_experiment",
-    "save_coord_check", "summary", "train_lockstep",
+    "coord_check_record", "get", "load_coord_check", "load_run", "load_suite", "run", "run_experiment",
+    "run_suite", "save_coord_check", "summary", "train_lockstep",
 ]

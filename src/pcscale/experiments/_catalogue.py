@@ -22,12 +22,16 @@ def build() -> dict[str, Any]:
     experiment its description and the `show-config` text of each preset."""
     from pcscale import SOLVERS
 
+    from ._bench_tasks import TASKS
+    from ._learners import METHODS
     from ._registry import EXPERIMENTS, describe
     from ._runner import Parallel
 
     return {
         "solvers": list(SOLVERS),
         "parallel": [mode.value for mode in Parallel],
+        "bench_tasks": list(TASKS),
+        "bench_methods": list(METHODS),
         "experiments": {
             name: {"description": experiment.description,
                    "presets": {preset: describe(name, preset) for preset in experiment.presets}}

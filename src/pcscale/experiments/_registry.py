@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 
 from . import (
+    bench,
     coord_check,
     gamma0_sweep,
     inference_convergence,
@@ -41,7 +42,7 @@ EXPERIMENTS: dict[str, Experiment] = _registry([
         width_depth_linear, toy, toy_sp, gamma0_sweep, saddle, inference_convergence, residual_mlp,
         resnet_cnn, transformer, coord_check, pc_variants,
     )
-])
+] + list(bench.EXPERIMENTS))
 """Every experiment of the paper by name (the names `pcscale list` prints), each an
 [`Experiment`][pcscale.experiments.Experiment] with its config class and presets."""
 
@@ -103,7 +104,14 @@ def describe(name: str, preset: str = "quick") -> str:
 
 
 def load_run(out_dir: str | Path) -> RunResults:
-    """Read a run folder: its config and finished cells (see `RunResults.missing`)."""
+    """Read a run folder: its config and finished cells (see `RunResults.missing`); or a
+    benchmark suite folder (`pcscale bench`, one run folder per method), as one run."""
+    from ._bench_suite import is_suite
+
+    if is_suite(out_dir):
+        from ._bench_suite import load_suite
+
+        return load_suite(out_dir)
     return _load_run(out_dir, EXPERIMENTS)
 
 
