@@ -24,7 +24,9 @@ state unless said otherwise:
 
 and the cost of one iPC iteration (activities and weights updated together) against a
 certified PC step (`newton-gn`, cold) and a plain jitted BP step (Adam), timed
-interleaved. Prints a table with the winner per depth and writes JSON with the device
+interleaved. Every measurement is saved to the output file as it finishes, and a rerun keeps
+what is there (it resumes, within a row too; `--fresh` recomputes).
+Prints a table with the winner per depth and writes JSON with the device
 and versions (default results/variants-<platform>.json). Target (printed, never
 failing): at the deepest L, the best method needs ≥ 100× fewer evaluations than
 `gd-states`.
@@ -33,6 +35,7 @@ failing): at the deepest L, the best method needs ≥ 100× fewer evaluations th
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -134,6 +137,21 @@ def step_costs(model, x, y, repeats: int) -> dict:
             "pc_certified_over_bp": timing["pc_certified"]["median"] / bp}
 
 
+def _measure(name, model, x, y, width, depth, args, budget, repeats, amortiser_steps) -> dict:
+    """One cell of a row: a method's inference cost, or the step costs."""
+    if name == "gd-states":
+        return run_gd(model, x, y, budget)
+    if name == "newton-gn":
+        return run_solver(model, x, y, newton_gn(), repeats)
+    if name == "epc-gd":
+        return run_epc_gd(model, x, y, args.epc_step, budget)
+    if name == "epc-newton":
+        return run_solver(model, x, y, epc_newton(), repeats)
+    if name == "hybrid":
+        return run_hybrid(width, depth, model, amortiser_steps, repeats)
+    return step_costs(model, x, y, repeats)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
@@ -144,6 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gd-budget", type=int, default=2000)
     parser.add_argument("--epc-step", type=float, default=0.3)
     parser.add_argument("--amortiser-steps", type=int, default=8)
+    parser.add_argument("--fresh", action="store_true",
+                        help="recompute every row (default: keep the rows already in --out, so a run resumes)")
     args = parser.parse_args(argv)
     widths = [32] if args.quick else [int(v) for v in args.widths.split(",")]
     depths = [4, 8] if args.quick else [int(v) for v in args.depths.split(",")]
@@ -152,18 +172,31 @@ def main(argv=None) -> int:
     amortiser_steps = 2 if args.quick else args.amortiser_steps
     out = args.out or Path(__file__).parent / "results" / f"variants-{jax.devices()[0].platform}.json"
     rows = []
+    if out.exists() and not args.fresh:
+        previous = json.loads(out.read_text())
+        if previous.get("quick") == args.quick and previous.get("rtol") == RTOL:
+            rows = list(previous["rows"])
+            print(f"resuming {out}: keeping {len(rows)} row(s) already measured (--fresh recomputes them)")
+    done = {(r["width"], r["depth"]) for r in rows if "winner" in r}
+    partial = {(r["width"], r["depth"]): r for r in rows if "winner" not in r}
+    rows = [r for r in rows if "winner" in r]
     methods = ("gd-states", "newton-gn", "epc-gd", "epc-newton", "hybrid")
     for width in widths:
         for depth in depths:
+            if (width, depth) in done:
+                continue
             model, x, y = build(width, depth, jnp.float64, jax.random.key(0))
-            row = {"width": width, "depth": depth,
-                   "gd-states": run_gd(model, x, y, budget),
-                   "newton-gn": run_solver(model, x, y, newton_gn(), repeats),
-                   "epc-gd": run_epc_gd(model, x, y, args.epc_step, budget),
-                   "epc-newton": run_solver(model, x, y, epc_newton(), repeats),
-                   "hybrid": run_hybrid(width, depth, model, amortiser_steps, repeats),
-                   "steps": step_costs(model, x, y, repeats)}
-            def certified(m):
+            row = partial.get((width, depth), {"width": width, "depth": depth})
+            if len(row) > 2:
+                kept = ", ".join(k for k in row if k not in ("width", "depth"))
+                print(f"N={width} L={depth}: resuming after {kept}")
+            for name in (*methods, "steps"):  # each measurement saved as it finishes: a rerun resumes
+                if name not in row:
+                    row[name] = _measure(name, model, x, y, width, depth, args, budget, repeats, amortiser_steps)
+                    write_json(out, {"environment": environment(), "rtol": RTOL, "batch": BATCH,
+                                     "rows": rows + [row], "quick": args.quick, "complete": False})
+
+            def certified(m, row=row):
                 record = row[m]
                 return record.get("evaluations") is not None and (
                     record.get("result") == "converged" or record.get("extrapolated", False))
