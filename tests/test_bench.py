@@ -211,6 +211,7 @@ def test_deep_resmlp_task_builds_the_residual_mlp_at_every_depth():
         assert [layer.skip for layer in model.layers] == [False] + [True] * (depth - 2) + [False]
 
 
+@pytest.mark.slow
 def test_a_cnn_task_trains_with_augmentation_and_certifies_with_average_pooling(tmp_path):
     suite = run_suite("vgg5-cifar10", methods=["bp", "pc"], out=tmp_path, progress=False,
                       overrides=["dataset=digits", "train_size=64", "test_size=64", "batch=32",

@@ -58,8 +58,8 @@ PRESET_DIGESTS = {
     "bench-vgg5-cifar100/full": "468998685a8cb940",
     "bench-vgg7-tinyimagenet/quick": "20557ea54e4fc210",
     "bench-vgg7-tinyimagenet/full": "6591cd2e09613130",
-    "bench-resnet18-cifar10/quick": "423028e4d77a1031",
-    "bench-resnet18-cifar10/full": "1b82f6a5d4b48720",
+    "bench-resnet18-cifar10/quick": "7467c0e795903813",
+    "bench-resnet18-cifar10/full": "0944b0d72806a203",
     "bench-deep-resmlp-mnist/quick": "a999c1ad1650e431",
     "bench-deep-resmlp-mnist/full": "ab7178aea35904ca",
 }

@@ -129,6 +129,8 @@ def summary(run: RunResults) -> str:
     if run.failed:
         solver = (", or infer with a solver that converges on this network (--set solver=auto)"
                   if hasattr(run.config, "solver") else "")
+        if hasattr(run.config, "step_size"):
+            solver = f", lower the activity step where a fixed-step inference diverged (--set step_size=…){solver}"
         lines = "\n".join(f"  {result.cell.name}: {result.failure}" for result in run.failed)
         parts.append(
             f"FAILED: {len(run.failed)} of {len(run.results)} finished cells failed in training and are left out "
