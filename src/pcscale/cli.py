@@ -225,14 +225,22 @@ def _experiment_command(args, parser) -> int:
     )
     if not first:
         return 1 if run.failed else 0
+    return _report(run, "run", plot=not args.no_plot)
+
+
+def _report(run, command: str, *, plot: bool) -> int:
+    """Print a finished run's summary, what was reused, where it lies; draw its figures;
+    the exit status (1 if a cell failed)."""
+    from . import experiments
+
     print(experiments.summary(run))
     if run.reused:
         print(f"\n({len(run.reused)} finished cells reused from {run.out_dir}, {len(run.computed)} computed)")
     print(f"\nresults: {run.out_dir}")
-    if not args.no_plot:
+    if plot:
         _plot(run.out_dir, None)
     if run.failed:
-        print(f"\npcscale run: {len(run.failed)} of {len(run.results)} cells failed (see FAILED above); exit "
+        print(f"\npcscale {command}: {len(run.failed)} of {len(run.results)} cells failed (see FAILED above); exit "
               "status 1.", file=sys.stderr)
         return 1
     return 0
@@ -282,7 +290,6 @@ def _plot(run_dir, out) -> int:
 def _bench(args) -> int:
     import jax
 
-    from . import experiments
     from .experiments._bench_suite import experiment_name, run_suite
     from .experiments._registry import resolve_config
     from .experiments._runner import needs_float64
@@ -292,17 +299,7 @@ def _bench(args) -> int:
         jax.config.update("jax_enable_x64", True)
     suite = run_suite(args.task, methods=args.methods, preset=args.preset, out=args.out, overrides=args.overrides,
                       float64=args.x64, force=args.force, progress=not args.no_progress)
-    print(experiments.summary(suite))
-    if suite.reused:
-        print(f"\n({len(suite.reused)} finished cells reused from {suite.out_dir}, {len(suite.computed)} computed)")
-    print(f"\nresults: {suite.out_dir}")
-    if not args.no_plot:
-        _plot(suite.out_dir, None)
-    if suite.failed:
-        print(f"\npcscale bench: {len(suite.failed)} of {len(suite.results)} cells failed (see FAILED above); exit "
-              "status 1.", file=sys.stderr)
-        return 1
-    return 0
+    return _report(suite, "bench", plot=not args.no_plot)
 
 
 def _demo(args, parser) -> int:

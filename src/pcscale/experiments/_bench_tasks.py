@@ -121,8 +121,3 @@ def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
     """The centred `size` × `size` window of (N, C, H, W) images."""
     first = (images.shape[2] - size) // 2
     return images[:, :, first:first + size, first:first + size]
-
-
-def chance(classes: int) -> float:
-    """The accuracy of guessing: 1/classes."""
-    return 1.0 / classes

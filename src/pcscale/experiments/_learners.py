@@ -199,3 +199,12 @@ def signal_reach(learner: Learner, x, y, *, probe_rate: float, since: pc.PCModel
     probe, _ = learner.propose(x, y, sgd, fresh)
     bp, _, _ = pc.bp_step(learner.model, fresh, x, y, optimiser=sgd)
     return SignalReach(layer_norms(_difference(learner.model, since)), update_cosines(learner.model, probe, bp))
+
+
+def accuracy(model, x, y, chunk: int = 1000) -> float:
+    """Test accuracy of the feedforward pass, in chunks of `chunk` samples."""
+    hits = 0
+    for first in range(0, len(x), chunk):
+        logits = np.asarray(model(x[first:first + chunk]))
+        hits += int(np.sum(np.argmax(logits, axis=1) == np.argmax(np.asarray(y[first:first + chunk]), axis=1)))
+    return hits / len(x)

@@ -21,7 +21,7 @@ from . import _names
 from ._bench_table import summarise
 from ._bench_tasks import TASKS, Task, build, centre_crop, fit_images
 from ._config import check_config, check_positive, field
-from ._learners import MEANING, METHODS, Learner, MethodSettings, signal_reach
+from ._learners import MEANING, METHODS, Learner, MethodSettings, accuracy, signal_reach
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
 
@@ -137,15 +137,6 @@ def _augmented(config: BenchConfig, task: Task, key, x):
         return (pcdata.augment(key, x, padding=0, size=task.crop) if config.augment
                 else jnp.asarray(centre_crop(x, task.crop)))
     return pcdata.augment(key, x, padding=4, flip=True) if config.augment else x
-
-
-def accuracy(model, x, y, chunk: int = 1000) -> float:
-    """Test accuracy of the feedforward pass, in chunks of `chunk` samples."""
-    hits = 0
-    for first in range(0, len(x), chunk):
-        logits = np.asarray(model(x[first:first + chunk]))
-        hits += int(np.sum(np.argmax(logits, axis=1) == np.argmax(np.asarray(y[first:first + chunk]), axis=1)))
-    return hits / len(x)
 
 
 def run_cell(config: BenchConfig, cell: Cell, context: CellContext) -> CellResult:

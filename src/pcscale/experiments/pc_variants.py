@@ -19,6 +19,7 @@ from pcscale import data as pcdata
 
 from . import _names
 from ._config import check_config, check_positive, field
+from ._learners import accuracy
 from ._lockstep import optimiser_for
 from ._results import Cell, CellResult
 from ._runner import CellContext, Experiment
@@ -170,10 +171,6 @@ class _Learner:
         return loss, float(stats.evaluations), float(bool(stats.converged)), False
 
 
-def _accuracy(model: pc.PCModel, x, y) -> float:
-    return float(np.mean(np.argmax(np.asarray(model(x)), axis=1) == np.argmax(y, axis=1)))
-
-
 def run_cell(config: PCVariantsConfig, cell: Cell, context: CellContext) -> CellResult:
     method = cell.settings["method"]
     dtype = _names.dtype(config.float64)
@@ -207,7 +204,7 @@ def run_cell(config: PCVariantsConfig, cell: Cell, context: CellContext) -> Cell
                 break
         history["seconds"].append(time.perf_counter() - start)
         history["train_loss"].append(float(np.mean(losses)))
-        history["test_accuracy"].append(_accuracy(learner.network, x_test, y_test))
+        history["test_accuracy"].append(accuracy(learner.network, x_test, y_test))
         history["evaluations_per_step"].append(float(np.mean(evaluations)))
         shares = [c for c in certified if not np.isnan(c)]
         history["certified_share"].append(float(np.mean(shares)) if shares else None)
