@@ -171,20 +171,25 @@ def _unlistable(folder: Path, error: OSError) -> OSError:
     )
 
 
+def decode_rgb(image_module, file, path: Path, expected: str):
+    """Decode the open image `file` (read from `path`, closed here) to an RGB Pillow image;
+    an undecodable file is a ValueError naming the path, Pillow's reason and `expected`."""
+    try:
+        with file, image_module.open(file) as image:
+            return image.convert("RGB")
+    except Exception as error:  # Pillow raises several types for unreadable files
+        raise ValueError(
+            f"Image {str(path)!r} could not be read ({type(error).__name__}: {error}); {expected}."
+        ) from error
+
+
 def _load_image(image_module, path: Path, size: int, resize: int) -> np.ndarray:
     """Open, resize the shorter side to `resize`, centre-crop `size`; return uint8 CHW."""
     try:  # opened here, so that a file the system will not open is not called undecodable
         file = path.open("rb")
     except OSError as error:
         raise unreadable_error(path, error, "Image", "an image file") from error
-    try:
-        with file, image_module.open(file) as image:
-            rgb = image.convert("RGB")
-    except Exception as error:  # Pillow raises several types for unreadable files
-        raise ValueError(
-            f"Image {str(path)!r} could not be read ({type(error).__name__}: {error}); "
-            "expected an image Pillow can decode. Replace or remove the file."
-        ) from error
+    rgb = decode_rgb(image_module, file, path, "expected an image Pillow can decode. Replace or remove the file")
     width, height = rgb.size
     short, long = min(width, height), max(width, height)
     scaled_long = int(resize * long / short)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._cifar import ImageArrays
 from ._errors import unreadable_error
-from ._folder import IMAGE_SUFFIXES, _entries, _import_pillow, _unlistable
+from ._folder import IMAGE_SUFFIXES, _entries, _import_pillow, _unlistable, decode_rgb
 
 SIDE = 64  # every Tiny ImageNet image is 64 × 64 pixels
 SPLIT_FOLDERS = {"train": "train", "test": "val"}  # the official test/ folder has no labels
@@ -240,14 +240,8 @@ def _decode(image_module, path: Path) -> np.ndarray:
         ) from None
     except OSError as error:
         raise unreadable_error(path, error, "Image", "an image file") from error
-    try:
-        with file, image_module.open(file) as image:
-            rgb = image.convert("RGB")
-    except Exception as error:  # Pillow raises several types for unreadable files
-        raise ValueError(
-            f"Image {str(path)!r} could not be read ({type(error).__name__}: {error}); expected a JPEG "
-            "Pillow can decode. Replace it with the file from the official archive."
-        ) from error
+    rgb = decode_rgb(image_module, file, path,
+                     "expected a JPEG Pillow can decode. Replace it with the file from the official archive")
     if rgb.size != (SIDE, SIDE):
         width, height = rgb.size
         raise ValueError(
