@@ -28,11 +28,14 @@ WIDTH_DEPTH = {  # cell → (PC loss per step, cosine per step, final PC loss)
 # moved by ≤ 5e-14 relative, cosines by ≤ 7e-9, and the N = 32 cell's Newton steps from 5
 # to 4. Re-recorded again when Newton–Krylov's line search moved from the straight line
 # to the error-coordinate curve: losses moved by ≤ 2e-14, cosines by ≤ 5e-9, steps alike.
+# And again when its inner tolerance became Eisenstat–Walker's choice 1 (from
+# min(0.1, √(‖g‖/‖g_0‖))): losses moved by ≤ 2e-12, cosines by ≤ 3e-8, and each cell's
+# Newton steps fell by one (6 → 5 at N = 8, 4 → 3 at N = 32).
 RESIDUAL_MLP = {  # cell → (PC loss per step, cosine per step, inference steps, final PC loss)
-    "N8-seed0": ([2.2673875288322654, 2.267117067162396, 2.266846549278849],
-                 [0.9043363292516644, 0.9043265315632152, 0.9043167751911353], [6, 6, 6], 2.2665759789925097),
-    "N32-seed0": ([2.286355062719154, 2.28619471701083, 2.2860343865486623],
-                  [0.9904431184088388, 0.9904390973782583, 0.9904350525086547], [4, 4, 4], 2.2858740722078084),
+    "N8-seed0": ([2.2673875288322654, 2.2671170671623972, 2.266846549278858],
+                 [0.9043363238028315, 0.9043265259469624, 0.9043167694546486], [5, 5, 5], 2.266575978992537),
+    "N32-seed0": ([2.286355062719154, 2.2861947170102717, 2.2860343865469557],
+                  [0.9904431435236832, 0.9904391225315408, 0.990435077699691], [3, 3, 3], 2.2858740722035646),
 }
 
 
