@@ -14,7 +14,9 @@ from ._table import number, table
 
 
 def _last(info: dict, key: str) -> Any:
-    values = info["history"][key]
+    """The last epoch's value of `key`, None when there is none (or the cell was written
+    before `key` was recorded)."""
+    values = info.get("history", {}).get(key)
     return values[-1] if values else None
 
 
