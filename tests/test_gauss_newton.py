@@ -3,6 +3,7 @@ Newton step is the closed form), the same certified equilibrium as Newton–Kryl
 nonlinear ones, and the preconditioner itself against a dense Gauss–Newton matrix built
 here by hand."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,10 +51,29 @@ def test_one_newton_step_is_the_closed_form_equilibrium_of_a_linear_network(skip
     np.testing.assert_allclose(float(solution.energy), float(pc.theory.equilibrium_energy(model, x, y)), rtol=1e-10)
 
 
-def _dense_gauss_newton(model, z, y_one_hot, sample, cross_entropy):
+def test_newtons_inner_tolerance_is_tight_once_the_quadratic_model_predicts_the_gradient():
+    """On a linear network the energy is quadratic, so the first Newton step's model
+    predicts the next gradient exactly: the forcing term (how far the gradient landed from
+    the prediction) is then 0 and the second inner solve goes to the tolerance. Newton
+    certifies 1e-10 in exactly two steps, the first one loose (η = `forcing`). A rule
+    that tightens only with the residual, such as min(0.1, √(‖g‖/‖g₀‖)), needs more."""
+    model = pc.nn.residual_mlp(6, 16, 3, 6, parameterisation=pc.MuPC(), activation="linear", dtype=jnp.float64,
+                               key=jax.random.key(4))
+    x, y = data(jax.random.key(5), 4, 6, 3)
+    solution = pc.infer(model, x, y, solver=pc.NewtonKrylov(rtol=1e-10))
+    assert solution.result == pc.RESULTS.converged and int(solution.steps) == 2
+    # The residual, recomputed from the hand-written energy, meets the tolerance.
+    grad = jax.grad(_hand_energy(model, x, y, False))(tuple(solution.activities))
+    start = jax.grad(_hand_energy(model, x, y, False))(tuple(model.init_activities(x)))
+    assert float(jnp.linalg.norm(_flat(grad))) <= 1e-10 * float(jnp.linalg.norm(_flat(start)))
+
+
+def _dense_gauss_newton(model, z, y_one_hot, sample, cross_entropy, precisions=None):
     """The Gauss–Newton matrix of one sample's energy in the activities, built column by
-    column: Σ_l (∂e_l/∂z)ᵀ(∂e_l/∂z) over the hidden errors e_l = z_l − f_l(z_{l−1}), plus
-    λ·(∂ŷ/∂z)ᵀ H_ℓ (∂ŷ/∂z), with H_ℓ = I (MSE) or diag(p) − ppᵀ (cross-entropy)."""
+    column: Σ_l (∂e_l/∂z)ᵀ Π_l (∂e_l/∂z) over the hidden errors e_l = z_l − f_l(z_{l−1}),
+    plus λ·(∂ŷ/∂z)ᵀ H_ℓ (∂ŷ/∂z), with H_ℓ = I (MSE) or diag(p) − ppᵀ (cross-entropy).
+    `precisions`: the hidden errors' precisions of this sample, concatenated over the
+    layers (default all 1)."""
     shapes = [a.shape[1:] for a in z]
     sizes = [int(np.prod(s)) for s in shapes]
     z_one = jnp.concatenate([jnp.ravel(a[sample]) for a in z])
@@ -81,7 +101,8 @@ def _dense_gauss_newton(model, z, y_one_hot, sample, cross_entropy):
         curvature = jnp.diag(p) - jnp.outer(p, p)
     else:
         curvature = jnp.eye(out.shape[0])
-    return jac_e.T @ jac_e + model.output_precision * jac_y.T @ curvature @ jac_y
+    weights = jnp.ones(jac_e.shape[0]) if precisions is None else precisions
+    return jac_e.T @ (weights[:, None] * jac_e) + model.output_precision * jac_y.T @ curvature @ jac_y
 
 
 @pytest.mark.parametrize("cross_entropy", [pytest.param(False, marks=pytest.mark.slow), True])
@@ -98,6 +119,28 @@ def test_the_preconditioner_is_the_inverse_of_a_hand_built_gauss_newton_matrix(c
     applied = GN.at(model, fn, z).apply(r)
     for sample in range(x.shape[0]):
         dense = _dense_gauss_newton(model, z, y, sample, cross_entropy)
+        expected = jnp.linalg.solve(dense, jnp.concatenate([jnp.ravel(a[sample]) for a in r]))
+        got = jnp.concatenate([jnp.ravel(a[sample]) for a in applied])
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_preconditioner_with_learnt_per_unit_variances_is_the_inverse_of_the_dense_matrix():
+    """Learnt per-unit variances make Π⁻¹ an array per layer (the Woodbury solve's other
+    branch): against the dense Gauss–Newton matrix with Π_l = exp(−log σ²_l), set by hand."""
+    base = pc.nn.residual_mlp(5, 7, 4, 4, parameterisation=pc.MuPC(), activation="tanh", output_precision=1.3,
+                              dtype=jnp.float64, key=jax.random.key(12))
+    model = pc.with_learnt_variances(base, per_unit_input_shape=(5,), initial=1.0)
+    log_variances = [0.4 * jax.random.normal(jax.random.key(30 + i), layer.log_variance.shape)
+                     for i, layer in enumerate(model.layers[:-1])]
+    model = eqx.tree_at(lambda m: [layer.log_variance for layer in m.layers[:-1]], model, log_variances)
+    x, y = data(jax.random.key(13), 3, 5, 4)
+    z = tuple(a + 0.3 * jax.random.normal(jax.random.key(40 + i), a.shape)
+              for i, a in enumerate(model.init_activities(x)))
+    r = tuple(jax.random.normal(jax.random.key(50 + i), a.shape) for i, a in enumerate(z))
+    applied = GN.at(model, summed_energy_and_grad(model, x, y), z).apply(r)
+    precisions = jnp.concatenate([jnp.broadcast_to(jnp.exp(-s), (7,)) for s in log_variances])
+    for sample in range(x.shape[0]):
+        dense = _dense_gauss_newton(model, z, y, sample, False, precisions)
         expected = jnp.linalg.solve(dense, jnp.concatenate([jnp.ravel(a[sample]) for a in r]))
         got = jnp.concatenate([jnp.ravel(a[sample]) for a in applied])
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)

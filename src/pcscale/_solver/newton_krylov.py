@@ -18,15 +18,14 @@ from ._preconditioner import AbstractKrylovSolver
 
 class _NewtonState(eqx.Module):
     tolerance: Float[Array, ""]
-    initial_residual: Float[Array, ""]
     stalled: Bool[Array, ""]
-    preconditioner: Any = None  # what a preconditioner with memory keeps between steps
+    preconditioner: Any  # what a preconditioner with memory keeps between steps (or None)
     # The forcing term's memory: the previous step's gradient norm, the norm its linear
     # model predicted after the step (NaN when the step was backtracked or none was
     # taken yet) and its inner tolerance η.
-    previous_norm: Any = None
-    predicted_norm: Any = None
-    previous_eta: Any = None
+    previous_norm: Float[Array, ""]
+    predicted_norm: Float[Array, ""]
+    previous_eta: Float[Array, ""]
 
 
 # The inner CG gives up when its residual has not fallen below (1 − _INNER_MARGIN) times
@@ -130,7 +129,7 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         memory = None if self.preconditioner is None else self.preconditioner.init_state(model, fn, z)
         norm = otu.tree_norm(grad)
         nan = jnp.full((), jnp.nan, norm.dtype)
-        return _NewtonState(tolerance, norm, jnp.array(False), memory, norm, nan, jnp.asarray(self.forcing, norm.dtype))
+        return _NewtonState(tolerance, jnp.array(False), memory, norm, nan, jnp.asarray(self.forcing, norm.dtype))
 
     def _eta(self, norm, state):
         """The inner relative tolerance: Eisenstat and Walker's choice 1, how far the
@@ -191,8 +190,7 @@ class NewtonKrylov(AbstractKrylovSolver, max_steps=100):
         # A full step's linear model predicts ‖∇F + H·d‖, the inner solve's residual.
         full = accepted & (tries == 1)
         predicted = jnp.where(full, inner.residual, jnp.nan)
-        state = _NewtonState(state.tolerance, state.initial_residual, ~accepted, preconditioning.state,
-                             norm, predicted, eta)
+        state = _NewtonState(state.tolerance, ~accepted, preconditioning.state, norm, predicted, eta)
         # The preconditioner is applied once per inner iteration and once at the start.
         passes = preconditioning.setup_passes + preconditioning.passes_per_apply * (inner.steps + 1)
         # Besides: the pass that sets up the path, and each trial's forward pass along it.
